@@ -1,0 +1,442 @@
+//! `ContainerSet`: one container template, placed on the hosts a label selector picks,
+//! `replicasPerHost` copies on each.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::docker_host::is_false;
+
+/// The declared state of one group of identical containers.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "ContainerSet",
+    namespaced,
+    shortname = "cs",
+    status = "ContainerSetStatus",
+    printcolumn = r#"{"name":"Hosts","type":"integer","jsonPath":".status.hostCount"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyReplicasText"}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.currentRevision"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("self.replicasPerHost <= 1 || self.template.ports.all(p, !has(p.hostPort))").message("spec.replicasPerHost: a fixed hostPort allows at most one replica per host")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSetSpec {
+    /// The DockerHosts (same namespace) this set runs on. Empty selects every host.
+    #[serde(default)]
+    pub host_selector: LabelSelector,
+
+    /// Copies per selected host. 0 removes the containers (named volumes stay).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas_per_host: i32,
+
+    /// The container every replica runs.
+    pub template: ContainerTemplate,
+
+    /// How a new revision replaces the old one.
+    #[serde(default)]
+    pub strategy: Strategy,
+
+    /// How many old revisions are remembered.
+    #[serde(default = "ten")]
+    #[schemars(range(min = 0, max = 100))]
+    pub revision_history_limit: i32,
+
+    /// Stop a rollout where it is.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
+
+    /// What to do with containers changed behind berth's back.
+    #[serde(default)]
+    pub drift_policy: DriftPolicy,
+
+    /// Whether named volumes declared by the template are deleted with the set.
+    #[serde(default)]
+    pub volume_reclaim_policy: VolumeReclaimPolicy,
+}
+
+fn one() -> i32 {
+    1
+}
+fn ten() -> i32 {
+    10
+}
+
+/// One container, Docker's knobs with Kubernetes' spelling.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.ports.all(p, !has(p.hostPort) || self.ports.filter(q, has(q.hostPort) && q.hostPort == p.hostPort && q.protocol == p.protocol && q.hostIP == p.hostIP).size() == 1)").message("spec.template.ports: duplicate hostPort/protocol/hostIP")
+)]
+pub struct ContainerTemplate {
+    /// An image reference: `repo[:tag][@sha256:digest]`.
+    #[schemars(regex(
+        pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+    ))]
+    pub image: String,
+
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+
+    /// Secrets of type `kubernetes.io/dockerconfigjson` used to pull the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Replaces the image's ENTRYPOINT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+
+    /// Replaces the image's CMD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+
+    /// User-defined bridge networks, created on demand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+
+    /// Extra container labels. Keys under `berth.dev/` are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// The signal that asks the process to stop (e.g. `SIGTERM`, `SIGQUIT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+
+    /// How long a stop waits before killing. Docker's default is 10 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub stop_grace_period_seconds: Option<i64>,
+
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only_root_filesystem: bool,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+
+    /// Needs the host's `policy.allowPrivileged`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub privileged: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum PullPolicy {
+    /// Pull only when the host lacks the image.
+    #[default]
+    IfNotPresent,
+    /// Pull whenever a container is created.
+    Always,
+    /// Never pull; the image must already be on the host.
+    Never,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+pub struct LocalObjectReference {
+    pub name: String,
+}
+
+/// An environment variable: a literal `value`, or `valueFrom` a Secret or ConfigMap key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.value) && has(self.valueFrom))").message("value and valueFrom are mutually exclusive"))]
+pub struct EnvVar {
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)").message("exactly one of secretKeyRef and configMapKeyRef"))]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeySelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeySelector>,
+}
+
+/// One key of a Secret or ConfigMap in the set's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+pub struct KeySelector {
+    pub name: String,
+    pub key: String,
+    /// A missing object or key yields no variable instead of an error.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub optional: bool,
+}
+
+/// A port the container listens on, optionally published on the host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: i32,
+    /// Publish on this host port. Absent: not published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub host_port: Option<i32>,
+    /// The host address to publish on; empty means every address.
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// Docker's spelling: `tcp`, `udp`, `sctp`.
+    pub fn as_docker(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// A filesystem mounted into the container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.type == 'tmpfs' ? !has(self.source) : has(self.source)").message("source is required for volume and bind mounts and not allowed for tmpfs"),
+    validation = Rule::new("self.type != 'bind' || self.source.startsWith('/')").message("a bind mount's source must be an absolute host path")
+)]
+pub struct Mount {
+    #[serde(rename = "type", default)]
+    pub kind: MountKind,
+    /// Volume name (volume) or host path (bind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Absolute path inside the container.
+    #[schemars(regex(pattern = r"^/"))]
+    pub target: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A named Docker volume, created on demand and never deleted unless asked.
+    #[default]
+    Volume,
+    /// A host path (the host's policy must allow it).
+    Bind,
+    /// An in-memory filesystem.
+    Tmpfs,
+}
+
+/// A Docker-native healthcheck. Use the exec form (`["CMD", "/app", "--probe"]`) for images
+/// without a shell.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Healthcheck {
+    /// `["CMD", exe, args...]` or `["CMD-SHELL", "command"]`.
+    #[schemars(length(min = 2))]
+    pub test: Vec<String>,
+    /// Between checks, e.g. `5s`, `500ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub retries: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum RestartPolicy {
+    /// Restarted by the engine unless berth (or a person) stopped it.
+    #[default]
+    UnlessStopped,
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// Limits, as Kubernetes quantities: `cpus: "500m"` or `"1.5"`, `memory: "256Mi"`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// How a new revision replaces the old one on a host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Strategy {
+    #[serde(rename = "type", default)]
+    pub kind: StrategyType,
+    /// Hosts updated at a time (an integer, or a percentage like `"25%"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    /// How long a new container must be ready before it counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_ready_seconds: Option<i32>,
+    /// How long a new container may take to become ready before the rollout fails.
+    #[serde(default = "default_deadline")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: i32,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auto_rollback: bool,
+}
+
+fn default_deadline() -> i32 {
+    600
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy {
+            kind: StrategyType::default(),
+            max_unavailable: None,
+            min_ready_seconds: None,
+            progress_deadline_seconds: default_deadline(),
+            auto_rollback: false,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum StrategyType {
+    /// The new container is healthy before the old one stops (zero downtime).
+    #[default]
+    StartFirst,
+    /// The old container stops first. berth forces this when a fixed hostPort would collide.
+    StopFirst,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum DriftPolicy {
+    #[default]
+    Replace,
+    Report,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum VolumeReclaimPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// What berth observed and did, in the shape kstatus and Argo CD read.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSetStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+    #[serde(default)]
+    pub desired_replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    #[serde(default)]
+    pub updated_replicas: i32,
+    #[serde(default)]
+    pub host_count: i32,
+    /// `ready/desired`, for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostSetStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RevisionRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The set's containers on one host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSetStatus {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    pub name: String,
+    pub id: String,
+    pub revision: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One immutable revision of the template.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    pub revision: i64,
+    pub hash: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+}

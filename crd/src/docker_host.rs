@@ -1,0 +1,97 @@
+//! `DockerHost`: one Docker engine that berth places containers on.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A Docker engine reached over its API: a unix socket, or TCP with mutual TLS.
+///
+/// Its `metadata.labels` are what a ContainerSet's `hostSelector` matches.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "DockerHost",
+    namespaced,
+    shortname = "dh",
+    status = "DockerHostStatus",
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.engineVersion"}"#,
+    printcolumn = r#"{"name":"Containers","type":"integer","jsonPath":".status.managedContainers"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("!self.endpoint.startsWith('tcp://') || has(self.tls) || self.insecure").message("spec.tls: a tcp:// endpoint needs tls.secretName (or spec.insecure: true)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerHostSpec {
+    /// The engine's API address: `unix:///var/run/docker.sock` or `tcp://10.0.0.5:2376`.
+    #[schemars(regex(pattern = r"^(unix:///\S+|tcp://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5})$"))]
+    pub endpoint: String,
+
+    /// Mutual TLS for `tcp://` endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<HostTls>,
+
+    /// Allow a `tcp://` endpoint without TLS. Anyone who reaches the port owns the host.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub insecure: bool,
+
+    /// Cordon: no new containers are placed here; running ones stay.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unschedulable: bool,
+
+    /// What containers placed here may do. Everything is denied by default.
+    #[serde(default)]
+    pub policy: HostPolicy,
+}
+
+/// Where the client certificate for a TLS endpoint comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostTls {
+    /// A Secret in the host's namespace with keys `ca.crt`, `tls.crt` and `tls.key`.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+}
+
+/// Capabilities a host grants to the containers placed on it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPolicy {
+    /// Containers may run `privileged`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_privileged: bool,
+    /// Bind mounts may use host paths under these prefixes (absolute paths).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_host_paths: Vec<String>,
+}
+
+/// What berth last saw of the engine.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerHostStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_containers: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+}
+
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}

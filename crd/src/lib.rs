@@ -1,0 +1,40 @@
+//! berth's API: the `DockerHost` and `ContainerSet` resources (group `berth.dev`, version
+//! `v1alpha1`).
+//!
+//! The same types serve both front ends: the operator reads them from the Kubernetes API, the
+//! standalone CLI reads them from YAML files. Validation therefore lives here twice and
+//! consistently: as OpenAPI schema + CEL rules in the generated CRD (checked by the API server
+//! at admission) and as [`validate`] in Rust (checked by the CLI before any host is touched).
+
+pub mod container_set;
+pub mod docker_host;
+pub mod quantity;
+pub mod validate;
+
+pub use container_set::*;
+pub use docker_host::*;
+pub use validate::{FieldError, Validate};
+
+/// The API group of every berth resource.
+pub const GROUP: &str = "berth.dev";
+/// The API version of every berth resource.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in YAML.
+pub const API_VERSION: &str = "berth.dev/v1alpha1";
+
+/// The CRDs of all berth resources, in a stable order.
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![DockerHost::crd(), ContainerSet::crd()]
+}
+
+/// The CRDs as one multi-document YAML stream, as checked in under `manifests/crd/`.
+pub fn crds_yaml() -> String {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd).expect("a CRD always serializes"));
+    }
+    out
+}

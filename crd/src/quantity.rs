@@ -1,0 +1,93 @@
+//! Kubernetes-style quantities (`500m`, `1.5`, `256Mi`) and durations (`5s`, `500ms`),
+//! parsed to the integers the Docker API takes.
+
+/// CPUs as Docker's `NanoCpus`: `"1.5"` → 1_500_000_000, `"500m"` → 500_000_000.
+pub fn parse_cpus(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, scale) = match s.strip_suffix('m') {
+        Some(n) => (n, 1_000_000.0),
+        None => (s, 1_000_000_000.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a CPU quantity (examples: \"500m\", \"1.5\")"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("{s:?} must be a positive CPU quantity"));
+    }
+    let nanos = (v * scale).round();
+    if nanos < 1_000_000.0 || nanos > 1e15 {
+        return Err(format!("{s:?} is out of range (1m to 1000000 CPUs)"));
+    }
+    Ok(nanos as i64)
+}
+
+/// Memory in bytes: `"256Mi"`, `"1G"`, `"1048576"`.
+pub fn parse_memory(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    const SUFFIXES: [(&str, f64); 10] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("k", 1e3),
+        ("K", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("", 1.0),
+    ];
+    let (num, mult) = SUFFIXES
+        .iter()
+        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+        .expect("the empty suffix always matches");
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a memory quantity (examples: \"256Mi\", \"1Gi\")"))?;
+    let bytes = (v * mult).round();
+    // Docker refuses limits under 6 MiB; say so here rather than at container create.
+    if !bytes.is_finite() || bytes < 6.0 * 1048576.0 {
+        return Err(format!("{s:?} is below Docker's minimum memory limit of 6Mi"));
+    }
+    if bytes > 9.0e18 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as i64)
+}
+
+/// A duration in nanoseconds: `"5s"`, `"500ms"`, `"1m30s"`.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration (examples: \"5s\", \"500ms\"): {e}"))?;
+    i64::try_from(d.as_nanos()).map_err(|_| format!("{s:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpus("500m"), Ok(500_000_000));
+        assert_eq!(parse_cpus("1.5"), Ok(1_500_000_000));
+        assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("lots").is_err());
+        assert!(parse_cpus("0").is_err());
+    }
+
+    #[test]
+    fn memory() {
+        assert_eq!(parse_memory("256Mi"), Ok(256 * 1024 * 1024));
+        assert_eq!(parse_memory("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_memory("8388608"), Ok(8388608));
+        assert!(parse_memory("1Ki").is_err(), "below Docker's minimum");
+        assert!(parse_memory("12XB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(500_000_000));
+        assert_eq!(parse_duration("2s"), Ok(2_000_000_000));
+        assert!(parse_duration("soon").is_err());
+    }
+}

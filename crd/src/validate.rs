@@ -1,0 +1,390 @@
+//! Validation of one object on its own, the Rust twin of the CRD's schema and CEL rules.
+//!
+//! The CLI runs it on every object before the first Docker call; the operator runs it before
+//! a reconcile touches a host (the API server's admission already checked the CEL half).
+//! Each error names the field path, so a message reads `spec.template.ports[1].hostPort: ...`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use crate::quantity::{parse_cpus, parse_duration, parse_memory};
+use crate::{ContainerSet, ContainerTemplate, DockerHost, MountKind};
+
+/// One invalid field: where, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field path, e.g. `spec.template.ports[0].containerPort`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Objects that can check themselves without looking anything up.
+pub trait Validate {
+    /// Every problem found; empty when the object is valid.
+    fn validate(&self) -> Vec<FieldError>;
+}
+
+/// Collects errors under a path prefix.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { path: path.into(), message: message.into() });
+    }
+}
+
+/// RFC 1123 label: what namespaces and set names must be, since they end up in container
+/// names and labels.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: what Secret and ConfigMap names must be.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn check_metadata(e: &mut Errors, name: Option<&str>, namespace: Option<&str>) {
+    match name {
+        None | Some("") => e.add("metadata.name", "is required"),
+        Some(n) if !is_dns_label(n) => e.add(
+            "metadata.name",
+            format!("{n:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters"),
+        ),
+        _ => {}
+    }
+    if let Some(ns) = namespace
+        && !is_dns_label(ns)
+    {
+        e.add("metadata.namespace", format!("{ns:?} must be a DNS label"));
+    }
+}
+
+impl Validate for DockerHost {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut e = Errors::default();
+        check_metadata(&mut e, self.metadata.name.as_deref(), self.metadata.namespace.as_deref());
+        let spec = &self.spec;
+        let ep = spec.endpoint.as_str();
+        if let Some(path) = ep.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                e.add("spec.endpoint", format!("{ep:?}: a unix endpoint needs an absolute path (unix:///var/run/docker.sock)"));
+            }
+        } else if let Some(addr) = ep.strip_prefix("tcp://") {
+            let port = addr.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p));
+            if port.and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0).is_none() {
+                e.add("spec.endpoint", format!("{ep:?}: a tcp endpoint needs host:port (tcp://10.0.0.5:2376)"));
+            }
+            if spec.tls.is_none() && !spec.insecure {
+                e.add("spec.tls", "a tcp:// endpoint needs tls.secretName (or spec.insecure: true to allow plain TCP)");
+            }
+        } else {
+            e.add("spec.endpoint", format!("{ep:?} must start with unix:// or tcp://"));
+        }
+        if let Some(tls) = &spec.tls
+            && !is_dns_subdomain(&tls.secret_name)
+        {
+            e.add("spec.tls.secretName", format!("{:?} is not a valid Secret name", tls.secret_name));
+        }
+        for (i, p) in spec.policy.allowed_host_paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                e.add(format!("spec.policy.allowedHostPaths[{i}]"), format!("{p:?} must be an absolute path"));
+            }
+        }
+        e.0
+    }
+}
+
+impl Validate for ContainerSet {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut e = Errors::default();
+        check_metadata(&mut e, self.metadata.name.as_deref(), self.metadata.namespace.as_deref());
+        let spec = &self.spec;
+        if !(0..=1000).contains(&spec.replicas_per_host) {
+            e.add("spec.replicasPerHost", format!("must be between 0 and 1000, got {}", spec.replicas_per_host));
+        }
+        if !(0..=100).contains(&spec.revision_history_limit) {
+            e.add("spec.revisionHistoryLimit", format!("must be between 0 and 100, got {}", spec.revision_history_limit));
+        }
+        check_selector(&mut e, "spec.hostSelector", &spec.host_selector);
+        check_template(&mut e, "spec.template", &spec.template);
+        if spec.replicas_per_host > 1 && spec.template.ports.iter().any(|p| p.host_port.is_some()) {
+            e.add(
+                "spec.replicasPerHost",
+                format!("a fixed hostPort allows at most one replica per host, got {}", spec.replicas_per_host),
+            );
+        }
+        let s = &spec.strategy;
+        match &s.max_unavailable {
+            Some(IntOrString::Int(n)) if *n < 0 => {
+                e.add("spec.strategy.maxUnavailable", format!("must not be negative, got {n}"))
+            }
+            Some(IntOrString::String(p)) => {
+                let ok = p.strip_suffix('%').and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n <= 100);
+                if !ok {
+                    e.add("spec.strategy.maxUnavailable", format!("{p:?} must be an integer or a percentage like \"25%\""));
+                }
+            }
+            _ => {}
+        }
+        if let Some(m) = s.min_ready_seconds
+            && m < 0
+        {
+            e.add("spec.strategy.minReadySeconds", format!("must not be negative, got {m}"));
+        }
+        if s.progress_deadline_seconds < 1 {
+            e.add("spec.strategy.progressDeadlineSeconds", format!("must be at least 1, got {}", s.progress_deadline_seconds));
+        }
+        let _ = self.name_any();
+        e.0
+    }
+}
+
+fn check_selector(e: &mut Errors, path: &str, sel: &LabelSelector) {
+    for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {
+        let p = format!("{path}.matchExpressions[{i}]");
+        match expr.operator.as_str() {
+            "In" | "NotIn" => {
+                if expr.values.as_ref().is_none_or(|v| v.is_empty()) {
+                    e.add(format!("{p}.values"), format!("operator {} needs at least one value", expr.operator));
+                }
+            }
+            "Exists" | "DoesNotExist" => {
+                if expr.values.as_ref().is_some_and(|v| !v.is_empty()) {
+                    e.add(format!("{p}.values"), format!("operator {} takes no values", expr.operator));
+                }
+            }
+            other => e.add(format!("{p}.operator"), format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist")),
+        }
+        if expr.key.is_empty() {
+            e.add(format!("{p}.key"), "is required");
+        }
+    }
+}
+
+/// Docker's rule for volume and network names.
+fn is_docker_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
+    if t.image.trim().is_empty() {
+        e.add(format!("{path}.image"), "is required");
+    } else if let Err(err) = oci_spec::distribution::Reference::from_str(&t.image) {
+        e.add(format!("{path}.image"), format!("{:?} is not a valid image reference: {err}", t.image));
+    }
+    for (i, s) in t.image_pull_secrets.iter().enumerate() {
+        if !is_dns_subdomain(&s.name) {
+            e.add(format!("{path}.imagePullSecrets[{i}].name"), format!("{:?} is not a valid Secret name", s.name));
+        }
+    }
+    if let Some(cmd) = &t.command
+        && cmd.is_empty()
+    {
+        e.add(format!("{path}.command"), "must not be empty when given (omit it to keep the image's entrypoint)");
+    }
+
+    let mut env_names = BTreeSet::new();
+    for (i, v) in t.env.iter().enumerate() {
+        let p = format!("{path}.env[{i}]");
+        let valid_name = v.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && v.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid_name {
+            e.add(format!("{p}.name"), format!("{:?} is not a valid environment variable name", v.name));
+        }
+        if !env_names.insert(v.name.as_str()) {
+            e.add(format!("{p}.name"), format!("{:?} is declared twice", v.name));
+        }
+        match (&v.value, &v.value_from) {
+            (Some(_), Some(_)) => e.add(p.clone(), "value and valueFrom are mutually exclusive"),
+            (None, Some(from)) => match (&from.secret_key_ref, &from.config_map_key_ref) {
+                (Some(r), None) | (None, Some(r)) => {
+                    let which = if from.secret_key_ref.is_some() { "secretKeyRef" } else { "configMapKeyRef" };
+                    if !is_dns_subdomain(&r.name) {
+                        e.add(format!("{p}.valueFrom.{which}.name"), format!("{:?} is not a valid object name", r.name));
+                    }
+                    if r.key.is_empty() {
+                        e.add(format!("{p}.valueFrom.{which}.key"), "is required");
+                    }
+                }
+                _ => e.add(format!("{p}.valueFrom"), "needs exactly one of secretKeyRef and configMapKeyRef"),
+            },
+            _ => {}
+        }
+    }
+
+    let mut host_bindings = BTreeMap::new();
+    let mut container_ports = BTreeSet::new();
+    for (i, port) in t.ports.iter().enumerate() {
+        let p = format!("{path}.ports[{i}]");
+        if !(1..=65535).contains(&port.container_port) {
+            e.add(format!("{p}.containerPort"), format!("must be between 1 and 65535, got {}", port.container_port));
+        }
+        if !container_ports.insert((port.container_port, port.protocol)) {
+            e.add(format!("{p}.containerPort"), format!("{}/{} is declared twice", port.container_port, port.protocol.as_docker()));
+        }
+        if !port.host_ip.is_empty() && port.host_ip.parse::<IpAddr>().is_err() {
+            e.add(format!("{p}.hostIP"), format!("{:?} is not an IP address", port.host_ip));
+        }
+        if let Some(hp) = port.host_port {
+            if !(1..=65535).contains(&hp) {
+                e.add(format!("{p}.hostPort"), format!("must be between 1 and 65535, got {hp}"));
+            }
+            let key = (hp, port.protocol, port.host_ip.clone());
+            if let Some(first) = host_bindings.insert(key, i) {
+                e.add(
+                    format!("{p}.hostPort"),
+                    format!("{hp}/{} is already published by ports[{first}]", port.protocol.as_docker()),
+                );
+            }
+        }
+    }
+
+    let mut targets = BTreeSet::new();
+    for (i, m) in t.mounts.iter().enumerate() {
+        let p = format!("{path}.mounts[{i}]");
+        if !m.target.starts_with('/') {
+            e.add(format!("{p}.target"), format!("{:?} must be an absolute path", m.target));
+        }
+        if !targets.insert(m.target.trim_end_matches('/')) {
+            e.add(format!("{p}.target"), format!("{:?} is mounted twice", m.target));
+        }
+        match (m.kind, m.source.as_deref()) {
+            (MountKind::Tmpfs, Some(_)) => e.add(format!("{p}.source"), "is not allowed for a tmpfs mount"),
+            (MountKind::Volume | MountKind::Bind, None | Some("")) => {
+                e.add(format!("{p}.source"), "is required for volume and bind mounts")
+            }
+            (MountKind::Volume, Some(s)) if !is_docker_name(s) => e.add(
+                format!("{p}.source"),
+                format!("{s:?} is not a valid volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"),
+            ),
+            (MountKind::Bind, Some(s)) if !s.starts_with('/') => {
+                e.add(format!("{p}.source"), format!("{s:?}: a bind mount's source must be an absolute host path"))
+            }
+            _ => {}
+        }
+    }
+
+    for (i, n) in t.networks.iter().enumerate() {
+        let p = format!("{path}.networks[{i}]");
+        if matches!(n.as_str(), "host" | "none" | "bridge" | "default") {
+            e.add(p, format!("{n:?} is a built-in network; name a user-defined bridge network"));
+        } else if !is_docker_name(n) {
+            e.add(p, format!("{n:?} is not a valid network name"));
+        }
+    }
+
+    if let Some(h) = &t.healthcheck {
+        let p = format!("{path}.healthcheck");
+        match h.test.first().map(String::as_str) {
+            Some("CMD" | "CMD-SHELL") if h.test.len() >= 2 => {}
+            Some("NONE") if h.test.len() == 1 => {}
+            _ => e.add(
+                format!("{p}.test"),
+                "must be [\"CMD\", exe, args...], [\"CMD-SHELL\", command] or [\"NONE\"]",
+            ),
+        }
+        for (field, value) in [("interval", &h.interval), ("timeout", &h.timeout), ("startPeriod", &h.start_period)] {
+            if let Some(v) = value {
+                match parse_duration(v) {
+                    Ok(ns) if ns < 1_000_000 => e.add(format!("{p}.{field}"), format!("{v:?} must be at least 1ms")),
+                    Ok(_) => {}
+                    Err(msg) => e.add(format!("{p}.{field}"), msg),
+                }
+            }
+        }
+        if let Some(r) = h.retries
+            && !(1..=100).contains(&r)
+        {
+            e.add(format!("{p}.retries"), format!("must be between 1 and 100, got {r}"));
+        }
+    }
+
+    if let Some(r) = &t.resources {
+        if let Some(c) = &r.cpus
+            && let Err(msg) = parse_cpus(c)
+        {
+            e.add(format!("{path}.resources.cpus"), msg);
+        }
+        if let Some(m) = &r.memory
+            && let Err(msg) = parse_memory(m)
+        {
+            e.add(format!("{path}.resources.memory"), msg);
+        }
+    }
+    if let Some(u) = &t.user
+        && (u.is_empty() || u.contains(char::is_whitespace))
+    {
+        e.add(format!("{path}.user"), format!("{u:?} must be a user name or uid[:gid] without spaces"));
+    }
+    if let Some(w) = &t.working_dir
+        && !w.starts_with('/')
+    {
+        e.add(format!("{path}.workingDir"), format!("{w:?} must be an absolute path"));
+    }
+    for k in t.labels.keys() {
+        if k.starts_with("berth.dev/") {
+            e.add(format!("{path}.labels.{k}"), "keys under berth.dev/ are reserved for berth");
+        }
+    }
+    if let Some(sig) = &t.stop_signal {
+        let ok = sig.parse::<u8>().is_ok_and(|n| n > 0 && n < 65)
+            || (sig.starts_with("SIG") && sig.len() > 3 && sig[3..].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+'));
+        if !ok {
+            e.add(format!("{path}.stopSignal"), format!("{sig:?} is not a signal name (SIGTERM) or number"));
+        }
+    }
+    if let Some(g) = t.stop_grace_period_seconds
+        && !(0..=3600).contains(&g)
+    {
+        e.add(format!("{path}.stopGracePeriodSeconds"), format!("must be between 0 and 3600, got {g}"));
+    }
+    for (field, caps) in [("capAdd", &t.cap_add), ("capDrop", &t.cap_drop)] {
+        for (i, c) in caps.iter().enumerate() {
+            let ok = !c.is_empty() && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit());
+            if !ok {
+                e.add(format!("{path}.{field}[{i}]"), format!("{c:?} is not a capability name (NET_ADMIN, ALL)"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_subdomains() {
+        assert!(is_dns_label("echo-1"));
+        assert!(!is_dns_label("Echo"));
+        assert!(!is_dns_label("-echo"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+        assert!(is_dns_subdomain("pull.secret"));
+    }
+
+    #[test]
+    fn docker_names() {
+        assert!(is_docker_name("data_1.x-y"));
+        assert!(!is_docker_name("_data"));
+        assert!(!is_docker_name("a/b"));
+    }
+}

@@ -1,0 +1,385 @@
+//! The plain data the planner works on: what a set wants ([`DesiredSet`]) and what a host
+//! has ([`ObservedContainer`]). No Kubernetes and no Docker types: adapters translate.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Label keys berth writes on every container it creates. The hosts are the state: these
+/// labels are all a restarted berth needs to know what it made.
+pub mod labels {
+    pub const MANAGED_BY: &str = "berth.dev/managed-by";
+    pub const MANAGED_BY_VALUE: &str = "berth";
+    pub const NAMESPACE: &str = "berth.dev/namespace";
+    pub const SET: &str = "berth.dev/set";
+    pub const REVISION: &str = "berth.dev/revision";
+    pub const ORDINAL: &str = "berth.dev/ordinal";
+    /// The redacted canonical spec, so a later plan can say which fields changed.
+    pub const SPEC: &str = "berth.dev/spec";
+    /// Host ports the container publishes (`9000/tcp`, `127.0.0.1:53/udp`), so the planner can
+    /// see a port collision between revisions without an inspect.
+    pub const HOST_PORTS: &str = "berth.dev/host-ports";
+}
+
+/// A set's identity: namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SetKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl SetKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        SetKey { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for SetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The deterministic container name: `<namespace>.<set>.<revision>.<ordinal>`. A create that
+/// collides after a crash is thereby recognised as work already done.
+pub fn container_name(set: &SetKey, revision: &str, ordinal: u32) -> String {
+    format!("{}.{}.{}.{}", set.namespace, set.name, revision, ordinal)
+}
+
+/// How a replacement is ordered on one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Order {
+    /// The new container is ready before the old one stops.
+    StartFirst,
+    /// The old container stops before the new one starts.
+    StopFirst,
+}
+
+/// When to pull an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Pull {
+    IfNotPresent,
+    Always,
+    Never,
+}
+
+/// A published port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortSpec {
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+impl PortSpec {
+    /// The host binding as written in the `host-ports` label, if the port is published.
+    pub fn host_binding(&self) -> Option<HostBinding> {
+        self.host_port.map(|port| HostBinding { ip: self.host_ip.clone(), port, protocol: self.protocol.clone() })
+    }
+}
+
+/// One published host address: two containers with overlapping bindings cannot both run.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostBinding {
+    /// Empty means every address.
+    pub ip: String,
+    pub port: u16,
+    pub protocol: String,
+}
+
+impl HostBinding {
+    pub fn overlaps(&self, other: &HostBinding) -> bool {
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.ip.is_empty() || other.ip.is_empty() || self.ip == other.ip)
+    }
+
+    /// Parse one item of the `host-ports` label.
+    pub fn parse(s: &str) -> Option<HostBinding> {
+        let (addr, protocol) = s.split_once('/')?;
+        let (ip, port) = match addr.rsplit_once(':') {
+            Some((ip, port)) => (ip.to_string(), port),
+            None => (String::new(), addr),
+        };
+        Some(HostBinding { ip, port: port.parse().ok()?, protocol: protocol.to_string() })
+    }
+}
+
+impl fmt::Display for HostBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ip.is_empty() {
+            write!(f, "{}/{}", self.port, self.protocol)
+        } else {
+            write!(f, "{}:{}/{}", self.ip, self.port, self.protocol)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Volume,
+    Bind,
+    Tmpfs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountSpec {
+    pub kind: MountKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSpec {
+    pub test: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i64>,
+}
+
+/// An environment value. Values that came from a Secret are kept apart so that the spec
+/// written into a label (and shown by `plan`) carries a digest, never the value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnvValue {
+    Plain(String),
+    Secret { value: SecretString },
+}
+
+/// A secret value: shown and serialized as a digest, readable only through [`Self::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretString(s.into())
+    }
+    /// The value itself, for the container's environment only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// A short digest that changes when the value changes.
+    pub fn digest(&self) -> String {
+        let d = Sha256::digest(self.0.as_bytes());
+        format!("sha256:{}", &hex::encode(d)[..16])
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<secret {}>", self.digest())
+    }
+}
+
+impl Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("<secret {}>", self.digest()))
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    /// Only redacted forms are ever deserialized (from a container label); the digest text
+    /// stands in for the value, which is all a diff needs.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(SecretString)
+    }
+}
+
+/// Everything that defines a container, canonical and resolved (env from Secrets and
+/// ConfigMaps filled in, quantities and durations in Docker's units). Its hash is the
+/// revision; a container is created from it once and never changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthSpec>,
+    /// Docker's name: `no`, `always`, `unless-stopped`, `on-failure`.
+    pub restart_policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_root_filesystem: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+}
+
+impl ContainerSpec {
+    /// The canonical JSON: stable field order, secrets as digests. Written into the
+    /// container's `berth.dev/spec` label and hashed into the revision.
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a ContainerSpec always serializes")
+    }
+
+    /// The revision hash: the first 10 hex digits of SHA-256 over the canonical JSON.
+    pub fn revision(&self) -> String {
+        let d = Sha256::digest(self.canonical_json().as_bytes());
+        hex::encode(d)[..10].to_string()
+    }
+
+    /// Host bindings this spec publishes.
+    pub fn host_bindings(&self) -> Vec<HostBinding> {
+        self.ports.iter().filter_map(PortSpec::host_binding).collect()
+    }
+
+    /// Named volumes this spec mounts.
+    pub fn volumes(&self) -> BTreeSet<String> {
+        self.mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume)
+            .filter_map(|m| m.source.clone())
+            .collect()
+    }
+}
+
+/// One set as it should be on one host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredSet {
+    pub key: SetKey,
+    pub spec: ContainerSpec,
+    /// `spec.revision()`, computed once.
+    pub revision: String,
+    pub replicas: u32,
+    pub order: Order,
+    pub pull: Pull,
+}
+
+impl DesiredSet {
+    pub fn new(key: SetKey, spec: ContainerSpec, replicas: u32, order: Order, pull: Pull) -> Self {
+        let revision = spec.revision();
+        DesiredSet { key, spec, revision, replicas, order, pull }
+    }
+
+    /// The labels berth writes on a container of this set.
+    pub fn container_labels(&self, ordinal: u32) -> BTreeMap<String, String> {
+        let mut l = self.spec.labels.clone();
+        l.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+        l.insert(labels::NAMESPACE.into(), self.key.namespace.clone());
+        l.insert(labels::SET.into(), self.key.name.clone());
+        l.insert(labels::REVISION.into(), self.revision.clone());
+        l.insert(labels::ORDINAL.into(), ordinal.to_string());
+        l.insert(labels::SPEC.into(), self.spec.canonical_json());
+        let ports: Vec<String> = self.spec.host_bindings().iter().map(ToString::to_string).collect();
+        if !ports.is_empty() {
+            l.insert(labels::HOST_PORTS.into(), ports.join(","));
+        }
+        l
+    }
+
+    pub fn container_name(&self, ordinal: u32) -> String {
+        container_name(&self.key, &self.revision, ordinal)
+    }
+}
+
+/// A container's lifecycle state as the engine reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl State {
+    pub fn parse(s: &str) -> State {
+        match s {
+            "created" => State::Created,
+            "running" => State::Running,
+            "paused" => State::Paused,
+            "restarting" => State::Restarting,
+            "removing" => State::Removing,
+            "exited" => State::Exited,
+            _ => State::Dead,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// The healthcheck verdict, when the container has a healthcheck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// One managed container as a host reports it (from one label-filtered list call).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedContainer {
+    pub id: String,
+    pub name: String,
+    pub set: SetKey,
+    pub revision: String,
+    /// `None` when the label is missing or garbled.
+    pub ordinal: Option<u32>,
+    pub state: State,
+    pub health: Option<Health>,
+    pub image: String,
+    /// The redacted spec it was created from, if its label could be read.
+    pub spec_json: Option<String>,
+    pub host_bindings: Vec<HostBinding>,
+}
+
+impl ObservedContainer {
+    /// Serving: running and, if it has a healthcheck, healthy.
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Running && matches!(self.health, None | Some(Health::Healthy))
+    }
+}

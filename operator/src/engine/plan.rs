@@ -1,0 +1,341 @@
+//! The planner: `(desired, observed) -> Plan`, a pure function.
+//!
+//! For one host it compares the sets that should run there with the managed containers the
+//! host reported, and produces the steps that make the host match. It never mutates: a
+//! container of another revision is replaced by a new container, never changed.
+//!
+//! Laws (checked by property tests in `engine::laws`):
+//! - the plan of a converged host is empty;
+//! - applying a plan to a simulated host and planning again gives the empty plan;
+//! - under StartFirst, no ready container is stopped before its replacement is ready;
+//! - no plan removes a named volume.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::diff::{FieldChange, diff_specs};
+use super::model::{ContainerSpec, DesiredSet, ObservedContainer, Order, Pull, SetKey, State};
+
+/// Which sets this run owns. A managed container of an owned set that is not desired on the
+/// host is removed; containers of sets outside the scope are never touched.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub sets: BTreeSet<SetKey>,
+    /// Every set in these namespaces is owned (`apply --prune`).
+    pub namespaces: BTreeSet<String>,
+}
+
+impl Scope {
+    pub fn owns(&self, set: &SetKey) -> bool {
+        self.sets.contains(set) || self.namespaces.contains(&set.namespace)
+    }
+
+    /// A scope owning exactly the given sets.
+    pub fn of_sets<'a>(sets: impl IntoIterator<Item = &'a SetKey>) -> Scope {
+        Scope { sets: sets.into_iter().cloned().collect(), namespaces: BTreeSet::new() }
+    }
+}
+
+/// One Docker operation. The executor runs a change's steps in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "camelCase")]
+pub enum Step {
+    /// Create the user-defined bridge network unless it exists.
+    EnsureNetwork { name: String },
+    /// Create the named volume unless it exists. There is no step that removes one.
+    EnsureVolume { name: String },
+    /// Make the image present per the pull policy.
+    EnsureImage { image: String, pull: Pull },
+    /// Create the container (a name conflict with a container of the same labels is success).
+    Create { name: String, ordinal: u32 },
+    Start { name: String },
+    /// Wait until running and, with a healthcheck, healthy.
+    WaitReady { name: String },
+    Stop { id: String, name: String },
+    Remove { id: String, name: String },
+}
+
+/// Why a container is replaced or removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Reason {
+    /// The template changed; these fields differ (empty when the old spec is unreadable).
+    SpecChanged { from_revision: String, fields: Vec<FieldChange> },
+    /// A container of the current revision is not running (killed, stopped, dead).
+    NotRunning { state: State },
+    /// The ordinal is beyond `replicasPerHost`.
+    ScaledDown,
+    /// The set is no longer declared, or no longer placed on this host.
+    NotDesired,
+    /// A second container claims the same ordinal.
+    Duplicate,
+}
+
+/// What happens to one ordinal of a set on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    Create,
+    /// Start a container that was created but never started (a crash between the two).
+    Start,
+    /// Finish a replacement whose new container already runs: wait for it, remove the old.
+    Complete,
+    Replace { reasons: Vec<Reason> },
+    Remove { reason: Reason },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// `None` for a container whose ordinal label is unreadable.
+    pub ordinal: Option<u32>,
+    /// The container this change ends with (or removes).
+    pub container: String,
+    #[serde(flatten)]
+    pub action: Action,
+    pub steps: Vec<Step>,
+}
+
+/// The changes of one set on one host.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetPlan {
+    pub set: SetKey,
+    /// The desired revision; `None` when the set's containers are only removed.
+    pub revision: Option<String>,
+    /// The order replacements use; StopFirst is forced when a host port would collide.
+    pub order: Order,
+    /// Why StopFirst was forced, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forced_stop_first: Option<String>,
+    /// Networks, volumes and image, before any change.
+    pub prepare: Vec<Step>,
+    pub changes: Vec<Change>,
+    /// Replacements run one at a time (StopFirst), so one ordinal at most is down.
+    pub sequential: bool,
+}
+
+/// The changes on one host.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HostPlan {
+    pub host: String,
+    pub sets: Vec<SetPlan>,
+}
+
+impl HostPlan {
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    pub fn change_count(&self) -> usize {
+        self.sets.iter().map(|s| s.changes.len()).sum()
+    }
+}
+
+/// Plan one host: `desired` are the sets placed on it, `observed` its managed containers.
+pub fn plan_host(host: &str, desired: &[DesiredSet], observed: &[ObservedContainer], scope: &Scope) -> HostPlan {
+    let mut by_set: BTreeMap<&SetKey, Vec<&ObservedContainer>> = BTreeMap::new();
+    for c in observed {
+        by_set.entry(&c.set).or_default().push(c);
+    }
+    let mut sets = Vec::new();
+    let desired_keys: BTreeSet<&SetKey> = desired.iter().map(|d| &d.key).collect();
+    for d in desired {
+        let containers = by_set.get(&d.key).map(Vec::as_slice).unwrap_or(&[]);
+        let p = plan_set(d, containers);
+        if !p.changes.is_empty() {
+            sets.push(p);
+        }
+    }
+    // Owned sets with containers here that should no longer run here.
+    for (key, containers) in &by_set {
+        if desired_keys.contains(key) || !scope.owns(key) {
+            continue;
+        }
+        let changes = containers
+            .iter()
+            .map(|c| remove(c, Reason::NotDesired))
+            .collect();
+        sets.push(SetPlan {
+            set: (*key).clone(),
+            revision: None,
+            order: Order::StopFirst,
+            forced_stop_first: None,
+            prepare: Vec::new(),
+            changes,
+            sequential: false,
+        });
+    }
+    HostPlan { host: host.to_string(), sets }
+}
+
+fn remove(c: &ObservedContainer, reason: Reason) -> Change {
+    Change {
+        ordinal: c.ordinal,
+        container: c.name.clone(),
+        action: Action::Remove { reason },
+        steps: stop_and_remove(c),
+    }
+}
+
+fn stop_and_remove(c: &ObservedContainer) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(2);
+    if matches!(c.state, State::Running | State::Restarting | State::Paused) {
+        steps.push(Step::Stop { id: c.id.clone(), name: c.name.clone() });
+    }
+    if c.state != State::Removing {
+        steps.push(Step::Remove { id: c.id.clone(), name: c.name.clone() });
+    }
+    steps
+}
+
+fn create_and_start(d: &DesiredSet, ordinal: u32) -> Vec<Step> {
+    let name = d.container_name(ordinal);
+    vec![
+        Step::Create { name: name.clone(), ordinal },
+        Step::Start { name: name.clone() },
+        Step::WaitReady { name },
+    ]
+}
+
+fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer]) -> SetPlan {
+    let mut by_ordinal: BTreeMap<u32, Vec<&ObservedContainer>> = BTreeMap::new();
+    let mut changes = Vec::new();
+    for c in containers {
+        match c.ordinal {
+            Some(o) if o < d.replicas => by_ordinal.entry(o).or_default().push(c),
+            Some(_) => changes.push(remove(c, Reason::ScaledDown)),
+            None => changes.push(remove(c, Reason::Duplicate)),
+        }
+    }
+
+    // StopFirst is forced when an old container publishes a host port the new one needs.
+    let new_bindings = d.spec.host_bindings();
+    let mut forced_stop_first = None;
+    if d.order == Order::StartFirst {
+        'outer: for c in containers.iter().filter(|c| c.revision != d.revision) {
+            for b in &c.host_bindings {
+                if new_bindings.iter().any(|n| n.overlaps(b)) {
+                    forced_stop_first = Some(format!(
+                        "hostPort {b} is fixed: the old container must stop before the new one can bind it"
+                    ));
+                    break 'outer;
+                }
+            }
+        }
+    }
+    let order = if forced_stop_first.is_some() { Order::StopFirst } else { d.order };
+
+    for ordinal in 0..d.replicas {
+        let here = by_ordinal.remove(&ordinal).unwrap_or_default();
+        if let Some(change) = plan_ordinal(d, ordinal, &here, order) {
+            changes.push(change);
+        }
+    }
+
+    let creates = changes.iter().any(|c| c.steps.iter().any(|s| matches!(s, Step::Create { .. })));
+    let mut prepare = Vec::new();
+    if creates {
+        for n in &d.spec.networks {
+            prepare.push(Step::EnsureNetwork { name: n.clone() });
+        }
+        for v in d.spec.volumes() {
+            prepare.push(Step::EnsureVolume { name: v });
+        }
+        prepare.push(Step::EnsureImage { image: d.spec.image.clone(), pull: d.pull });
+    }
+    changes.sort_by_key(|c| (c.ordinal.is_none(), c.ordinal, c.container.clone()));
+    SetPlan {
+        set: d.key.clone(),
+        revision: Some(d.revision.clone()),
+        order,
+        forced_stop_first,
+        prepare,
+        changes,
+        sequential: order == Order::StopFirst,
+    }
+}
+
+/// One ordinal: `here` are the containers that carry it, of any revision.
+fn plan_ordinal(d: &DesiredSet, ordinal: u32, here: &[&ObservedContainer], order: Order) -> Option<Change> {
+    let name = d.container_name(ordinal);
+    let (mut current, old): (Vec<&ObservedContainer>, Vec<&ObservedContainer>) =
+        here.iter().partition(|c| c.revision == d.revision);
+    // Prefer the container with the expected name; any other of the same revision is extra.
+    current.sort_by_key(|c| (c.name != name, c.state != State::Running));
+    let extra: Vec<&ObservedContainer> = current.iter().skip(1).copied().collect();
+    let current = current.first().copied();
+
+    let mut steps = Vec::new();
+    let mut reasons = Vec::new();
+    let old_live: Vec<&ObservedContainer> = old.iter().copied().chain(extra.iter().copied()).collect();
+    for c in &old {
+        reasons.push(spec_changed(d, c));
+    }
+    if !extra.is_empty() {
+        reasons.push(Reason::Duplicate);
+    }
+
+    let action = match current.map(|c| c.state) {
+        Some(State::Running | State::Restarting) => {
+            if old_live.is_empty() {
+                return None;
+            }
+            // A replacement was interrupted after the new container started.
+            steps.push(Step::WaitReady { name: current.unwrap().name.clone() });
+            old_live.iter().for_each(|c| steps.extend(stop_and_remove(c)));
+            Action::Complete
+        }
+        Some(State::Created) if old_live.is_empty() => {
+            let c = current.unwrap();
+            steps.push(Step::Start { name: c.name.clone() });
+            steps.push(Step::WaitReady { name: c.name.clone() });
+            Action::Start
+        }
+        state => {
+            // Nothing usable of the current revision: (re)create it.
+            let mut dead = Vec::new();
+            if let (Some(c), Some(s)) = (current, state)
+                && s != State::Created
+            {
+                reasons.insert(0, Reason::NotRunning { state: s });
+                dead = stop_and_remove(c);
+            } else if let Some(c) = current {
+                // Created but never started, next to an old container: start it in place.
+                let mut s = vec![Step::Start { name: c.name.clone() }, Step::WaitReady { name: c.name.clone() }];
+                let olds: Vec<Step> = old_live.iter().flat_map(|c| stop_and_remove(c)).collect();
+                if order == Order::StartFirst {
+                    s.extend(olds);
+                } else {
+                    s.splice(0..0, olds);
+                }
+                return Some(Change { ordinal: Some(ordinal), container: name, action: Action::Replace { reasons }, steps: s });
+            }
+            let olds: Vec<Step> = old_live.iter().flat_map(|c| stop_and_remove(c)).collect();
+            steps.extend(dead);
+            match order {
+                Order::StartFirst => {
+                    steps.extend(create_and_start(d, ordinal));
+                    steps.extend(olds);
+                }
+                Order::StopFirst => {
+                    steps.extend(olds);
+                    steps.extend(create_and_start(d, ordinal));
+                }
+            }
+            if reasons.is_empty() { Action::Create } else { Action::Replace { reasons } }
+        }
+    };
+    Some(Change { ordinal: Some(ordinal), container: name, action, steps })
+}
+
+fn spec_changed(d: &DesiredSet, old: &ObservedContainer) -> Reason {
+    let fields = old
+        .spec_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<ContainerSpec>(j).ok())
+        .map(|old_spec| diff_specs(&old_spec, &d.spec))
+        .unwrap_or_default();
+    Reason::SpecChanged { from_revision: old.revision.clone(), fields }
+}

@@ -1,0 +1,159 @@
+//! A Docker host in memory: applies plan steps the way the engine would, and observes itself
+//! the way the Docker adapter does. The planner's laws are checked against it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{
+    DesiredSet, Health, HostBinding, ObservedContainer, SetKey, State, labels,
+};
+use super::plan::{HostPlan, Step};
+
+/// One container on the simulated host.
+#[derive(Clone, Debug)]
+pub struct SimContainer {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: State,
+    pub health: Option<Health>,
+    pub has_healthcheck: bool,
+}
+
+/// A host in memory.
+#[derive(Clone, Debug, Default)]
+pub struct SimHost {
+    pub containers: Vec<SimContainer>,
+    pub volumes: BTreeSet<String>,
+    pub networks: BTreeSet<String>,
+    pub images: BTreeSet<String>,
+    next_id: u64,
+}
+
+/// What a simulated step can fail with: the same conditions the real engine refuses.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SimError {
+    NameInUse(String),
+    NoSuchContainer(String),
+    RemoveRunning(String),
+    UnknownSet(String),
+}
+
+impl SimHost {
+    /// Observe, as the adapter's one label-filtered list does.
+    pub fn observe(&self) -> Vec<ObservedContainer> {
+        self.containers
+            .iter()
+            .filter(|c| c.labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE))
+            .map(|c| ObservedContainer {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                set: SetKey::new(
+                    c.labels.get(labels::NAMESPACE).cloned().unwrap_or_default(),
+                    c.labels.get(labels::SET).cloned().unwrap_or_default(),
+                ),
+                revision: c.labels.get(labels::REVISION).cloned().unwrap_or_default(),
+                ordinal: c.labels.get(labels::ORDINAL).and_then(|o| o.parse().ok()),
+                state: c.state,
+                health: c.health,
+                image: String::new(),
+                spec_json: c.labels.get(labels::SPEC).cloned(),
+                host_bindings: c
+                    .labels
+                    .get(labels::HOST_PORTS)
+                    .map(|s| s.split(',').filter_map(HostBinding::parse).collect())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Ready containers of a set (running, healthy if checked).
+    pub fn ready_count(&self, set: &SetKey) -> usize {
+        self.observe().iter().filter(|c| &c.set == set && c.is_ready()).count()
+    }
+
+    /// Add a container as if made by an earlier berth run (or by a person, with other labels).
+    pub fn add_container(&mut self, name: &str, labels: BTreeMap<String, String>, state: State, health: Option<Health>) {
+        self.next_id += 1;
+        let has_healthcheck = health.is_some();
+        self.containers.push(SimContainer {
+            id: format!("sim{:06}", self.next_id),
+            name: name.to_string(),
+            labels,
+            state,
+            health,
+            has_healthcheck,
+        });
+    }
+
+    /// Apply one step. `sets` provides what `Create` needs (the real executor has the same).
+    pub fn apply(&mut self, step: &Step, sets: &[DesiredSet], set: &SetKey) -> Result<(), SimError> {
+        match step {
+            Step::EnsureNetwork { name } => {
+                self.networks.insert(name.clone());
+            }
+            Step::EnsureVolume { name } => {
+                self.volumes.insert(name.clone());
+            }
+            Step::EnsureImage { image, .. } => {
+                self.images.insert(image.clone());
+            }
+            Step::Create { name, ordinal } => {
+                if self.containers.iter().any(|c| &c.name == name) {
+                    return Err(SimError::NameInUse(name.clone()));
+                }
+                let d = sets.iter().find(|d| &d.key == set).ok_or_else(|| SimError::UnknownSet(set.to_string()))?;
+                let hc = d.spec.healthcheck.is_some();
+                self.add_container(name, d.container_labels(*ordinal), State::Created, None);
+                self.containers.last_mut().unwrap().has_healthcheck = hc;
+            }
+            Step::Start { name } => {
+                let c = self.by_name(name)?;
+                c.state = State::Running;
+                c.health = c.has_healthcheck.then_some(Health::Starting);
+            }
+            Step::WaitReady { name } => {
+                // The simulated healthcheck passes at once; failures are injected by tests.
+                let c = self.by_name(name)?;
+                if c.state == State::Running && c.has_healthcheck && c.health == Some(Health::Starting) {
+                    c.health = Some(Health::Healthy);
+                }
+            }
+            Step::Stop { id, .. } => {
+                let c = self.by_id(id)?;
+                c.state = State::Exited;
+                c.health = None;
+            }
+            Step::Remove { id, .. } => {
+                let i = self.containers.iter().position(|c| &c.id == id).ok_or_else(|| SimError::NoSuchContainer(id.clone()))?;
+                if self.containers[i].state == State::Running {
+                    return Err(SimError::RemoveRunning(id.clone()));
+                }
+                self.containers.remove(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply a whole plan, sets and changes in order.
+    pub fn apply_plan(&mut self, plan: &HostPlan, sets: &[DesiredSet]) -> Result<(), SimError> {
+        for sp in &plan.sets {
+            for s in &sp.prepare {
+                self.apply(s, sets, &sp.set)?;
+            }
+            for ch in &sp.changes {
+                for s in &ch.steps {
+                    self.apply(s, sets, &sp.set)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn by_name(&mut self, name: &str) -> Result<&mut SimContainer, SimError> {
+        self.containers.iter_mut().find(|c| c.name == name).ok_or_else(|| SimError::NoSuchContainer(name.to_string()))
+    }
+
+    fn by_id(&mut self, id: &str) -> Result<&mut SimContainer, SimError> {
+        self.containers.iter_mut().find(|c| c.id == id).ok_or_else(|| SimError::NoSuchContainer(id.to_string()))
+    }
+}

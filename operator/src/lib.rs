@@ -1,0 +1,8 @@
+//! berth: converge Docker hosts to declared containers by replacing them, never mutating.
+//!
+//! - [`engine`]: the pure planner, `(desired, observed) -> Plan`;
+//! - [`docker`]: the adapter that observes hosts and executes plans through bollard;
+//! - [`input`]: reading YAML files into validated desired state (the standalone front end);
+//! - [`cli`]: the `berth` command line.
+
+pub mod engine;

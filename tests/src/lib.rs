@@ -1,0 +1,32 @@
+//! `berth_tests`: the harness shared by berth's integration tests.
+//!
+//! berth's tests run against real Docker engines and never skip: a missing engine, image,
+//! binary or registry is a failure with a message saying how to provide it. This crate
+//! gathers what every test needs so that no test re-invents it:
+//!
+//! - [`engine`]: a bollard client for the local engine, negotiated down to its API version.
+//! - [`image`]: makes sure the locally built echo test image exists (built once per machine).
+//! - [`berth_cli`]: finds (or builds) the `berth` binary and runs or spawns it.
+//! - [`proxy`]: a counting proxy in front of an engine socket, to count API calls.
+//! - [`registry`]: a private registry (Debian's `docker-registry`) with optional auth.
+//! - [`namespace`]: unique namespaces per test and cleanup of their containers.
+//! - [`wait`]: polling for conditions with deadlines (tests never sleep instead) and HTTP probes.
+
+pub mod berth_cli;
+pub mod engine;
+pub mod image;
+mod lock;
+pub mod namespace;
+pub mod paths;
+pub mod proxy;
+pub mod registry;
+mod rt;
+pub mod wait;
+
+pub use berth_cli::{BerthOutput, BerthProcess, berth, berth_async, berth_bin, berth_command, spawn_berth};
+pub use engine::{docker, docker_at, docker_host, local_socket_path};
+pub use image::{ECHO_BODY, ECHO_IMAGE, ECHO_PORT, ensure_echo_image};
+pub use namespace::{NamespaceGuard, cleanup_containers, unique_ns};
+pub use proxy::{CountingProxy, Request};
+pub use registry::{Registry, basic_auth, push_image};
+pub use wait::{eventually, eventually_sync, http_get, http_request};
