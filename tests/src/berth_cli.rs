@@ -56,7 +56,15 @@ fn build_berth(profile_dir: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let out = Command::new(cargo)
         .current_dir(repo_root())
-        .args(["build", "--quiet", "-p", "berth", "--bin", "berth", "--profile"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "berth",
+            "--bin",
+            "berth",
+            "--profile",
+        ])
         .arg(&profile)
         .env("CARGO_TARGET_DIR", target_dir)
         .stdin(Stdio::null())
@@ -72,7 +80,7 @@ fn build_berth(profile_dir: &Path) {
 }
 
 /// A `Command` for the `berth` binary with `args` and extra `env` (the test's environment is
-/// inherited). For anything [`berth`] and [`spawn_berth`] do not cover.
+/// inherited). For anything [`berth()`] and [`spawn_berth`] do not cover.
 pub fn berth_command<I, S>(args: I, env: &[(&str, &str)]) -> Command
 where
     I: IntoIterator<Item = S>,
@@ -153,7 +161,7 @@ where
     BerthOutput::new(out.status, out.stdout, out.stderr)
 }
 
-/// [`berth`] without blocking the async runtime.
+/// [`berth()`] without blocking the async runtime.
 pub async fn berth_async<I, S>(args: I, env: &[(&str, &str)]) -> BerthOutput
 where
     I: IntoIterator<Item = S>,
@@ -194,7 +202,12 @@ where
         .stderr(File::create(&stderr_path).expect("berth stderr file"))
         .spawn()
         .expect("cannot spawn the berth binary");
-    BerthProcess { child, stdout_path, stderr_path, _dir: dir }
+    BerthProcess {
+        child,
+        stdout_path,
+        stderr_path,
+        _dir: dir,
+    }
 }
 
 impl BerthProcess {
@@ -217,7 +230,13 @@ impl BerthProcess {
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill({}, {signal}) failed: {}", self.pid(), std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {signal}) failed: {}",
+            self.pid(),
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Whether it is still running.

@@ -25,7 +25,9 @@ async fn echo_image_present() -> bool {
     let docker = crate::engine::docker().await;
     match docker.inspect_image(ECHO_IMAGE).await {
         Ok(_) => true,
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => false,
         Err(e) => panic!("cannot inspect {ECHO_IMAGE} on the local engine: {e}"),
     }
 }

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 /// The repository root: the parent of this crate's manifest directory.
 pub fn repo_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = here.parent().expect("tests/ has a parent directory").to_path_buf();
+    let root = here
+        .parent()
+        .expect("tests/ has a parent directory")
+        .to_path_buf();
     root.canonicalize().unwrap_or(root)
 }
 
@@ -27,9 +30,13 @@ pub fn target_dir() -> PathBuf {
 /// in `target/<profile>/`.
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the path of the running test executable");
-    let dir = exe.parent().expect("the test executable has a parent directory");
+    let dir = exe
+        .parent()
+        .expect("the test executable has a parent directory");
     if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.parent().expect("deps/ has a parent directory").to_path_buf()
+        dir.parent()
+            .expect("deps/ has a parent directory")
+            .to_path_buf()
     } else {
         dir.to_path_buf()
     }

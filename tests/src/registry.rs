@@ -63,8 +63,11 @@ impl Registry {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
             let config = dir.path().join("config.yml");
-            std::fs::write(&config, config_yaml(&addr, &dir.path().join("data"), auth.as_deref()))
-                .expect("write the registry config");
+            std::fs::write(
+                &config,
+                config_yaml(&addr, &dir.path().join("data"), auth.as_deref()),
+            )
+            .expect("write the registry config");
             let log_path = dir.path().join("registry.log");
             let log = File::create(&log_path).expect("the registry log file");
             let mut child = Command::new(&bin)
@@ -76,7 +79,14 @@ impl Registry {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
             match wait_ready(&mut child, &addr) {
-                Ok(()) => return Registry { child, addr, creds, dir },
+                Ok(()) => {
+                    return Registry {
+                        child,
+                        addr,
+                        creds,
+                        dir,
+                    };
+                }
                 Err(why) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -105,7 +115,8 @@ impl Registry {
 
     /// bollard credentials for this registry (`None` without auth).
     pub fn docker_credentials(&self) -> Option<DockerCredentials> {
-        self.credentials().map(|(u, p)| credentials_for(&self.addr, u, p))
+        self.credentials()
+            .map(|(u, p)| credentials_for(&self.addr, u, p))
     }
 
     /// `Authorization: Basic ...` header value for the registry's own credentials.
@@ -127,7 +138,12 @@ impl Registry {
         let remote = format!("{}/{name_tag}", self.addr);
         push_image(docker, local_tag, &remote, self.credentials())
             .await
-            .unwrap_or_else(|e| panic!("push of {local_tag} to {remote} failed: {e:#}\n--- registry log\n{}", self.log()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "push of {local_tag} to {remote} failed: {e:#}\n--- registry log\n{}",
+                    self.log()
+                )
+            });
         remote
     }
 }
@@ -145,13 +161,13 @@ fn wait_ready(child: &mut Child, addr: &str) -> Result<(), String> {
         if let Some(status) = child.try_wait().expect("try_wait on the registry") {
             return Err(format!("docker-registry exited early: {status}"));
         }
-        if let Some((code, _)) = http_request(addr, "GET", "/v2/", &[]) {
-            if code == 200 || code == 401 {
-                return Ok(());
-            }
+        if let Some((200 | 401, _)) = http_request(addr, "GET", "/v2/", &[]) {
+            return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!("GET http://{addr}/v2/ did not answer within {START_TIMEOUT:?}"));
+            return Err(format!(
+                "GET http://{addr}/v2/ did not answer within {START_TIMEOUT:?}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -159,7 +175,10 @@ fn wait_ready(child: &mut Child, addr: &str) -> Result<(), String> {
 
 /// `Basic base64(user:pass)`.
 pub fn basic_auth(user: &str, pass: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
 }
 
 fn credentials_for(server: &str, user: &str, pass: &str) -> DockerCredentials {
@@ -178,7 +197,10 @@ fn split_ref(reference: &str) -> (&str, &str) {
     }
     let last_slash = reference.rfind('/').map(|i| i + 1).unwrap_or(0);
     match reference[last_slash..].rfind(':') {
-        Some(i) => (&reference[..last_slash + i], &reference[last_slash + i + 1..]),
+        Some(i) => (
+            &reference[..last_slash + i],
+            &reference[last_slash + i + 1..],
+        ),
         None => (reference, "latest"),
     }
 }
@@ -197,23 +219,39 @@ pub async fn push_image(
     let (repo, tag) = split_ref(remote_ref);
     let server = repo.split('/').next().unwrap_or(repo);
     docker
-        .tag_image(local_tag, Some(TagImageOptions { repo: Some(repo.to_string()), tag: Some(tag.to_string()) }))
+        .tag_image(
+            local_tag,
+            Some(TagImageOptions {
+                repo: Some(repo.to_string()),
+                tag: Some(tag.to_string()),
+            }),
+        )
         .await
         .with_context(|| format!("tag {local_tag} as {repo}:{tag}"))?;
     let credentials = creds.map(|(u, p)| credentials_for(server, u, p));
     let mut progress = docker.push_image(
         repo,
-        Some(PushImageOptions { tag: Some(tag.to_string()), ..Default::default() }),
+        Some(PushImageOptions {
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        }),
         credentials,
     );
     let mut pushed = false;
     while let Some(item) = progress.next().await {
         let info = item.with_context(|| format!("push {repo}:{tag}"))?;
-        if info.status.as_deref().is_some_and(|s| s.contains("digest:")) {
+        if info
+            .status
+            .as_deref()
+            .is_some_and(|s| s.contains("digest:"))
+        {
             pushed = true;
         }
     }
-    anyhow::ensure!(pushed, "push of {repo}:{tag} ended without reporting a digest");
+    anyhow::ensure!(
+        pushed,
+        "push of {repo}:{tag} ended without reporting a digest"
+    );
     Ok(())
 }
 
@@ -233,7 +271,11 @@ fn write_htpasswd(path: &Path, user: &str, pass: &str) {
         .args(["-Bbn", user, pass])
         .output()
         .expect("run htpasswd");
-    assert!(out.status.success(), "htpasswd -Bbn failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "htpasswd -Bbn failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(path, &out.stdout).expect("write the htpasswd file");
 }
 
@@ -272,8 +314,14 @@ mod tests {
 
     #[test]
     fn splits_references() {
-        assert_eq!(split_ref("127.0.0.1:5000/echo:v1"), ("127.0.0.1:5000/echo", "v1"));
-        assert_eq!(split_ref("127.0.0.1:5000/a/echo"), ("127.0.0.1:5000/a/echo", "latest"));
+        assert_eq!(
+            split_ref("127.0.0.1:5000/echo:v1"),
+            ("127.0.0.1:5000/echo", "v1")
+        );
+        assert_eq!(
+            split_ref("127.0.0.1:5000/a/echo"),
+            ("127.0.0.1:5000/a/echo", "latest")
+        );
         assert_eq!(split_ref("echo"), ("echo", "latest"));
     }
 }

@@ -64,7 +64,9 @@ where
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let budget = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(2));
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(2));
         let last = match tokio::time::timeout(budget, f()).await {
             Ok(outcome) => match outcome.settled() {
                 Ok(value) => return value,
@@ -156,7 +158,11 @@ fn parse_response(raw: &[u8]) -> Option<(u16, String)> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 

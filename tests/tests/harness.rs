@@ -27,18 +27,25 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn create_labelled(docker: &Docker, ns: &str) -> String {
     let body = ContainerCreateBody {
         image: Some(ECHO_IMAGE.to_string()),
-        labels: Some(HashMap::from([(NAMESPACE_LABEL.to_string(), ns.to_string())])),
+        labels: Some(HashMap::from([(
+            NAMESPACE_LABEL.to_string(),
+            ns.to_string(),
+        )])),
         ..Default::default()
     };
-    let opts = CreateContainerOptions { name: Some(ns.to_string()), ..Default::default() };
-    docker.create_container(Some(opts), body).await.expect("create a container").id
+    let opts = CreateContainerOptions {
+        name: Some(ns.to_string()),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(opts), body)
+        .await
+        .expect("create a container")
+        .id
 }
 
 async fn containers_of(docker: &Docker, ns: &str) -> usize {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{NAMESPACE_LABEL}={ns}")],
-    )]);
+    let filters = HashMap::from([("label".to_string(), vec![format!("{NAMESPACE_LABEL}={ns}")])]);
     docker
         .list_containers(Some(ListContainersOptions {
             all: true,
@@ -70,7 +77,11 @@ async fn proxy_counts_a_ping_and_a_list_as_two_gets() {
         proxy.describe()
     );
     assert_eq!(proxy.count_mutating(), 0);
-    let endpoints: Vec<String> = proxy.requests().iter().map(|r| r.endpoint().to_string()).collect();
+    let endpoints: Vec<String> = proxy
+        .requests()
+        .iter()
+        .map(|r| r.endpoint().to_string())
+        .collect();
     assert_eq!(endpoints, ["/_ping", "/containers/json"]);
 }
 
@@ -84,7 +95,13 @@ async fn proxy_counts_create_and_remove_as_mutating() {
 
     let id = create_labelled(&client, ns.name()).await;
     client
-        .remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+        .remove_container(
+            &id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
         .await
         .expect("remove through the proxy");
 
@@ -95,29 +112,43 @@ async fn proxy_counts_create_and_remove_as_mutating() {
     );
     let create = &proxy.requests()[0];
     assert_eq!(create.endpoint(), "/containers/create");
-    assert!(create.query.as_deref().unwrap_or("").contains(ns.name()), "{create}");
+    assert!(
+        create.query.as_deref().unwrap_or("").contains(ns.name()),
+        "{create}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn proxy_counts_every_request_of_a_keep_alive_connection() {
     docker().await;
     let proxy = CountingProxy::start(&local_socket_path());
-    let stream = tokio::net::UnixStream::connect(proxy.socket_path()).await.expect("connect to the proxy");
+    let stream = tokio::net::UnixStream::connect(proxy.socket_path())
+        .await
+        .expect("connect to the proxy");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("HTTP handshake with the proxy");
     tokio::spawn(conn);
     for path in ["/_ping", "/version", "/_ping"] {
-        sender.ready().await.expect("the connection stays open between requests");
+        sender
+            .ready()
+            .await
+            .expect("the connection stays open between requests");
         let req = hyper::Request::get(path)
             .header("Host", "docker")
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let resp = sender.send_request(req).await.expect("a response through the proxy");
+        let resp = sender
+            .send_request(req)
+            .await
+            .expect("a response through the proxy");
         assert_eq!(resp.status(), 200, "{path}");
         resp.into_body().collect().await.expect("the whole body");
     }
-    assert_eq!(proxy.count_by_method(), BTreeMap::from([("GET".to_string(), 3)]));
+    assert_eq!(
+        proxy.count_by_method(),
+        BTreeMap::from([("GET".to_string(), 3)])
+    );
     let paths: Vec<String> = proxy.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/_ping", "/version", "/_ping"]);
 }
@@ -132,8 +163,10 @@ async fn proxy_streams_events_without_buffering() {
     let filters = HashMap::from([("label".to_string(), vec![ns.label_filter()])]);
     // The stream is lazy: poll it in a task so the request goes out now.
     let first_event = tokio::spawn(async move {
-        let mut events =
-            client.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
+        let mut events = client.events(Some(EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }));
         events.next().await
     });
     // The proxy records a request before forwarding it: once recorded, the container
@@ -156,7 +189,9 @@ async fn proxy_streams_events_without_buffering() {
 async fn proxy_answers_upgrade_requests_with_501() {
     docker().await;
     let proxy = CountingProxy::start(&local_socket_path());
-    let stream = tokio::net::UnixStream::connect(proxy.socket_path()).await.expect("connect to the proxy");
+    let stream = tokio::net::UnixStream::connect(proxy.socket_path())
+        .await
+        .expect("connect to the proxy");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("HTTP handshake with the proxy");
@@ -167,30 +202,45 @@ async fn proxy_answers_upgrade_requests_with_501() {
         .header("Upgrade", "tcp")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let resp = sender.send_request(req).await.expect("a response from the proxy");
+    let resp = sender
+        .send_request(req)
+        .await
+        .expect("a response from the proxy");
     assert_eq!(resp.status(), 501);
-    assert_eq!(proxy.count_mutating(), 1, "an upgrade request is still counted");
+    assert_eq!(
+        proxy.count_mutating(),
+        1,
+        "an upgrade request is still counted"
+    );
 }
 
 #[test]
 fn registry_with_auth_rejects_anonymous_and_accepts_basic_auth() {
     let registry = Registry::start(Some(("berth", "s3cret-pass")));
-    let anonymous = http_request(registry.addr(), "GET", "/v2/", &[]).expect("the registry answers");
+    let anonymous =
+        http_request(registry.addr(), "GET", "/v2/", &[]).expect("the registry answers");
     assert_eq!(anonymous.0, 401, "anonymous GET /v2/: {anonymous:?}");
     let right = basic_auth("berth", "s3cret-pass");
     let authed = http_request(registry.addr(), "GET", "/v2/", &[("Authorization", &right)])
         .expect("the registry answers");
-    assert_eq!(authed.0, 200, "GET /v2/ with the right credentials: {authed:?}");
+    assert_eq!(
+        authed.0, 200,
+        "GET /v2/ with the right credentials: {authed:?}"
+    );
     let wrong = basic_auth("berth", "wrong");
     let refused = http_request(registry.addr(), "GET", "/v2/", &[("Authorization", &wrong)])
         .expect("the registry answers");
-    assert_eq!(refused.0, 401, "GET /v2/ with a wrong password: {refused:?}");
+    assert_eq!(
+        refused.0, 401,
+        "GET /v2/ with a wrong password: {refused:?}"
+    );
 }
 
 #[test]
 fn registry_without_auth_accepts_anonymous() {
     let registry = Registry::start(None);
-    let anonymous = http_request(registry.addr(), "GET", "/v2/", &[]).expect("the registry answers");
+    let anonymous =
+        http_request(registry.addr(), "GET", "/v2/", &[]).expect("the registry answers");
     assert_eq!(anonymous.0, 200, "{anonymous:?}");
     assert!(registry.credentials().is_none());
 }
@@ -204,7 +254,10 @@ async fn the_echo_image_pushes_to_a_registry_with_credentials() {
     // Without credentials the registry refuses the push.
     let anonymous_ref = format!("{}/harness-echo:anonymous", registry.addr());
     let refused = push_image(&docker, ECHO_IMAGE, &anonymous_ref, None).await;
-    assert!(refused.is_err(), "an anonymous push to an auth registry must fail");
+    assert!(
+        refused.is_err(),
+        "an anonymous push to an auth registry must fail"
+    );
 
     let remote = registry.push(&docker, ECHO_IMAGE, "harness-echo:v1").await;
     assert_eq!(remote, format!("{}/harness-echo:v1", registry.addr()));
@@ -222,7 +275,14 @@ async fn the_echo_image_pushes_to_a_registry_with_credentials() {
     // Leave the engine as we found it: drop the local tags this test created.
     for reference in [&remote, &anonymous_ref] {
         docker
-            .remove_image(reference, Some(RemoveImageOptions { noprune: true, ..Default::default() }), None)
+            .remove_image(
+                reference,
+                Some(RemoveImageOptions {
+                    noprune: true,
+                    ..Default::default()
+                }),
+                None,
+            )
             .await
             .unwrap_or_else(|e| panic!("untag {reference}: {e}"));
     }
@@ -237,7 +297,11 @@ async fn namespace_guard_removes_its_containers_on_drop() {
     create_labelled(&docker, &ns).await;
     assert_eq!(containers_of(&docker, &ns).await, 1);
     drop(guard);
-    assert_eq!(containers_of(&docker, &ns).await, 0, "the guard removed the container");
+    assert_eq!(
+        containers_of(&docker, &ns).await,
+        0,
+        "the guard removed the container"
+    );
 }
 
 #[test]
@@ -258,11 +322,16 @@ fn namespace_guard_cleans_up_when_the_test_panics() {
     let left = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(async { containers_of(&docker().await, &ns).await });
-    assert_eq!(left, 0, "the guard removed the container while the test unwound");
+    assert_eq!(
+        left, 0,
+        "the guard removed the container while the test unwound"
+    );
 }
 
 #[tokio::test]
-#[should_panic(expected = "no Docker engine answers at unix:///nonexistent/docker.sock: start one with scripts/start-docker.sh")]
+#[should_panic(
+    expected = "no Docker engine answers at unix:///nonexistent/docker.sock: start one with scripts/start-docker.sh"
+)]
 async fn docker_fails_loudly_when_no_engine_answers() {
     docker_at("unix:///nonexistent/docker.sock").await;
 }
@@ -282,9 +351,11 @@ async fn eventually_returns_the_settled_value() {
 #[tokio::test]
 #[should_panic(expected = "waiting for a condition that never holds; last: \"nope\"")]
 async fn eventually_panics_naming_what_it_waited_for() {
-    eventually("a condition that never holds", Duration::from_millis(100), || async {
-        Err::<(), _>("nope")
-    })
+    eventually(
+        "a condition that never holds",
+        Duration::from_millis(100),
+        || async { Err::<(), _>("nope") },
+    )
     .await;
 }
 

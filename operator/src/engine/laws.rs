@@ -1,1 +1,949 @@
-//! placeholder
+//! The planner's laws, checked by property tests against [`SimHost`], a Docker host in memory.
+//!
+//! [`plan_host`] is a pure function, so what it promises can be written down as laws and
+//! checked over many random worlds. A world is a host onto which an earlier random desired
+//! state was converged (through the planner and the simulated host), then disturbed the way
+//! real hosts get disturbed: a container removed; one exited, dead, paused or created but
+//! never started; a stray container of an old revision on an occupied ordinal; a container
+//! berth did not make; a container whose ordinal label is garbled; an earlier apply that
+//! crashed part-way. A new random desired state and scope are then planned against it.
+//!
+//! The laws, one test each:
+//! 1. **Idempotence**: a converged host plans to nothing, and planning is deterministic.
+//! 2. **Convergence**: one plan, applied once (in order, or interleaved as the executor runs
+//!    changes concurrently), converges; the host refuses none of its steps.
+//! 3. **Result**: every desired set has exactly its replicas, of its revision, running and
+//!    ready, on ordinals `0..replicas` under the deterministic names; sets outside the scope
+//!    and containers berth did not make are untouched; owned sets no longer desired are gone.
+//! 4. **StartFirst safety**: replacing a set without host ports, its ready count never drops
+//!    below `min(old replicas, new replicas)` after any single step, under any interleaving.
+//! 5. **Nothing of value is destroyed**: volumes only ever appear, every volume a desired spec
+//!    mounts exists afterwards, and `Stop`/`Remove` only target containers of owned sets.
+//! 6. **Forced StopFirst**: when the old and new revision publish the same host port, the set
+//!    is replaced StopFirst, the plan says which port, and every old container is stopped
+//!    before its replacement is created; StopFirst is never forced without a shared port.
+//! 7. **Scale down** removes the highest ordinals only; scale to 0 removes all, creates none.
+//!
+//! Beyond the sim's own refusals (name in use, no such container, removing a running one),
+//! every step is checked for what a real host would also refuse: two live containers
+//! publishing the same host port.
+//!
+//! The scenario tests at the end show the same behaviour on hand-written cases.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+use super::diff::{FieldChange, diff_specs};
+use super::model::{
+    ContainerSpec, DesiredSet, EnvValue, Health, HealthSpec, HostBinding, MountKind, MountSpec, ObservedContainer,
+    Order, PortSpec, Pull, SecretString, SetKey, State, labels,
+};
+use super::plan::{Action, HostPlan, Reason, Scope, Step, plan_host};
+use super::sim::SimHost;
+
+const HOST: &str = "sim-1";
+const CASES: u32 = 256;
+
+/// `CASES` cases per law, unless `PROPTEST_CASES` asks for more (a deeper search).
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(CASES);
+    // No regression files: a failure prints its minimal input, which belongs in a scenario test.
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generated world
+
+/// Two namespaces with two sets each: small enough that an earlier and a later desired state
+/// often share sets.
+const NAMESPACES: [&str; 2] = ["shop", "ops"];
+const SET_NAMES: [&str; 2] = ["web", "worker"];
+const KEYS: usize = NAMESPACES.len() * SET_NAMES.len();
+const IMAGES: [&str; 2] = ["example/echo:1.0", "example/echo:1.1"];
+const GREETINGS: [&str; 2] = ["hi", "hello"];
+const NETWORKS: [&str; 2] = ["front", "back"];
+const GARBLED: [&str; 5] = ["", "x", "-1", "4294967296", "one"];
+
+fn key_of(i: usize) -> SetKey {
+    SetKey::new(NAMESPACES[i / SET_NAMES.len()], SET_NAMES[i % SET_NAMES.len()])
+}
+
+/// Each set publishes its own host ports, so two different sets never collide.
+fn host_port(key: usize, variant: u16) -> u16 {
+    9000 + 10 * key as u16 + variant
+}
+
+/// The choices a container spec is built from (compact in a failure report).
+#[derive(Clone, Debug, PartialEq)]
+struct SpecGene {
+    image: usize,
+    greeting: usize,
+    /// A Secret-sourced env value.
+    token: Option<usize>,
+    /// 0: no port; 1: container port only; 2, 3: also a host port (two variants).
+    port: u8,
+    /// 0: the set's own volume; 1: a volume shared by sets.
+    volume: Option<usize>,
+    /// A bit per network in [`NETWORKS`].
+    networks: usize,
+    health: bool,
+}
+
+impl SpecGene {
+    fn has_host_port(&self) -> bool {
+        self.port >= 2
+    }
+
+    fn build(&self, key: usize) -> ContainerSpec {
+        let mut spec = ContainerSpec {
+            image: IMAGES[self.image].into(),
+            restart_policy: "unless-stopped".into(),
+            ..ContainerSpec::default()
+        };
+        spec.env.insert("GREETING".into(), EnvValue::Plain(GREETINGS[self.greeting].into()));
+        if let Some(t) = self.token {
+            spec.env.insert("TOKEN".into(), EnvValue::Secret { value: SecretString::new(format!("token-{t}")) });
+        }
+        if self.port >= 1 {
+            let host = self.has_host_port().then(|| host_port(key, u16::from(self.port - 2)));
+            spec.ports.push(PortSpec { container_port: 8080, protocol: "tcp".into(), host_port: host, host_ip: String::new() });
+        }
+        if let Some(v) = self.volume {
+            let source = if v == 0 { format!("{}-data", SET_NAMES[key % SET_NAMES.len()]) } else { "shared-cache".into() };
+            spec.mounts.push(MountSpec { kind: MountKind::Volume, source: Some(source), target: "/data".into(), read_only: false });
+        }
+        for (i, n) in NETWORKS.iter().enumerate() {
+            if self.networks & (1 << i) != 0 {
+                spec.networks.push((*n).into());
+            }
+        }
+        if self.health {
+            spec.healthcheck = Some(HealthSpec {
+                test: vec!["CMD".into(), "/bin/echo".into(), "ok".into()],
+                interval_ns: Some(1_000_000_000),
+                timeout_ns: None,
+                start_period_ns: None,
+                retries: Some(3),
+            });
+        }
+        spec
+    }
+}
+
+/// `ports` bounds the port choice: `0..4` for any, `0..2` for no host port, `2..4` for one.
+fn spec_gene(ports: std::ops::Range<u8>) -> impl Strategy<Value = SpecGene> {
+    (
+        0..IMAGES.len(),
+        0..GREETINGS.len(),
+        proptest::option::of(0..2usize),
+        ports,
+        proptest::option::of(0..2usize),
+        0..(1usize << NETWORKS.len()),
+        any::<bool>(),
+    )
+        .prop_map(|(image, greeting, token, port, volume, networks, health)| SpecGene {
+            image,
+            greeting,
+            token,
+            port,
+            volume,
+            networks,
+            health,
+        })
+}
+
+fn order() -> impl Strategy<Value = Order> {
+    prop_oneof![Just(Order::StartFirst), Just(Order::StopFirst)]
+}
+
+/// One set as declared.
+#[derive(Clone, Debug)]
+struct SetGene {
+    key: usize,
+    spec: SpecGene,
+    replicas: u32,
+    order: Order,
+    /// In a later desired state: keep the earlier spec of the same set (so its revision holds).
+    reuse: bool,
+}
+
+impl SetGene {
+    fn desired(&self) -> DesiredSet {
+        // Validation allows one replica per host when a host port is fixed.
+        let replicas = if self.spec.has_host_port() { self.replicas.min(1) } else { self.replicas };
+        DesiredSet::new(key_of(self.key), self.spec.build(self.key), replicas, self.order, Pull::IfNotPresent)
+    }
+}
+
+/// 1–3 sets (so 1–2 namespaces), each with its own spec, 0–5 replicas and an order.
+fn set_genes() -> impl Strategy<Value = Vec<SetGene>> {
+    proptest::sample::subsequence((0..KEYS).collect::<Vec<_>>(), 1..=3).prop_flat_map(|keys| {
+        keys.into_iter()
+            .map(|key| {
+                (spec_gene(0..4), 0..=5u32, order(), proptest::bool::weighted(0.5))
+                    .prop_map(move |(spec, replicas, order, reuse)| SetGene { key, spec, replicas, order, reuse })
+            })
+            .collect::<Vec<_>>()
+    })
+}
+
+/// Something that happens to a host between two applies. `pick` chooses a managed container.
+#[derive(Clone, Debug)]
+enum Disturbance {
+    Remove { pick: usize },
+    SetState { pick: usize, state: State },
+    /// A container of an older revision claiming the ordinal of `pick`.
+    DuplicateOld { pick: usize, running: bool },
+    /// A container without berth's labels.
+    Unmanaged { running: bool },
+    /// A copy of `pick` whose ordinal label cannot be read.
+    GarbledOrdinal { pick: usize, label: usize, running: bool },
+}
+
+fn disturbance() -> impl Strategy<Value = Disturbance> {
+    let pick = 0..64usize;
+    prop_oneof![
+        pick.clone().prop_map(|pick| Disturbance::Remove { pick }),
+        (pick.clone(), prop_oneof![Just(State::Exited), Just(State::Dead), Just(State::Created), Just(State::Paused)])
+            .prop_map(|(pick, state)| Disturbance::SetState { pick, state }),
+        (pick.clone(), any::<bool>()).prop_map(|(pick, running)| Disturbance::DuplicateOld { pick, running }),
+        any::<bool>().prop_map(|running| Disturbance::Unmanaged { running }),
+        (pick, 0..GARBLED.len(), any::<bool>())
+            .prop_map(|(pick, label, running)| Disturbance::GarbledOrdinal { pick, label, running }),
+    ]
+}
+
+/// An earlier apply toward the new desired state that stopped after `steps` steps of a
+/// schedule chosen by `choices`.
+#[derive(Clone, Debug)]
+struct Interrupted {
+    steps: usize,
+    choices: Vec<usize>,
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    earlier: Vec<SetGene>,
+    disturbances: Vec<Disturbance>,
+    interrupted: Option<Interrupted>,
+    desired: Vec<SetGene>,
+    /// Sets owned beyond the desired ones, by key index.
+    also_owned: Vec<bool>,
+    /// Namespaces pruned (every set in them owned).
+    pruned: Vec<bool>,
+}
+
+fn choices() -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(0..1000usize, 1..32)
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        set_genes(),
+        proptest::collection::vec(disturbance(), 0..=3),
+        proptest::option::weighted(0.25, (0..40usize, choices()).prop_map(|(steps, choices)| Interrupted { steps, choices })),
+        set_genes(),
+        proptest::collection::vec(any::<bool>(), KEYS),
+        proptest::collection::vec(proptest::bool::weighted(0.25), NAMESPACES.len()),
+    )
+        .prop_map(|(earlier, disturbances, interrupted, desired, also_owned, pruned)| Scenario {
+            earlier,
+            disturbances,
+            interrupted,
+            desired,
+            also_owned,
+            pruned,
+        })
+}
+
+/// A host with what should run on it and what this run owns.
+struct World {
+    host: SimHost,
+    desired: Vec<DesiredSet>,
+    scope: Scope,
+}
+
+impl Scenario {
+    fn desired(&self) -> Vec<DesiredSet> {
+        self.desired
+            .iter()
+            .map(|g| {
+                let mut g = g.clone();
+                if g.reuse
+                    && let Some(e) = self.earlier.iter().find(|e| e.key == g.key)
+                {
+                    g.spec = e.spec.clone();
+                }
+                g.desired()
+            })
+            .collect()
+    }
+
+    fn scope(&self, desired: &[DesiredSet]) -> Scope {
+        let mut scope = Scope::of_sets(desired.iter().map(|d| &d.key));
+        scope.sets.extend((0..KEYS).filter(|&k| self.also_owned[k]).map(key_of));
+        scope.namespaces.extend((0..NAMESPACES.len()).filter(|&n| self.pruned[n]).map(|n| NAMESPACES[n].to_string()));
+        scope
+    }
+
+    fn world(&self) -> Result<World, TestCaseError> {
+        let earlier: Vec<DesiredSet> = self.earlier.iter().map(SetGene::desired).collect();
+        let mut host = SimHost::default();
+        let rounds = converge(&mut host, &earlier, &Scope::of_sets(earlier.iter().map(|d| &d.key)), 1)
+            .map_err(|e| TestCaseError::fail(format!("converging the earlier state: {e}")))?;
+        prop_assert!(rounds <= 1);
+        for (k, d) in self.disturbances.iter().enumerate() {
+            disturb(&mut host, d, k);
+        }
+        let desired = self.desired();
+        let scope = self.scope(&desired);
+        if let Some(i) = &self.interrupted {
+            let plan = plan_host(HOST, &desired, &host.observe(), &scope);
+            let steps = schedule(&plan, Some(&i.choices));
+            apply_steps(&mut host, &steps[..i.steps.min(steps.len())], &desired, &mut |_| Ok(()))
+                .map_err(|e| TestCaseError::fail(format!("the interrupted apply: {e}")))?;
+            // Time passes before the next apply: healthchecks that were starting pass.
+            for c in &mut host.containers {
+                if c.state == State::Running && c.health == Some(Health::Starting) {
+                    c.health = Some(Health::Healthy);
+                }
+            }
+        }
+        Ok(World { host, desired, scope })
+    }
+}
+
+/// Indices of the containers carrying berth's managed-by label.
+fn managed(host: &SimHost) -> Vec<usize> {
+    host.containers
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn disturb(host: &mut SimHost, d: &Disturbance, k: usize) {
+    let managed = managed(host);
+    let pick = |p: usize| (!managed.is_empty()).then(|| managed[p % managed.len()]);
+    match *d {
+        Disturbance::Remove { pick: p } => {
+            if let Some(i) = pick(p) {
+                host.containers.remove(i);
+            }
+        }
+        Disturbance::SetState { pick: p, state } => {
+            // Only a running container can be paused (and keep its host ports).
+            if let Some(i) = pick(p)
+                && (state != State::Paused || host.containers[i].state == State::Running)
+            {
+                let c = &mut host.containers[i];
+                c.state = state;
+                c.health = None;
+            }
+        }
+        Disturbance::DuplicateOld { pick: p, running } => {
+            let Some(i) = pick(p) else { return };
+            let c = &host.containers[i];
+            let (Some(spec), Some(ordinal)) = (
+                c.labels.get(labels::SPEC).and_then(|j| serde_json::from_str::<ContainerSpec>(j).ok()),
+                c.labels.get(labels::ORDINAL).and_then(|o| o.parse::<u32>().ok()),
+            ) else {
+                return;
+            };
+            let key = SetKey::new(c.labels[labels::NAMESPACE].clone(), c.labels[labels::SET].clone());
+            // An image no generated spec uses: a revision that is old for sure.
+            let old = DesiredSet::new(key, ContainerSpec { image: format!("example/old:{k}"), ..spec }, 1, Order::StopFirst, Pull::Never);
+            let name = old.container_name(ordinal);
+            if host.containers.iter().any(|c| c.name == name) {
+                return;
+            }
+            // A live copy would hold the same host port, which a real host refuses.
+            let live = running && old.spec.host_bindings().is_empty();
+            let hc = old.spec.healthcheck.is_some();
+            let (state, health) = if live { (State::Running, hc.then_some(Health::Healthy)) } else { (State::Exited, None) };
+            host.add_container(&name, old.container_labels(ordinal), state, health);
+            host.containers.last_mut().unwrap().has_healthcheck = hc;
+        }
+        Disturbance::Unmanaged { running } => {
+            let labels = BTreeMap::from([("com.example.owner".to_string(), "ops".to_string())]);
+            let state = if running { State::Running } else { State::Exited };
+            host.add_container(&format!("manual-{k}"), labels, state, None);
+        }
+        Disturbance::GarbledOrdinal { pick: p, label, running } => {
+            let Some(i) = pick(p) else { return };
+            let c = host.containers[i].clone();
+            let mut labels = c.labels.clone();
+            labels.insert(labels::ORDINAL.into(), GARBLED[label].into());
+            let live = running && !labels.contains_key(labels::HOST_PORTS);
+            let (state, health) =
+                if live { (State::Running, c.has_healthcheck.then_some(Health::Healthy)) } else { (State::Exited, None) };
+            host.add_container(&format!("{}-garbled{k}", c.name), labels, state, health);
+            host.containers.last_mut().unwrap().has_healthcheck = c.has_healthcheck;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running plans on the simulated host
+
+/// The order steps run in. `None`: the plan's own order, set by set. `Some(choices)`: as the
+/// executor may run them: every set's prepare steps first, then the changes interleaved, each
+/// change's steps in order (a sequential set's changes one after another); `choices` decides
+/// which change moves next.
+fn schedule(plan: &HostPlan, choices: Option<&[usize]>) -> Vec<(SetKey, Step)> {
+    let mut out = Vec::new();
+    let Some(choices) = choices else {
+        for sp in &plan.sets {
+            out.extend(sp.prepare.iter().map(|s| (sp.set.clone(), s.clone())));
+            for ch in &sp.changes {
+                out.extend(ch.steps.iter().map(|s| (sp.set.clone(), s.clone())));
+            }
+        }
+        return out;
+    };
+    let mut queues: Vec<(SetKey, VecDeque<Step>)> = Vec::new();
+    for sp in &plan.sets {
+        out.extend(sp.prepare.iter().map(|s| (sp.set.clone(), s.clone())));
+        if sp.sequential {
+            queues.push((sp.set.clone(), sp.changes.iter().flat_map(|c| c.steps.iter().cloned()).collect()));
+        } else {
+            queues.extend(sp.changes.iter().map(|c| (sp.set.clone(), c.steps.iter().cloned().collect())));
+        }
+    }
+    queues.retain(|q| !q.1.is_empty());
+    let mut i = 0;
+    while !queues.is_empty() {
+        let c = choices.get(i % choices.len().max(1)).copied().unwrap_or(0) + i / choices.len().max(1);
+        let q = c % queues.len();
+        i += 1;
+        let step = queues[q].1.pop_front().expect("queues are never empty");
+        out.push((queues[q].0.clone(), step));
+        if queues[q].1.is_empty() {
+            queues.remove(q);
+        }
+    }
+    out
+}
+
+fn host_bindings(c: &super::sim::SimContainer) -> Vec<HostBinding> {
+    c.labels
+        .get(labels::HOST_PORTS)
+        .map(|s| s.split(',').filter_map(HostBinding::parse).collect())
+        .unwrap_or_default()
+}
+
+/// Two live containers publishing an overlapping host port: a real host refuses the second.
+fn port_conflict(host: &SimHost) -> Option<String> {
+    let live: Vec<_> = host
+        .containers
+        .iter()
+        .filter(|c| matches!(c.state, State::Running | State::Paused | State::Restarting))
+        .map(|c| (c, host_bindings(c)))
+        .collect();
+    for (i, (a, ab)) in live.iter().enumerate() {
+        for (b, bb) in &live[i + 1..] {
+            if let Some(x) = ab.iter().find(|x| bb.iter().any(|y| x.overlaps(y))) {
+                return Some(format!("{} and {} both publish {x}", a.name, b.name));
+            }
+        }
+    }
+    None
+}
+
+/// Apply steps one by one, refusing what the sim or a real host would refuse, checking that
+/// volumes only ever appear, and calling `after` after every step.
+fn apply_steps(
+    host: &mut SimHost,
+    steps: &[(SetKey, Step)],
+    sets: &[DesiredSet],
+    after: &mut dyn FnMut(&SimHost) -> Result<(), String>,
+) -> Result<(), String> {
+    for (set, step) in steps {
+        let volumes = host.volumes.clone();
+        host.apply(step, sets, set).map_err(|e| format!("{set}: {step:?} refused: {e:?}"))?;
+        if !host.volumes.is_superset(&volumes) {
+            return Err(format!("{set}: {step:?} removed a volume"));
+        }
+        if let Some(conflict) = port_conflict(host) {
+            return Err(format!("{set}: after {step:?}, {conflict}"));
+        }
+        after(host).map_err(|e| format!("{set}: after {step:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn apply(host: &mut SimHost, plan: &HostPlan, sets: &[DesiredSet], choices: Option<&[usize]>) -> Result<(), String> {
+    apply_steps(host, &schedule(plan, choices), sets, &mut |_| Ok(()))
+}
+
+/// Plan and apply until the plan is empty; the number of applies it took, at most `max`.
+fn converge(host: &mut SimHost, desired: &[DesiredSet], scope: &Scope, max: usize) -> Result<usize, String> {
+    for round in 0..=max {
+        let plan = plan_host(HOST, desired, &host.observe(), scope);
+        if plan.is_empty() {
+            return Ok(round);
+        }
+        if round == max {
+            return Err(format!("not converged after {max} applies; still planned: {plan:#?}"));
+        }
+        apply(host, &plan, desired, None)?;
+    }
+    unreachable!()
+}
+
+fn fail(e: String) -> TestCaseError {
+    TestCaseError::fail(e)
+}
+
+/// A container as the laws compare it before and after.
+fn snapshot(c: &super::sim::SimContainer) -> (String, String, State, Option<Health>, BTreeMap<String, String>) {
+    (c.id.clone(), c.name.clone(), c.state, c.health, c.labels.clone())
+}
+
+fn set_of(c: &super::sim::SimContainer) -> Option<SetKey> {
+    (c.labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE)).then(|| {
+        SetKey::new(
+            c.labels.get(labels::NAMESPACE).cloned().unwrap_or_default(),
+            c.labels.get(labels::SET).cloned().unwrap_or_default(),
+        )
+    })
+}
+
+fn is_desired(desired: &[DesiredSet], key: &SetKey) -> bool {
+    desired.iter().any(|d| &d.key == key)
+}
+
+/// Containers this run must not touch: not berth's, or of a set neither desired nor owned.
+fn untouchable(world: &World) -> Vec<(String, String, State, Option<Health>, BTreeMap<String, String>)> {
+    world
+        .host
+        .containers
+        .iter()
+        .filter(|c| match set_of(c) {
+            None => true,
+            Some(k) => !is_desired(&world.desired, &k) && !world.scope.owns(&k),
+        })
+        .map(snapshot)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The laws
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Law 1: a converged host plans to nothing, and the same input always plans the same.
+    #[test]
+    fn law1_idempotence(s in scenario()) {
+        let World { mut host, desired, scope } = s.world()?;
+        let observed = host.observe();
+        prop_assert_eq!(plan_host(HOST, &desired, &observed, &scope), plan_host(HOST, &desired, &observed, &scope));
+
+        converge(&mut host, &desired, &scope, 3).map_err(fail)?;
+        let observed = host.observe();
+        let first = plan_host(HOST, &desired, &observed, &scope);
+        prop_assert!(first.is_empty(), "a converged host planned {:#?}", first);
+        prop_assert_eq!(first, plan_host(HOST, &desired, &observed, &scope));
+    }
+
+    /// Law 2: from any state, one plan applied once converges, whatever order the executor
+    /// runs its changes in, and the host refuses none of its steps.
+    #[test]
+    fn law2_one_apply_converges(s in scenario(), choices in choices()) {
+        let World { host, desired, scope } = s.world()?;
+        let plan = plan_host(HOST, &desired, &host.observe(), &scope);
+        for schedule in [None, Some(choices.as_slice())] {
+            let mut h = host.clone();
+            apply(&mut h, &plan, &desired, schedule).map_err(fail)?;
+            let again = plan_host(HOST, &desired, &h.observe(), &scope);
+            prop_assert!(again.is_empty(), "after applying {:#?}\n({:?}) the plan is still {:#?}", plan, schedule, again);
+        }
+    }
+
+    /// Law 3: after convergence every desired set is exactly as declared, untouchable
+    /// containers are as they were, and owned sets no longer desired are gone.
+    #[test]
+    fn law3_result_is_what_was_declared(s in scenario()) {
+        let mut world = s.world()?;
+        let before = untouchable(&world);
+        converge(&mut world.host, &world.desired, &world.scope, 1).map_err(fail)?;
+        let observed = world.host.observe();
+        for d in &world.desired {
+            let mut mine: Vec<&ObservedContainer> = observed.iter().filter(|c| c.set == d.key).collect();
+            mine.sort_by_key(|c| c.ordinal);
+            prop_assert_eq!(mine.len(), d.replicas as usize, "{}: {:#?}", d.key, mine);
+            for (o, c) in mine.iter().enumerate() {
+                prop_assert_eq!(&c.revision, &d.revision);
+                prop_assert_eq!(c.ordinal, Some(o as u32));
+                prop_assert_eq!(&c.name, &d.container_name(o as u32));
+                prop_assert!(c.is_ready(), "{} is {:?} / {:?}", c.name, c.state, c.health);
+            }
+            if d.replicas > 0 {
+                prop_assert!(world.host.images.contains(&d.spec.image));
+            }
+        }
+        for c in &observed {
+            if !is_desired(&world.desired, &c.set) {
+                prop_assert!(!world.scope.owns(&c.set), "{} of owned, undesired {} is left", c.name, c.set);
+            }
+        }
+        prop_assert_eq!(before, untouchable(&world));
+    }
+
+    /// Law 4: replacing a StartFirst set without host ports, the ready count never drops below
+    /// min(old replicas, new replicas) after any step, in order or interleaved.
+    #[test]
+    fn law4_start_first_keeps_serving(
+        old in spec_gene(0..2),
+        new in spec_gene(0..2),
+        old_replicas in 0..=5u32,
+        new_replicas in 0..=5u32,
+        choices in choices(),
+    ) {
+        let key = 0;
+        let old = DesiredSet::new(key_of(key), old.build(key), old_replicas, Order::StopFirst, Pull::IfNotPresent);
+        let new = DesiredSet::new(key_of(key), new.build(key), new_replicas, Order::StartFirst, Pull::IfNotPresent);
+        let mut host = SimHost::default();
+        converge(&mut host, std::slice::from_ref(&old), &Scope::of_sets([&old.key]), 1).map_err(fail)?;
+        let floor = old_replicas.min(new_replicas) as usize;
+        prop_assert_eq!(host.ready_count(&old.key), old_replicas as usize);
+
+        let desired = std::slice::from_ref(&new);
+        let scope = Scope::of_sets([&new.key]);
+        let plan = plan_host(HOST, desired, &host.observe(), &scope);
+        for sp in &plan.sets {
+            prop_assert_eq!(sp.order, Order::StartFirst);
+            prop_assert!(sp.forced_stop_first.is_none());
+        }
+        for schedule in [None, Some(choices.as_slice())] {
+            let mut h = host.clone();
+            let key = new.key.clone();
+            apply_steps(&mut h, &self::schedule(&plan, schedule), desired, &mut |h| {
+                let ready = h.ready_count(&key);
+                if ready < floor { Err(format!("{ready} ready, fewer than {floor}")) } else { Ok(()) }
+            })
+            .map_err(fail)?;
+            prop_assert!(plan_host(HOST, desired, &h.observe(), &scope).is_empty());
+        }
+    }
+
+    /// Law 5: volumes only ever appear (checked on every step), every volume a desired spec
+    /// mounts exists after convergence, and Stop/Remove only target containers of owned sets.
+    #[test]
+    fn law5_nothing_of_value_is_destroyed(s in scenario()) {
+        let mut world = s.world()?;
+        let observed = world.host.observe();
+        let plan = plan_host(HOST, &world.desired, &observed, &world.scope);
+        for sp in &plan.sets {
+            prop_assert!(is_desired(&world.desired, &sp.set) || world.scope.owns(&sp.set), "{} is not owned", sp.set);
+            for step in sp.prepare.iter().chain(sp.changes.iter().flat_map(|c| &c.steps)) {
+                if let Step::Stop { id, .. } | Step::Remove { id, .. } = step {
+                    let target = observed.iter().find(|c| &c.id == id);
+                    prop_assert!(target.is_some(), "{:?} targets a container berth did not list", step);
+                    prop_assert_eq!(&target.unwrap().set, &sp.set, "{:?} targets another set", step);
+                }
+            }
+        }
+        let volumes = world.host.volumes.clone();
+        converge(&mut world.host, &world.desired, &world.scope, 1).map_err(fail)?;
+        prop_assert!(world.host.volumes.is_superset(&volumes));
+        for d in world.desired.iter().filter(|d| d.replicas > 0) {
+            for v in d.spec.volumes() {
+                prop_assert!(world.host.volumes.contains(&v), "{}: volume {} is missing", d.key, v);
+            }
+            for n in &d.spec.networks {
+                prop_assert!(world.host.networks.contains(n), "{}: network {} is missing", d.key, n);
+            }
+        }
+    }
+
+    /// Law 6: a host port shared by the old and the new revision forces StopFirst, says
+    /// which port, and stops every old container before its replacement is created.
+    #[test]
+    fn law6_shared_host_port_forces_stop_first(
+        old in spec_gene(2..4),
+        new in spec_gene(0..4),
+        new_replicas in 0..=1u32,
+        old_state in prop_oneof![Just(State::Running), Just(State::Exited), Just(State::Created), Just(State::Paused)],
+    ) {
+        let key = 1;
+        let mut new = SpecGene { port: old.port, ..new };
+        if new == old {
+            new.greeting = 1 - new.greeting;
+        }
+        let old = DesiredSet::new(key_of(key), old.build(key), 1, Order::StopFirst, Pull::IfNotPresent);
+        let new = DesiredSet::new(key_of(key), new.build(key), new_replicas, Order::StartFirst, Pull::IfNotPresent);
+        let mut host = SimHost::default();
+        converge(&mut host, std::slice::from_ref(&old), &Scope::of_sets([&old.key]), 1).map_err(fail)?;
+        host.containers[0].state = old_state;
+        let old_id = host.containers[0].id.clone();
+
+        let desired = std::slice::from_ref(&new);
+        let scope = Scope::of_sets([&new.key]);
+        let plan = plan_host(HOST, desired, &host.observe(), &scope);
+        prop_assert_eq!(plan.sets.len(), 1);
+        let sp = &plan.sets[0];
+        let port = old.spec.host_bindings()[0].clone();
+        prop_assert_eq!(sp.order, Order::StopFirst);
+        prop_assert!(sp.sequential);
+        let why = sp.forced_stop_first.as_deref().unwrap_or_default();
+        prop_assert!(why.contains(&port.to_string()), "{:?} does not name {}", sp.forced_stop_first, port);
+        for ch in &sp.changes {
+            let first_new = ch.steps.iter().position(|s| matches!(s, Step::Create { .. } | Step::Start { .. }));
+            let last_old = ch.steps.iter().rposition(|s| matches!(s, Step::Stop { id, .. } | Step::Remove { id, .. } if *id == old_id));
+            if let (Some(first_new), Some(last_old)) = (first_new, last_old) {
+                prop_assert!(last_old < first_new, "{:#?}", ch);
+            }
+        }
+        apply(&mut host, &plan, desired, None).map_err(fail)?;
+        prop_assert!(plan_host(HOST, desired, &host.observe(), &scope).is_empty());
+    }
+
+    /// Law 6, the other way: StopFirst is forced only when a port is in fact shared.
+    #[test]
+    fn law6_stop_first_is_forced_only_for_a_shared_port(s in scenario()) {
+        let world = s.world()?;
+        let observed = world.host.observe();
+        let plan = plan_host(HOST, &world.desired, &observed, &world.scope);
+        for sp in &plan.sets {
+            let Some(d) = world.desired.iter().find(|d| d.key == sp.set) else { continue };
+            let shared = observed.iter().any(|c| {
+                c.set == d.key
+                    && c.revision != d.revision
+                    && c.host_bindings.iter().any(|b| d.spec.host_bindings().iter().any(|n| n.overlaps(b)))
+            });
+            let forced = d.order == Order::StartFirst && shared;
+            prop_assert_eq!(sp.forced_stop_first.is_some(), forced, "{:?}", sp.forced_stop_first);
+            prop_assert_eq!(sp.order, if forced { Order::StopFirst } else { d.order });
+        }
+    }
+
+    /// Law 7: scaling down removes the highest ordinals and nothing else; to 0, everything.
+    #[test]
+    fn law7_scale_down_removes_the_highest_ordinals(
+        spec in spec_gene(0..4),
+        from in 1..=5u32,
+        to in 0..5u32,
+        order in order(),
+    ) {
+        let key = 2;
+        let from = if spec.has_host_port() { 1 } else { from };
+        let to = to.min(from - 1);
+        let before = DesiredSet::new(key_of(key), spec.build(key), from, Order::StartFirst, Pull::IfNotPresent);
+        let after = DesiredSet { replicas: to, order, ..before.clone() };
+        let mut host = SimHost::default();
+        converge(&mut host, std::slice::from_ref(&before), &Scope::of_sets([&before.key]), 1).map_err(fail)?;
+        let ids: BTreeMap<Option<u32>, String> = host.observe().into_iter().map(|c| (c.ordinal, c.id)).collect();
+
+        let desired = std::slice::from_ref(&after);
+        let scope = Scope::of_sets([&after.key]);
+        let plan = plan_host(HOST, desired, &host.observe(), &scope);
+        prop_assert_eq!(plan.sets.len(), 1);
+        let sp = &plan.sets[0];
+        prop_assert!(sp.prepare.is_empty());
+        let removed: BTreeSet<u32> = sp.changes.iter().filter_map(|c| c.ordinal).collect();
+        prop_assert_eq!(removed, (to..from).collect::<BTreeSet<u32>>());
+        for ch in &sp.changes {
+            prop_assert_eq!(&ch.action, &Action::Remove { reason: Reason::ScaledDown });
+            prop_assert!(ch.steps.iter().all(|s| matches!(s, Step::Stop { .. } | Step::Remove { .. })), "{:?}", ch.steps);
+        }
+        apply(&mut host, &plan, desired, None).map_err(fail)?;
+        let left: BTreeMap<Option<u32>, String> = host.observe().into_iter().map(|c| (c.ordinal, c.id)).collect();
+        let kept: BTreeMap<Option<u32>, String> = ids.into_iter().filter(|(o, _)| o.is_some_and(|o| o < to)).collect();
+        prop_assert_eq!(left, kept);
+        prop_assert!(plan_host(HOST, desired, &host.observe(), &scope).is_empty());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+fn echo(greeting: &str) -> ContainerSpec {
+    let mut spec = ContainerSpec {
+        image: "example/echo:1.0".into(),
+        restart_policy: "unless-stopped".into(),
+        ..ContainerSpec::default()
+    };
+    spec.env.insert("GREETING".into(), EnvValue::Plain(greeting.into()));
+    spec
+}
+
+fn web(spec: ContainerSpec, replicas: u32, order: Order) -> DesiredSet {
+    DesiredSet::new(SetKey::new("shop", "web"), spec, replicas, order, Pull::IfNotPresent)
+}
+
+fn converged(sets: &[DesiredSet]) -> SimHost {
+    let mut host = SimHost::default();
+    converge(&mut host, sets, &Scope::of_sets(sets.iter().map(|d| &d.key)), 1).expect("converges");
+    host
+}
+
+fn plan_for(host: &SimHost, sets: &[DesiredSet]) -> HostPlan {
+    plan_host(HOST, sets, &host.observe(), &Scope::of_sets(sets.iter().map(|d| &d.key)))
+}
+
+fn container<'a>(host: &'a SimHost, name: &str) -> &'a super::sim::SimContainer {
+    host.containers.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("{name} is on the host"))
+}
+
+#[test]
+fn an_env_change_replaces_every_replica_and_explains_the_field() {
+    let old = web(echo("hi"), 3, Order::StartFirst);
+    let new = web(echo("hello"), 3, Order::StartFirst);
+    let mut host = converged(std::slice::from_ref(&old));
+    let old_ids: BTreeSet<String> = host.containers.iter().map(|c| c.id.clone()).collect();
+
+    let plan = plan_for(&host, std::slice::from_ref(&new));
+    assert_eq!(plan.sets.len(), 1);
+    let sp = &plan.sets[0];
+    assert_eq!(sp.revision.as_deref(), Some(new.revision.as_str()));
+    assert_eq!(sp.prepare, vec![Step::EnsureImage { image: "example/echo:1.0".into(), pull: Pull::IfNotPresent }]);
+    assert_eq!(sp.changes.len(), 3);
+    let fields = vec![FieldChange {
+        field: "env.GREETING".into(),
+        from: Some("\"hi\"".into()),
+        to: Some("\"hello\"".into()),
+    }];
+    assert_eq!(diff_specs(&old.spec, &new.spec), fields);
+    for (o, ch) in sp.changes.iter().enumerate() {
+        let o = o as u32;
+        assert_eq!(ch.ordinal, Some(o));
+        assert_eq!(ch.container, new.container_name(o));
+        assert_eq!(
+            ch.action,
+            Action::Replace {
+                reasons: vec![Reason::SpecChanged { from_revision: old.revision.clone(), fields: fields.clone() }]
+            }
+        );
+        // StartFirst: the new container serves before the old one stops.
+        let kinds: Vec<&str> = ch.steps.iter().map(step_kind).collect();
+        assert_eq!(kinds, ["create", "start", "waitReady", "stop", "remove"]);
+    }
+
+    apply(&mut host, &plan, std::slice::from_ref(&new), None).unwrap();
+    assert!(plan_for(&host, std::slice::from_ref(&new)).is_empty());
+    assert!(host.containers.iter().all(|c| !old_ids.contains(&c.id) && c.state == State::Running));
+    assert_eq!(host.ready_count(&new.key), 3);
+}
+
+#[test]
+fn a_created_but_not_started_container_is_started_not_recreated() {
+    let set = web(echo("hi"), 2, Order::StartFirst);
+    let sets = std::slice::from_ref(&set);
+    let mut host = converged(sets);
+    let name = set.container_name(1);
+    let id = container(&host, &name).id.clone();
+    host.containers.iter_mut().find(|c| c.name == name).unwrap().state = State::Created;
+
+    let plan = plan_for(&host, sets);
+    assert_eq!(plan.change_count(), 1);
+    let sp = &plan.sets[0];
+    assert!(sp.prepare.is_empty(), "nothing is created, so nothing is prepared");
+    let ch = &sp.changes[0];
+    assert_eq!(ch.ordinal, Some(1));
+    assert_eq!(ch.action, Action::Start);
+    assert_eq!(ch.steps, vec![Step::Start { name: name.clone() }, Step::WaitReady { name: name.clone() }]);
+
+    apply(&mut host, &plan, sets, None).unwrap();
+    let c = container(&host, &name);
+    assert_eq!((c.id.as_str(), c.state), (id.as_str(), State::Running), "the same container, now running");
+    assert!(plan_for(&host, sets).is_empty());
+}
+
+#[test]
+fn a_killed_container_of_the_current_revision_is_replaced() {
+    let mut spec = echo("hi");
+    spec.healthcheck = Some(HealthSpec {
+        test: vec!["CMD".into(), "true".into()],
+        interval_ns: None,
+        timeout_ns: None,
+        start_period_ns: None,
+        retries: None,
+    });
+    let set = web(spec, 2, Order::StartFirst);
+    let sets = std::slice::from_ref(&set);
+    let mut host = converged(sets);
+    let killed = set.container_name(0);
+    let killed_id = container(&host, &killed).id.clone();
+    let other_id = container(&host, &set.container_name(1)).id.clone();
+    let c = host.containers.iter_mut().find(|c| c.name == killed).unwrap();
+    (c.state, c.health) = (State::Exited, None);
+
+    let plan = plan_for(&host, sets);
+    assert_eq!(plan.change_count(), 1);
+    let ch = &plan.sets[0].changes[0];
+    assert_eq!(ch.action, Action::Replace { reasons: vec![Reason::NotRunning { state: State::Exited }] });
+    assert_eq!(
+        ch.steps,
+        vec![
+            // Exited already: removed without a stop, and its name is free for the new one.
+            Step::Remove { id: killed_id.clone(), name: killed.clone() },
+            Step::Create { name: killed.clone(), ordinal: 0 },
+            Step::Start { name: killed.clone() },
+            Step::WaitReady { name: killed.clone() },
+        ]
+    );
+
+    apply(&mut host, &plan, sets, None).unwrap();
+    let c = container(&host, &killed);
+    assert_ne!(c.id, killed_id);
+    assert_eq!((c.state, c.health), (State::Running, Some(Health::Healthy)));
+    assert_eq!(container(&host, &set.container_name(1)).id, other_id, "the healthy replica is left alone");
+    assert!(plan_for(&host, sets).is_empty());
+}
+
+#[test]
+fn a_fixed_host_port_forces_stop_first_and_says_why() {
+    let mut spec = echo("hi");
+    spec.ports.push(PortSpec { container_port: 8080, protocol: "tcp".into(), host_port: Some(9000), host_ip: String::new() });
+    let old = web(spec.clone(), 1, Order::StartFirst);
+    spec.env.insert("GREETING".into(), EnvValue::Plain("hello".into()));
+    let new = web(spec, 1, Order::StartFirst);
+    let mut host = converged(std::slice::from_ref(&old));
+
+    let plan = plan_for(&host, std::slice::from_ref(&new));
+    let sp = &plan.sets[0];
+    assert_eq!(sp.order, Order::StopFirst);
+    assert!(sp.sequential);
+    assert!(sp.forced_stop_first.as_deref().unwrap().contains("9000/tcp"), "{:?}", sp.forced_stop_first);
+    let kinds: Vec<&str> = sp.changes[0].steps.iter().map(step_kind).collect();
+    assert_eq!(kinds, ["stop", "remove", "create", "start", "waitReady"]);
+    apply(&mut host, &plan, std::slice::from_ref(&new), None).unwrap();
+    assert!(plan_for(&host, std::slice::from_ref(&new)).is_empty());
+}
+
+#[test]
+fn a_set_no_longer_declared_is_removed_only_when_owned() {
+    let shop = web(echo("hi"), 2, Order::StartFirst);
+    let ops = DesiredSet::new(SetKey::new("ops", "worker"), echo("hi"), 1, Order::StopFirst, Pull::IfNotPresent);
+    let host = converged(&[shop.clone(), ops.clone()]);
+
+    // Declaring only `shop/web`, with only it in scope: `ops/worker` is someone else's.
+    assert!(plan_host(HOST, std::slice::from_ref(&shop), &host.observe(), &Scope::of_sets([&shop.key])).is_empty());
+
+    // Pruning the `ops` namespace: its undeclared set goes.
+    let mut scope = Scope::of_sets([&shop.key]);
+    scope.namespaces.insert("ops".into());
+    let plan = plan_host(HOST, std::slice::from_ref(&shop), &host.observe(), &scope);
+    assert_eq!(plan.sets.len(), 1);
+    assert_eq!(plan.sets[0].set, ops.key);
+    assert_eq!(plan.sets[0].revision, None);
+    assert_eq!(plan.sets[0].changes[0].action, Action::Remove { reason: Reason::NotDesired });
+}
+
+fn step_kind(s: &Step) -> &'static str {
+    match s {
+        Step::EnsureNetwork { .. } => "ensureNetwork",
+        Step::EnsureVolume { .. } => "ensureVolume",
+        Step::EnsureImage { .. } => "ensureImage",
+        Step::Create { .. } => "create",
+        Step::Start { .. } => "start",
+        Step::WaitReady { .. } => "waitReady",
+        Step::Stop { .. } => "stop",
+        Step::Remove { .. } => "remove",
+    }
+}

@@ -1,0 +1,156 @@
+//! The `berth` command line: the standalone mode, no Kubernetes needed.
+//!
+//! Every command that reads files validates all of them before the first Docker call; an
+//! input error exits with status 1 and touches no host.
+//!
+//! Exit codes: 0 success (for `plan`: converged), 1 error, 2 (`plan` only) changes pending.
+
+mod apply;
+mod logs;
+mod progress;
+mod render;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Converge Docker hosts to declared containers, the immutable way: containers are replaced,
+/// never mutated; the same input twice changes nothing.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Converge the hosts to the files: create, replace and remove containers.
+    Apply(ApplyArgs),
+    /// Show what `apply` would change, and change nothing. Exit 0: converged, 2: changes pending.
+    Plan(PlanArgs),
+    /// Show the declared sets' containers on every host.
+    Status(StatusArgs),
+    /// Remove the declared sets' containers (named volumes stay unless --volumes).
+    Delete(DeleteArgs),
+    /// Print the logs of every container of a set, each line prefixed with host and container.
+    Logs(LogsArgs),
+    /// Print the CustomResourceDefinitions (berth.dev/v1alpha1) as YAML.
+    Crd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// YAML files or folders (multi-document; folders are read recursively).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Also remove berth's containers of sets in the input's namespaces that the input no
+    /// longer declares.
+    #[arg(long)]
+    pub prune: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Concurrent container operations per host.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Include removals of undeclared sets in the input's namespaces, as `apply --prune` would.
+    #[arg(long)]
+    pub prune: bool,
+    #[arg(short = 'o', long, value_enum, default_value_t = PlanFormat::Text)]
+    pub output: PlanFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[arg(short = 'o', long, value_enum, default_value_t = StatusFormat::Table)]
+    pub output: StatusFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Also delete the named volumes the sets mount (only volumes no container uses).
+    #[arg(long)]
+    pub volumes: bool,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The set: `NAME` (namespace `default`) or `NAMESPACE/NAME`.
+    pub set: String,
+    /// Keep streaming new lines.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only this host (a DockerHost name, or `local`).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Lines from the end of each container's log (default: all).
+    #[arg(long)]
+    pub tail: Option<u32>,
+    /// Files declaring the hosts; without them, the local engine.
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+}
+
+/// Parse arguments and run. Errors are printed here; the exit code says how it went.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Apply(a) => apply::apply(a).await,
+        Command::Plan(a) => apply::plan(a).await,
+        Command::Delete(a) => apply::delete(a).await,
+        Command::Status(a) => status::status(a).await,
+        Command::Logs(a) => logs::logs(a).await,
+        Command::Crd => {
+            print!("{}", berth_crd::crds_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<crate::input::InputErrors>() {
+                Some(list) => {
+                    for item in &list.0 {
+                        eprintln!("error: {item}");
+                    }
+                    eprintln!("{} problem(s) in the input; no host was touched.", list.0.len());
+                }
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(1)
+        }
+    }
+}

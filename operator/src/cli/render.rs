@@ -1,0 +1,130 @@
+//! How plans read: a diff a person can scan on a terminal, and JSON for scripts.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+use super::apply::HostView;
+use crate::engine::{Action, HostPlan, Reason, SetPlan};
+
+/// The plan as text, per host and per set.
+pub fn plan_text(views: &[HostView], plans: &[Option<HostPlan>]) -> String {
+    let mut out = String::new();
+    let (mut create, mut replace, mut remove, mut other) = (0, 0, 0, 0);
+    for (v, p) in views.iter().zip(plans) {
+        match (&v.observed, p) {
+            (Err(e), _) => {
+                let _ = writeln!(out, "host {} ({}): UNREACHABLE: {e}", v.target.name, v.target.endpoint);
+            }
+            (Ok(_), Some(p)) if !p.is_empty() => {
+                let _ = writeln!(out, "host {} ({})", v.target.name, v.target.endpoint);
+                for sp in &p.sets {
+                    write_set(&mut out, sp);
+                    for c in &sp.changes {
+                        match c.action {
+                            Action::Create => create += 1,
+                            Action::Replace { .. } => replace += 1,
+                            Action::Remove { .. } => remove += 1,
+                            Action::Start | Action::Complete => other += 1,
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if create + replace + remove + other == 0 {
+        if views.iter().all(|v| v.observed.is_ok()) {
+            let _ = writeln!(out, "No changes: {} host(s) converged.", views.len());
+        }
+    } else {
+        let _ = write!(out, "Plan: {create} to create, {replace} to replace, {remove} to remove");
+        if other > 0 {
+            let _ = write!(out, ", {other} to finish");
+        }
+        let _ = writeln!(out, ".");
+    }
+    out
+}
+
+fn write_set(out: &mut String, sp: &SetPlan) {
+    match &sp.revision {
+        Some(r) => {
+            let _ = writeln!(out, "  set {} → revision {r} ({:?})", sp.set, sp.order);
+        }
+        None => {
+            let _ = writeln!(out, "  set {} (not declared here: its containers are removed)", sp.set);
+        }
+    }
+    if let Some(why) = &sp.forced_stop_first {
+        let _ = writeln!(out, "    ! StopFirst forced: {why}");
+    }
+    for c in &sp.changes {
+        match &c.action {
+            Action::Create => {
+                let _ = writeln!(out, "    + create  {}", c.container);
+            }
+            Action::Start => {
+                let _ = writeln!(out, "    > start   {} (created earlier, never started)", c.container);
+            }
+            Action::Complete => {
+                let _ = writeln!(out, "    ~ finish  {} (replacement was interrupted; remove the old container)", c.container);
+            }
+            Action::Replace { reasons } => {
+                let _ = writeln!(out, "    ~ replace {}", c.container);
+                for r in reasons {
+                    write_reason(out, r);
+                }
+            }
+            Action::Remove { reason } => {
+                let why = match reason {
+                    Reason::ScaledDown => "scaled down",
+                    Reason::NotDesired => "set not declared for this host",
+                    Reason::Duplicate => "duplicate",
+                    _ => "",
+                };
+                let _ = writeln!(out, "    - remove  {} ({why})", c.container);
+            }
+        }
+    }
+}
+
+fn write_reason(out: &mut String, r: &Reason) {
+    match r {
+        Reason::SpecChanged { from_revision, fields } if fields.is_empty() => {
+            let _ = writeln!(out, "        from revision {from_revision} (its spec label is unreadable)");
+        }
+        Reason::SpecChanged { from_revision, fields } => {
+            let _ = writeln!(out, "        from revision {from_revision}, because:");
+            for f in fields {
+                let _ = writeln!(out, "          {f}");
+            }
+        }
+        Reason::NotRunning { state } => {
+            let _ = writeln!(out, "        the container of this revision is {state}");
+        }
+        Reason::Duplicate => {
+            let _ = writeln!(out, "        another container claims the same ordinal");
+        }
+        Reason::ScaledDown | Reason::NotDesired => {}
+    }
+}
+
+/// The plan for scripts: `{"pending": bool, "hosts": [{"host", "endpoint", "error"?, "sets": [...]}]}`.
+pub fn plan_json(views: &[HostView], plans: &[Option<HostPlan>]) -> Value {
+    let hosts: Vec<Value> = views
+        .iter()
+        .zip(plans)
+        .map(|(v, p)| {
+            let mut h = json!({ "host": v.target.name, "endpoint": v.target.endpoint.to_string() });
+            match (&v.observed, p) {
+                (Err(e), _) => h["error"] = json!(e),
+                (Ok(_), Some(p)) => h["sets"] = serde_json::to_value(&p.sets).unwrap_or(Value::Null),
+                _ => {}
+            }
+            h
+        })
+        .collect();
+    let pending = plans.iter().flatten().any(|p| !p.is_empty());
+    json!({ "pending": pending, "hosts": hosts })
+}

@@ -1,0 +1,381 @@
+//! Executing a host's plan through bollard.
+//!
+//! Sets on a host run side by side; within a set, the prepare steps (network, volume, image)
+//! run first, then the changes run concurrently up to a bound (one at a time for StopFirst,
+//! so at most one ordinal is down). A change's steps run in order. The first failure stops
+//! the set's rollout: changes not yet begun are skipped, so the old containers keep serving.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
+
+use super::{DockerError, convert, status_of};
+use crate::engine::{Change, DesiredSet, HostPlan, Pull, SetKey, SetPlan, Step, labels};
+
+/// What the executor needs per set beyond the plan.
+#[derive(Clone, Debug, Default)]
+pub struct SetRuntime {
+    /// How long a new container may take to become ready.
+    pub progress_deadline: Duration,
+    /// Registry credentials for the set's image, from its `imagePullSecrets`.
+    pub credentials: Option<DockerCredentials>,
+}
+
+/// Options for one host's execution.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    /// Concurrent changes per host.
+    pub concurrency: usize,
+    pub sets: HashMap<SetKey, SetRuntime>,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions { concurrency: 8, sets: HashMap::new() }
+    }
+}
+
+/// Hooks for showing progress. Every method has an empty default.
+pub trait Progress: Send + Sync {
+    fn step_started(&self, _host: &str, _set: &SetKey, _step: &Step) {}
+    fn step_finished(&self, _host: &str, _set: &SetKey, _step: &Step, _elapsed: Duration) {}
+    fn pull_progress(&self, _host: &str, _image: &str, _layer: &str, _status: &str, _current: i64, _total: i64) {}
+}
+
+/// No progress output.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// How a set's plan went on one host.
+#[derive(Clone, Debug)]
+pub struct SetOutcome {
+    pub set: SetKey,
+    /// Changes carried out in full.
+    pub done: usize,
+    /// Changes not begun because an earlier one failed.
+    pub skipped: usize,
+    pub error: Option<String>,
+}
+
+/// How a host's plan went.
+#[derive(Clone, Debug)]
+pub struct HostOutcome {
+    pub host: String,
+    pub sets: Vec<SetOutcome>,
+}
+
+impl HostOutcome {
+    pub fn errors(&self) -> impl Iterator<Item = (&SetKey, &str)> {
+        self.sets.iter().filter_map(|s| s.error.as_deref().map(|e| (&s.set, e)))
+    }
+}
+
+/// Run a host's plan. `desired` provides what `Create` steps need.
+pub async fn execute_host(
+    docker: &Docker,
+    plan: &HostPlan,
+    desired: &[DesiredSet],
+    options: &ExecOptions,
+    progress: &dyn Progress,
+) -> HostOutcome {
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let runs = plan.sets.iter().map(|sp| {
+        let d = desired.iter().find(|d| d.key == sp.set);
+        let rt = options.sets.get(&sp.set).cloned().unwrap_or_else(|| SetRuntime {
+            progress_deadline: Duration::from_secs(600),
+            credentials: None,
+        });
+        let ctx = StepContext { docker, host: &plan.host, set: &sp.set, desired: d, runtime: rt, progress };
+        run_set(ctx, sp, permits.clone())
+    });
+    let sets = futures::future::join_all(runs).await;
+    HostOutcome { host: plan.host.clone(), sets }
+}
+
+struct StepContext<'a> {
+    docker: &'a Docker,
+    host: &'a str,
+    set: &'a SetKey,
+    desired: Option<&'a DesiredSet>,
+    runtime: SetRuntime,
+    progress: &'a dyn Progress,
+}
+
+async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) -> SetOutcome {
+    let mut outcome = SetOutcome { set: sp.set.clone(), done: 0, skipped: 0, error: None };
+    for step in &sp.prepare {
+        if let Err(e) = run_step(&ctx, step).await {
+            outcome.error = Some(e.to_string());
+            outcome.skipped = sp.changes.len();
+            return outcome;
+        }
+    }
+    let failed = AtomicBool::new(false);
+    let limit = if sp.sequential { 1 } else { sp.changes.len().max(1) };
+    let results: Vec<Result<bool, DockerError>> = futures::stream::iter(&sp.changes)
+        .map(|change| {
+            let (ctx, failed, permits) = (&ctx, &failed, permits.clone());
+            async move {
+                if failed.load(Ordering::SeqCst) {
+                    return Ok(false);
+                }
+                let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
+                if failed.load(Ordering::SeqCst) {
+                    return Ok(false);
+                }
+                let r = run_change(ctx, change).await;
+                if r.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                r.map(|()| true)
+            }
+        })
+        .buffer_unordered(limit)
+        .collect()
+        .await;
+    for r in results {
+        match r {
+            Ok(true) => outcome.done += 1,
+            Ok(false) => outcome.skipped += 1,
+            Err(e) => {
+                if outcome.error.is_none() {
+                    outcome.error = Some(e.to_string());
+                }
+            }
+        }
+    }
+    outcome
+}
+
+async fn run_change(ctx: &StepContext<'_>, change: &Change) -> Result<(), DockerError> {
+    for step in &change.steps {
+        run_step(ctx, step).await?;
+    }
+    Ok(())
+}
+
+async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError> {
+    let started = Instant::now();
+    ctx.progress.step_started(ctx.host, ctx.set, step);
+    let r = match step {
+        Step::EnsureNetwork { name } => ensure_network(ctx.docker, name).await,
+        Step::EnsureVolume { name } => ensure_volume(ctx.docker, name).await,
+        Step::EnsureImage { image, pull } => ensure_image(ctx, image, *pull).await,
+        Step::Create { name, ordinal } => create(ctx, name, *ordinal).await,
+        Step::Start { name } => match ctx.docker.start_container(name, None).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(DockerError::api("start container", name.clone(), e)),
+        },
+        Step::WaitReady { name } => wait_ready(ctx, name).await,
+        Step::Stop { id, name } => match ctx.docker.stop_container(id, None).await {
+            Err(e) if status_of(&e) != Some(404) => Err(DockerError::api("stop container", name.clone(), e)),
+            _ => Ok(()),
+        },
+        Step::Remove { id, name } => {
+            // v=true drops the container's anonymous volumes; named volumes are never removed here.
+            let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            match ctx.docker.remove_container(id, Some(opts)).await {
+                Err(e) if status_of(&e) != Some(404) => Err(DockerError::api("remove container", name.clone(), e)),
+                _ => Ok(()),
+            }
+        }
+    };
+    if r.is_ok() {
+        ctx.progress.step_finished(ctx.host, ctx.set, step, started.elapsed());
+    }
+    tracing::debug!(host = ctx.host, set = %ctx.set, ?step, ok = r.is_ok(), elapsed_ms = started.elapsed().as_millis() as u64, "step");
+    r
+}
+
+fn managed_labels() -> HashMap<String, String> {
+    HashMap::from([(labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string())])
+}
+
+async fn ensure_network(docker: &Docker, name: &str) -> Result<(), DockerError> {
+    match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+        Ok(_) => return Ok(()),
+        Err(e) if status_of(&e) == Some(404) => {}
+        Err(e) => return Err(DockerError::api("inspect network", name, e)),
+    }
+    let req = NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".into()),
+        labels: Some(managed_labels()),
+        ..Default::default()
+    };
+    match docker.create_network(req).await {
+        // 409: created meanwhile by a concurrent run.
+        Err(e) if status_of(&e) != Some(409) => Err(DockerError::api("create network", name, e)),
+        _ => Ok(()),
+    }
+}
+
+async fn ensure_volume(docker: &Docker, name: &str) -> Result<(), DockerError> {
+    match docker.inspect_volume(name).await {
+        Ok(_) => Ok(()),
+        Err(e) if status_of(&e) == Some(404) => {
+            let req = VolumeCreateRequest { name: Some(name.to_string()), labels: Some(managed_labels()), ..Default::default() };
+            docker.create_volume(req).await.map(|_| ()).map_err(|e| DockerError::api("create volume", name, e))
+        }
+        Err(e) => Err(DockerError::api("inspect volume", name, e)),
+    }
+}
+
+async fn ensure_image(ctx: &StepContext<'_>, image: &str, pull: Pull) -> Result<(), DockerError> {
+    if pull != Pull::Always {
+        match ctx.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => {
+                if pull == Pull::Never {
+                    return Err(DockerError::ImageMissing { image: image.to_string() });
+                }
+            }
+            Err(e) => return Err(DockerError::api("inspect image", image, e)),
+        }
+    }
+    let opts = CreateImageOptionsBuilder::default().from_image(image).build();
+    let mut stream = ctx.docker.create_image(Some(opts), None, ctx.runtime.credentials.clone());
+    while let Some(info) = stream.try_next().await.map_err(|e| DockerError::api("pull image", image, e))? {
+        if let Some(err) = info.error_detail.and_then(|d| d.message) {
+            return Err(DockerError::Api { op: "pull image", target: image.to_string(), message: err });
+        }
+        let (current, total) = info
+            .progress_detail
+            .map(|p| (p.current.unwrap_or(0), p.total.unwrap_or(0)))
+            .unwrap_or((0, 0));
+        ctx.progress.pull_progress(
+            ctx.host,
+            image,
+            info.id.as_deref().unwrap_or(""),
+            info.status.as_deref().unwrap_or(""),
+            current,
+            total,
+        );
+    }
+    Ok(())
+}
+
+async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), DockerError> {
+    let d = ctx.desired.ok_or_else(|| DockerError::Api {
+        op: "create container",
+        target: name.to_string(),
+        message: "no desired state for this set (a planner bug)".into(),
+    })?;
+    let labels: HashMap<String, String> = d.container_labels(ordinal).into_iter().collect();
+    let body = convert::create_body(&d.spec, labels);
+    let opts = CreateContainerOptionsBuilder::default().name(name).build();
+    match ctx.docker.create_container(Some(opts), body).await {
+        Ok(_) => {}
+        Err(e) if status_of(&e) == Some(409) => {
+            // A name conflict after a crash is work already done, if the labels say it is ours.
+            let existing = ctx.docker.inspect_container(name, None).await.map_err(|e| DockerError::api("inspect container", name, e))?;
+            let l = existing.config.and_then(|c| c.labels).unwrap_or_default();
+            let ours = l.get(labels::REVISION) == Some(&d.revision)
+                && l.get(labels::ORDINAL) == Some(&ordinal.to_string())
+                && l.get(labels::SET) == Some(&d.key.name)
+                && l.get(labels::NAMESPACE) == Some(&d.key.namespace);
+            if !ours {
+                return Err(DockerError::NameTaken { name: name.to_string() });
+            }
+        }
+        Err(e) => return Err(DockerError::api("create container", name, e)),
+    }
+    // API 1.41 attaches one network at create; connect the rest before start.
+    for net in d.spec.networks.iter().skip(1) {
+        let req = NetworkConnectRequest { container: name.to_string(), ..Default::default() };
+        match ctx.docker.connect_network(net, req).await {
+            Err(e) if status_of(&e) != Some(403) && status_of(&e) != Some(409) => {
+                return Err(DockerError::api("connect network", format!("{net} to {name}"), e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Poll until running and healthy (or running, without a healthcheck). Fails at once when the
+/// container exits or turns unhealthy, and at the set's progress deadline.
+async fn wait_ready(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
+    let deadline = Instant::now() + ctx.runtime.progress_deadline;
+    let mut interval = Duration::from_millis(50);
+    loop {
+        let c = ctx.docker.inspect_container(name, None).await.map_err(|e| DockerError::api("inspect container", name, e))?;
+        let state = c.state.unwrap_or_default();
+        let health = state.health.as_ref().and_then(|h| h.status);
+        match state.status {
+            Some(ContainerStateStatusEnum::RUNNING) => match health {
+                None | Some(HealthStatusEnum::NONE) | Some(HealthStatusEnum::EMPTY) | Some(HealthStatusEnum::HEALTHY) => {
+                    return Ok(());
+                }
+                Some(HealthStatusEnum::UNHEALTHY) => {
+                    let detail = state
+                        .health
+                        .and_then(|h| h.log)
+                        .and_then(|log| log.last().cloned())
+                        .map(|r| format!("healthcheck failed (exit {}): {}", r.exit_code.unwrap_or(-1), r.output.unwrap_or_default().trim()))
+                        .unwrap_or_else(|| "healthcheck reports unhealthy".into());
+                    return Err(DockerError::NotReady { name: name.to_string(), detail });
+                }
+                Some(HealthStatusEnum::STARTING) => {}
+            },
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
+                let tail = last_log_lines(ctx.docker, name).await;
+                let detail = format!(
+                    "exited with code {}{}{}",
+                    state.exit_code.unwrap_or(-1),
+                    state.error.filter(|e| !e.is_empty()).map(|e| format!(" ({e})")).unwrap_or_default(),
+                    if tail.is_empty() { String::new() } else { format!("; last output: {tail}") }
+                );
+                return Err(DockerError::NotReady { name: name.to_string(), detail });
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(DockerError::Deadline {
+                name: name.to_string(),
+                seconds: ctx.runtime.progress_deadline.as_secs(),
+                detail: format!("state {:?}, health {:?}", state.status, health),
+            });
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(500));
+    }
+}
+
+async fn last_log_lines(docker: &Docker, name: &str) -> String {
+    let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("5").build();
+    let chunks: Vec<_> = docker.logs(name, Some(opts)).take(20).collect().await;
+    let text: String = chunks.into_iter().filter_map(Result::ok).map(|c| c.to_string()).collect();
+    text.trim().replace('\n', " | ")
+}
+
+/// Count the steps of each kind, for summaries.
+pub fn step_counts(plan: &HostPlan) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    for sp in &plan.sets {
+        for s in sp.prepare.iter().chain(sp.changes.iter().flat_map(|c| c.steps.iter())) {
+            let k = match s {
+                Step::EnsureNetwork { .. } => "network",
+                Step::EnsureVolume { .. } => "volume",
+                Step::EnsureImage { .. } => "image",
+                Step::Create { .. } => "create",
+                Step::Start { .. } => "start",
+                Step::WaitReady { .. } => "wait",
+                Step::Stop { .. } => "stop",
+                Step::Remove { .. } => "remove",
+            };
+            *m.entry(k).or_default() += 1;
+        }
+    }
+    m
+}

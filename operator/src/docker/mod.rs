@@ -1,0 +1,57 @@
+//! The Docker adapter: the only place berth talks to engines.
+//!
+//! It stays thin on purpose. [`connect`] reaches an engine (negotiating the API version down
+//! to what the engine speaks: Debian's Docker 20.10 knows API 1.41 only), [`observe`] turns
+//! one label-filtered list into the planner's [`crate::engine::ObservedContainer`]s,
+//! [`convert`] turns a [`crate::engine::ContainerSpec`] into Docker's create body, and
+//! [`execute`] runs a [`crate::engine::HostPlan`]'s steps with bounded concurrency.
+
+pub mod connect;
+pub mod convert;
+pub mod execute;
+pub mod observe;
+
+pub use connect::{Endpoint, TlsFiles, connect};
+pub use execute::{ExecOptions, HostOutcome, Progress, SetOutcome, SetRuntime, execute_host};
+pub use observe::observe;
+
+/// An error from one Docker host, with what berth was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine at {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("{op} {target}: {message}")]
+    Api { op: &'static str, target: String, message: String },
+    #[error("container {name}: the name is taken by a container berth did not create for this revision and ordinal")]
+    NameTaken { name: String },
+    #[error("image {image} is not on the host and imagePullPolicy is Never")]
+    ImageMissing { image: String },
+    #[error("container {name} did not become ready: {detail}")]
+    NotReady { name: String, detail: String },
+    #[error("container {name} not ready after {seconds}s (progressDeadlineSeconds): {detail}")]
+    Deadline { name: String, seconds: u64, detail: String },
+}
+
+impl DockerError {
+    pub(crate) fn api(op: &'static str, target: impl Into<String>, e: bollard::errors::Error) -> Self {
+        DockerError::Api { op, target: target.into(), message: message_of(&e) }
+    }
+}
+
+/// The engine's own words for an error, without bollard's wrapping.
+pub fn message_of(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, status_code } => {
+            format!("{message} (HTTP {status_code})")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The HTTP status of an engine error, if it was one.
+pub fn status_of(e: &bollard::errors::Error) -> Option<u16> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}

@@ -1,0 +1,78 @@
+//! Observing a host: one label-filtered container list, nothing else. The list carries every
+//! label and a status text with the health verdict, which is all the planner needs; no
+//! per-container inspect on the hot path.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::models::ContainerSummary;
+use bollard::query_parameters::ListContainersOptionsBuilder;
+
+use super::DockerError;
+use crate::engine::{Health, HostBinding, ObservedContainer, SetKey, State, labels};
+
+/// Every container on the host that carries berth's managed-by label.
+pub async fn observe(docker: &Docker) -> Result<Vec<ObservedContainer>, DockerError> {
+    let filters: HashMap<String, Vec<String>> = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)],
+    )]);
+    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    let list = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| DockerError::api("list containers on", "host", e))?;
+    Ok(list.into_iter().filter_map(to_observed).collect())
+}
+
+fn to_observed(c: ContainerSummary) -> Option<ObservedContainer> {
+    let labels = c.labels.unwrap_or_default();
+    let name = c.names.unwrap_or_default().into_iter().next().unwrap_or_default();
+    let state = c.state.map(|s| State::parse(&s.to_string())).unwrap_or(State::Dead);
+    Some(ObservedContainer {
+        id: c.id?,
+        name: name.trim_start_matches('/').to_string(),
+        set: SetKey::new(
+            labels.get(labels::NAMESPACE).cloned().unwrap_or_default(),
+            labels.get(labels::SET).cloned().unwrap_or_default(),
+        ),
+        revision: labels.get(labels::REVISION).cloned().unwrap_or_default(),
+        ordinal: labels.get(labels::ORDINAL).and_then(|o| o.parse().ok()),
+        state,
+        health: c.status.as_deref().and_then(health_from_status),
+        image: c.image.unwrap_or_default(),
+        spec_json: labels.get(labels::SPEC).cloned(),
+        host_bindings: labels
+            .get(labels::HOST_PORTS)
+            .map(|s| s.split(',').filter_map(HostBinding::parse).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// The list's status text ends in `(healthy)`, `(unhealthy)` or `(health: starting)` when the
+/// container has a healthcheck.
+pub fn health_from_status(status: &str) -> Option<Health> {
+    if status.ends_with("(healthy)") {
+        Some(Health::Healthy)
+    } else if status.ends_with("(unhealthy)") {
+        Some(Health::Unhealthy)
+    } else if status.ends_with("(health: starting)") {
+        Some(Health::Starting)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_text() {
+        assert_eq!(health_from_status("Up 3 seconds (healthy)"), Some(Health::Healthy));
+        assert_eq!(health_from_status("Up 1 second (health: starting)"), Some(Health::Starting));
+        assert_eq!(health_from_status("Up 2 minutes (unhealthy)"), Some(Health::Unhealthy));
+        assert_eq!(health_from_status("Up 2 minutes"), None);
+        assert_eq!(health_from_status("Exited (0) 3 seconds ago"), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! Reading files into typed, individually validated objects.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_crd::{ContainerSet, DockerHost, Validate};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{InputError, InputErrors};
+
+/// Where an object came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// 1-based index of the YAML document in the file.
+    pub document: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (document {})", self.file.display(), self.document)
+    }
+}
+
+/// An object with its origin.
+#[derive(Clone, Debug)]
+pub struct Located<T> {
+    pub origin: Origin,
+    pub object: T,
+}
+
+/// Everything the files declare, each object valid on its own.
+#[derive(Clone, Debug, Default)]
+pub struct Input {
+    pub hosts: Vec<Located<DockerHost>>,
+    pub sets: Vec<Located<ContainerSet>>,
+    /// By (namespace, name).
+    pub secrets: BTreeMap<(String, String), Located<Secret>>,
+    pub config_maps: BTreeMap<(String, String), Located<ConfigMap>>,
+}
+
+/// Largest file berth reads: bigger is surely not a manifest, and bounds memory.
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Read files and folders (`.yaml` / `.yml` / `.json` in a folder, recursively, in name
+/// order). All errors are collected before returning.
+pub fn load(paths: &[PathBuf]) -> Result<Input, InputErrors> {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files, &mut errors);
+    }
+    if files.is_empty() && errors.is_empty() {
+        errors.push(err_file(paths.first().map(PathBuf::as_path).unwrap_or(Path::new(".")), "no YAML files found"));
+    }
+    let mut input = Input::default();
+    for f in &files {
+        load_file(f, &mut input, &mut errors);
+    }
+    if errors.is_empty() { Ok(input) } else { Err(InputErrors(errors)) }
+}
+
+fn err_file(file: &Path, message: impl Into<String>) -> InputError {
+    InputError { origin: file.display().to_string(), object: None, field: None, message: message.into() }
+}
+
+fn collect_files(p: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<InputError>) {
+    match std::fs::metadata(p) {
+        Err(e) => errors.push(err_file(p, format!("cannot read: {e}"))),
+        Ok(m) if m.is_dir() => {
+            let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
+                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+                Err(e) => return errors.push(err_file(p, format!("cannot list folder: {e}"))),
+            };
+            entries.sort();
+            for e in entries {
+                let is_yaml = e.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "yaml" | "yml" | "json"));
+                let hidden = e.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+                if hidden {
+                    continue;
+                }
+                if e.is_dir() || is_yaml {
+                    collect_files(&e, files, errors);
+                }
+            }
+        }
+        Ok(m) if m.len() > MAX_FILE_BYTES => errors.push(err_file(p, format!("file is larger than {MAX_FILE_BYTES} bytes"))),
+        Ok(_) => files.push(p.to_path_buf()),
+    }
+}
+
+fn load_file(file: &Path, input: &mut Input, errors: &mut Vec<InputError>) {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return errors.push(err_file(file, format!("cannot read: {e}"))),
+    };
+    let docs: Vec<Value> = match serde_saphyr::from_multiple(&text) {
+        Ok(d) => d,
+        Err(e) => return errors.push(err_file(file, format!("not valid YAML: {e}"))),
+    };
+    for (i, doc) in docs.into_iter().enumerate() {
+        let origin = Origin { file: file.to_path_buf(), document: i + 1 };
+        if doc.is_null() {
+            continue; // an empty document, e.g. after a trailing `---`
+        }
+        load_document(origin, doc, input, errors);
+    }
+}
+
+fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec<InputError>) {
+    let here = |object: Option<String>, field: Option<&str>, message: String| InputError {
+        origin: origin.to_string(),
+        object,
+        field: field.map(str::to_string),
+        message,
+    };
+    let Some(map) = doc.as_object() else {
+        return errors.push(here(None, None, "a document must be a mapping with apiVersion and kind".into()));
+    };
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let meta = map.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
+    let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
+    let object = format!("{kind} {namespace}/{name}");
+
+    let expected = match kind.as_str() {
+        "DockerHost" | "ContainerSet" => berth_crd::API_VERSION,
+        "Secret" | "ConfigMap" => "v1",
+        "" => return errors.push(here(None, Some("kind"), "is required".into())),
+        other => {
+            return errors.push(here(
+                Some(format!("{other} {namespace}/{name}")),
+                Some("kind"),
+                format!("{other:?} is not something berth reads (DockerHost, ContainerSet, Secret, ConfigMap)"),
+            ));
+        }
+    };
+    if api_version != expected {
+        return errors.push(here(Some(object), Some("apiVersion"), format!("{api_version:?} should be {expected:?}")));
+    }
+
+    macro_rules! typed {
+        ($t:ty) => {
+            match parse_strict::<$t>(doc) {
+                Ok(mut o) => {
+                    if o.metadata.namespace.is_none() {
+                        o.metadata.namespace = Some("default".into());
+                    }
+                    o
+                }
+                Err(problems) => {
+                    for (field, message) in problems {
+                        errors.push(here(Some(object.clone()), Some(&field), message));
+                    }
+                    return;
+                }
+            }
+        };
+    }
+
+    match kind.as_str() {
+        "DockerHost" => {
+            let o: DockerHost = typed!(DockerHost);
+            push_validation(&o.validate(), &origin, &object, errors);
+            if input.hosts.iter().any(|h| h.object.metadata.name == o.metadata.name && h.object.metadata.namespace == o.metadata.namespace) {
+                errors.push(here(Some(object), Some("metadata.name"), "is declared twice".into()));
+                return;
+            }
+            input.hosts.push(Located { origin, object: o });
+        }
+        "ContainerSet" => {
+            let o: ContainerSet = typed!(ContainerSet);
+            push_validation(&o.validate(), &origin, &object, errors);
+            if input.sets.iter().any(|s| s.object.metadata.name == o.metadata.name && s.object.metadata.namespace == o.metadata.namespace) {
+                errors.push(here(Some(object), Some("metadata.name"), "is declared twice".into()));
+                return;
+            }
+            input.sets.push(Located { origin, object: o });
+        }
+        "Secret" => {
+            let o: Secret = typed!(Secret);
+            let key = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
+            input.secrets.insert(key, Located { origin, object: o });
+        }
+        _ => {
+            let o: ConfigMap = typed!(ConfigMap);
+            let key = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
+            input.config_maps.insert(key, Located { origin, object: o });
+        }
+    }
+}
+
+fn push_validation(problems: &[berth_crd::FieldError], origin: &Origin, object: &str, errors: &mut Vec<InputError>) {
+    for p in problems {
+        errors.push(InputError {
+            origin: origin.to_string(),
+            object: Some(object.to_string()),
+            field: Some(p.path.clone()),
+            message: p.message.clone(),
+        });
+    }
+}
+
+/// Deserialize, reporting the field path of a type error and every unknown field (a typo
+/// such as `replicaPerHost` must not be silently ignored).
+fn parse_strict<T: DeserializeOwned>(doc: Value) -> Result<T, Vec<(String, String)>> {
+    let mut unknown = Vec::new();
+    let result: Result<T, _> = {
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let ignored = serde_ignored::Deserializer::new(doc, &mut record);
+        serde_path_to_error::deserialize(ignored)
+    };
+    match result {
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." { "(document)".to_string() } else { path };
+            Err(vec![(field, e.into_inner().to_string())])
+        }
+        Ok(v) => {
+            // `apiVersion` and `kind` were checked already; `status` is berth's to write.
+            let unknown: Vec<(String, String)> = unknown
+                .into_iter()
+                .filter(|u| !matches!(u.as_str(), "apiVersion" | "kind" | "status") && !u.starts_with("status."))
+                .map(|u| (u, "unknown field (check its spelling)".to_string()))
+                .collect();
+            if unknown.is_empty() { Ok(v) } else { Err(unknown) }
+        }
+    }
+}

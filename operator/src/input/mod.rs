@@ -1,0 +1,56 @@
+//! The standalone front end's input: YAML files (multi-document, or folders of them) holding
+//! DockerHosts, ContainerSets, Secrets and ConfigMaps.
+//!
+//! Everything is read and checked before any host is touched: [`load`] parses and validates
+//! each object on its own, [`resolve`] checks what objects say about each other (Secret keys,
+//! pull secrets, host policies) and turns the lot into desired state per host. Every error
+//! names the file, the object and the field.
+
+pub mod load;
+pub mod resolve;
+
+pub use load::{Input, Located, Origin, load};
+pub use resolve::{HostTarget, Resolved, resolve};
+
+use std::fmt;
+
+/// One problem with the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// The file, and the document's index in it when known.
+    pub origin: String,
+    /// `ContainerSet default/echo`, when the problem belongs to an object.
+    pub object: Option<String>,
+    /// The field path, when the problem belongs to a field.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(o) = &self.object {
+            write!(f, ": {o}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// All the problems found, so a user fixes them in one go.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct InputErrors(pub Vec<InputError>);
+
+impl fmt::Display for InputErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,455 @@
+//! From declared objects to desired state per host: placement by label selector, env values
+//! from Secrets and ConfigMaps, pull credentials, host policies. Still no I/O on any host.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use berth_crd::quantity::{parse_cpus, parse_duration, parse_memory};
+use berth_crd::{ContainerSet, ContainerTemplate, DockerHost, MountKind as CrdMountKind, PullPolicy, RestartPolicy, StrategyType};
+use bollard::auth::DockerCredentials;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::{Selector, SelectorExt};
+use serde::Deserialize;
+
+use super::{Input, InputError, InputErrors, Located};
+use crate::docker::{Endpoint, SetRuntime, TlsFiles};
+use crate::engine::{
+    ContainerSpec, DesiredSet, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope, SecretString, SetKey,
+};
+
+/// One engine to converge.
+#[derive(Clone, Debug)]
+pub struct HostTarget {
+    /// `local` for the implicit local engine, else the DockerHost's name.
+    pub name: String,
+    pub endpoint: Endpoint,
+    /// Sets placed here.
+    pub desired: Vec<DesiredSet>,
+    /// Sets this run owns here (a cordoned host owns none: nothing there is touched).
+    pub scope: Scope,
+}
+
+/// The input, resolved: what every host should run.
+#[derive(Debug)]
+pub struct Resolved {
+    pub hosts: Vec<HostTarget>,
+    /// Per-set execution settings (deadline, pull credentials).
+    pub runtime: HashMap<SetKey, SetRuntime>,
+    /// Every set the input declares.
+    pub sets: Vec<SetKey>,
+    /// Holds client certificates written from Secrets for the duration of the run.
+    pub tls_dir: Option<tempfile::TempDir>,
+}
+
+/// Resolve the input. `prune` makes every set in the input's namespaces owned, so sets no
+/// longer declared are removed.
+pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
+    let mut errors = Vec::new();
+    let mut tls_dir = None;
+    let mut hosts = Vec::new();
+
+    for h in &input.hosts {
+        match host_endpoint(h, input, &mut tls_dir) {
+            Ok(endpoint) => hosts.push((Some(h), HostTarget {
+                name: h.object.metadata.name.clone().unwrap_or_default(),
+                endpoint,
+                desired: Vec::new(),
+                scope: Scope::default(),
+            })),
+            Err(e) => errors.push(e),
+        }
+    }
+    if input.hosts.is_empty() {
+        match Endpoint::from_env() {
+            Ok(endpoint) => hosts.push((None, HostTarget { name: "local".into(), endpoint, desired: Vec::new(), scope: Scope::default() })),
+            Err(message) => errors.push(InputError { origin: "environment".into(), object: None, field: Some("DOCKER_HOST".into()), message }),
+        }
+    }
+
+    let mut runtime = HashMap::new();
+    let mut set_keys = Vec::new();
+    let mut namespaces = BTreeSet::new();
+    for s in &input.sets {
+        let key = SetKey::new(
+            s.object.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            s.object.metadata.name.clone().unwrap_or_default(),
+        );
+        namespaces.insert(key.namespace.clone());
+        set_keys.push(key.clone());
+        let err = |field: &str, message: String| InputError {
+            origin: s.origin.to_string(),
+            object: Some(format!("ContainerSet {key}")),
+            field: Some(field.to_string()),
+            message,
+        };
+        let spec = match container_spec(&s.object.spec.template, &key.namespace, input) {
+            Ok(spec) => spec,
+            Err(problems) => {
+                errors.extend(problems.into_iter().map(|(f, m)| err(&f, m)));
+                continue;
+            }
+        };
+        let credentials = match pull_credentials(&s.object.spec.template, &key.namespace, input) {
+            Ok(c) => c,
+            Err((f, m)) => {
+                errors.push(err(&f, m));
+                None
+            }
+        };
+        let selector = match Selector::try_from(s.object.spec.host_selector.clone()) {
+            Ok(sel) => sel,
+            Err(e) => {
+                errors.push(err("spec.hostSelector", e.to_string()));
+                continue;
+            }
+        };
+        let d = desired_set(&s.object, key.clone(), spec);
+        runtime.insert(
+            key.clone(),
+            SetRuntime {
+                progress_deadline: Duration::from_secs(s.object.spec.strategy.progress_deadline_seconds.max(1) as u64),
+                credentials,
+            },
+        );
+        for (host_obj, target) in hosts.iter_mut() {
+            let placed = match host_obj {
+                None => true, // the implicit local engine runs every set
+                Some(h) => {
+                    h.object.metadata.namespace == s.object.metadata.namespace
+                        && selector.matches(&h.object.metadata.labels.clone().unwrap_or_default())
+                }
+            };
+            if let Some(h) = host_obj {
+                if h.object.spec.unschedulable {
+                    continue; // cordoned: neither placed nor owned, so nothing there changes
+                }
+                if placed {
+                    for (field, message) in policy_violations(&s.object.spec.template, &h.object) {
+                        errors.push(err(&field, message));
+                    }
+                }
+            }
+            target.scope.sets.insert(key.clone());
+            if placed {
+                target.desired.push(d.clone());
+            }
+        }
+    }
+    if prune {
+        for (h, target) in hosts.iter_mut() {
+            if !h.is_some_and(|h| h.object.spec.unschedulable) {
+                target.scope.namespaces.extend(namespaces.iter().cloned());
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(InputErrors(errors));
+    }
+    Ok(Resolved { hosts: hosts.into_iter().map(|(_, t)| t).collect(), runtime, sets: set_keys, tls_dir })
+}
+
+fn desired_set(cs: &ContainerSet, key: SetKey, spec: ContainerSpec) -> DesiredSet {
+    let order = match cs.spec.strategy.kind {
+        StrategyType::StartFirst => Order::StartFirst,
+        StrategyType::StopFirst => Order::StopFirst,
+    };
+    let pull = match cs.spec.template.image_pull_policy {
+        PullPolicy::IfNotPresent => Pull::IfNotPresent,
+        PullPolicy::Always => Pull::Always,
+        PullPolicy::Never => Pull::Never,
+    };
+    DesiredSet::new(key, spec, cs.spec.replicas_per_host.max(0) as u32, order, pull)
+}
+
+fn host_endpoint(h: &Located<DockerHost>, input: &Input, tls_dir: &mut Option<tempfile::TempDir>) -> Result<Endpoint, InputError> {
+    let spec = &h.object.spec;
+    let ns = h.object.metadata.namespace.clone().unwrap_or_default();
+    let name = h.object.metadata.name.clone().unwrap_or_default();
+    let err = |field: &str, message: String| InputError {
+        origin: h.origin.to_string(),
+        object: Some(format!("DockerHost {ns}/{name}")),
+        field: Some(field.into()),
+        message,
+    };
+    if let Some(path) = spec.endpoint.strip_prefix("unix://") {
+        return Ok(Endpoint::Unix(PathBuf::from(path)));
+    }
+    let addr = spec.endpoint.trim_start_matches("tcp://").to_string();
+    let Some(tls) = &spec.tls else {
+        return Ok(Endpoint::Tcp { addr, tls: None });
+    };
+    let secret = input
+        .secrets
+        .get(&(ns.clone(), tls.secret_name.clone()))
+        .ok_or_else(|| err("spec.tls.secretName", format!("Secret {ns}/{} is not in the input", tls.secret_name)))?;
+    let mut files = Vec::new();
+    for key in ["ca.crt", "tls.crt", "tls.key"] {
+        let value = secret_value(&secret.object, key)
+            .ok_or_else(|| err("spec.tls.secretName", format!("Secret {ns}/{} has no key {key:?}", tls.secret_name)))?;
+        files.push((key, value));
+    }
+    if tls_dir.is_none() {
+        *tls_dir = Some(tempfile::Builder::new().prefix("berth-tls-").tempdir().map_err(|e| err("spec.tls", format!("cannot create a temp folder: {e}")))?);
+    }
+    let dir = tls_dir.as_ref().expect("just created").path().join(format!("{ns}.{name}"));
+    std::fs::create_dir_all(&dir).map_err(|e| err("spec.tls", e.to_string()))?;
+    for (key, value) in &files {
+        write_private(&dir.join(key), value.as_bytes()).map_err(|e| err("spec.tls", e.to_string()))?;
+    }
+    Ok(Endpoint::Tcp {
+        addr,
+        tls: Some(TlsFiles { ca: dir.join("ca.crt"), cert: dir.join("tls.crt"), key: dir.join("tls.key") }),
+    })
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
+}
+
+/// A Secret's value for a key, from `data` (base64 in YAML) or `stringData`.
+pub fn secret_value(s: &Secret, key: &str) -> Option<String> {
+    if let Some(v) = s.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Some(v.clone());
+    }
+    s.data.as_ref().and_then(|d| d.get(key)).map(|b| String::from_utf8_lossy(&b.0).into_owned())
+}
+
+type FieldProblems = Vec<(String, String)>;
+
+/// The canonical, resolved spec of a template.
+pub fn container_spec(t: &ContainerTemplate, namespace: &str, input: &Input) -> Result<ContainerSpec, FieldProblems> {
+    let mut problems = Vec::new();
+    let mut env = BTreeMap::new();
+    for (i, v) in t.env.iter().enumerate() {
+        let path = format!("spec.template.env[{i}]");
+        if let Some(value) = &v.value {
+            env.insert(v.name.clone(), EnvValue::Plain(value.clone()));
+            continue;
+        }
+        let Some(from) = &v.value_from else {
+            env.insert(v.name.clone(), EnvValue::Plain(String::new()));
+            continue;
+        };
+        if let Some(r) = &from.secret_key_ref {
+            let secret = input.secrets.get(&(namespace.to_string(), r.name.clone()));
+            match secret.and_then(|s| secret_value(&s.object, &r.key)) {
+                Some(value) => {
+                    env.insert(v.name.clone(), EnvValue::Secret { value: SecretString::new(value) });
+                }
+                None if r.optional => {}
+                None => problems.push((
+                    format!("{path}.valueFrom.secretKeyRef"),
+                    match secret {
+                        None => format!("Secret {namespace}/{} is not in the input", r.name),
+                        Some(_) => format!("Secret {namespace}/{} has no key {:?}", r.name, r.key),
+                    },
+                )),
+            }
+        } else if let Some(r) = &from.config_map_key_ref {
+            let cm = input.config_maps.get(&(namespace.to_string(), r.name.clone()));
+            match cm.and_then(|c| c.object.data.as_ref().and_then(|d| d.get(&r.key)).cloned()) {
+                Some(value) => {
+                    env.insert(v.name.clone(), EnvValue::Plain(value));
+                }
+                None if r.optional => {}
+                None => problems.push((
+                    format!("{path}.valueFrom.configMapKeyRef"),
+                    match cm {
+                        None => format!("ConfigMap {namespace}/{} is not in the input", r.name),
+                        Some(_) => format!("ConfigMap {namespace}/{} has no key {:?}", r.name, r.key),
+                    },
+                )),
+            }
+        }
+    }
+
+    let healthcheck = t.healthcheck.as_ref().map(|h| {
+        let dur = |v: &Option<String>| v.as_deref().and_then(|s| parse_duration(s).ok());
+        HealthSpec {
+            test: h.test.clone(),
+            interval_ns: dur(&h.interval),
+            timeout_ns: dur(&h.timeout),
+            start_period_ns: dur(&h.start_period),
+            retries: h.retries,
+        }
+    });
+    let resources = t.resources.clone().unwrap_or_default();
+    let spec = ContainerSpec {
+        image: canonical_image(&t.image),
+        entrypoint: t.command.clone(),
+        cmd: t.args.clone(),
+        env,
+        ports: t
+            .ports
+            .iter()
+            .map(|p| PortSpec {
+                container_port: p.container_port.clamp(0, 65535) as u16,
+                protocol: p.protocol.as_docker().to_string(),
+                host_port: p.host_port.map(|h| h.clamp(0, 65535) as u16),
+                host_ip: p.host_ip.clone(),
+            })
+            .collect(),
+        mounts: t
+            .mounts
+            .iter()
+            .map(|m| MountSpec {
+                kind: match m.kind {
+                    CrdMountKind::Volume => MountKind::Volume,
+                    CrdMountKind::Bind => MountKind::Bind,
+                    CrdMountKind::Tmpfs => MountKind::Tmpfs,
+                },
+                source: m.source.clone(),
+                target: m.target.clone(),
+                read_only: m.read_only,
+            })
+            .collect(),
+        networks: t.networks.clone(),
+        healthcheck,
+        restart_policy: match t.restart_policy {
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "no",
+        }
+        .to_string(),
+        nano_cpus: resources.cpus.as_deref().and_then(|c| parse_cpus(c).ok()),
+        memory_bytes: resources.memory.as_deref().and_then(|m| parse_memory(m).ok()),
+        user: t.user.clone(),
+        working_dir: t.working_dir.clone(),
+        labels: t.labels.clone(),
+        stop_signal: t.stop_signal.clone(),
+        stop_timeout_seconds: t.stop_grace_period_seconds,
+        read_only_root_filesystem: t.read_only_root_filesystem,
+        cap_add: t.cap_add.clone(),
+        cap_drop: t.cap_drop.clone(),
+        privileged: t.privileged,
+    };
+    if problems.is_empty() { Ok(spec) } else { Err(problems) }
+}
+
+/// `repo` means `repo:latest` to Docker; say so, so that a pull never fetches every tag.
+pub fn canonical_image(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') { image.to_string() } else { format!("{image}:latest") }
+}
+
+#[derive(Deserialize)]
+struct DockerConfigJson {
+    #[serde(default)]
+    auths: BTreeMap<String, DockerAuth>,
+}
+
+#[derive(Deserialize)]
+struct DockerAuth {
+    username: Option<String>,
+    password: Option<String>,
+    auth: Option<String>,
+}
+
+/// `https://index.docker.io/v1/` and `docker.io` name the same registry.
+fn normalize_registry(s: &str) -> String {
+    let s = s.trim_start_matches("https://").trim_start_matches("http://");
+    let host = s.split('/').next().unwrap_or(s);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        h => h.to_string(),
+    }
+}
+
+/// Credentials for the template's image from its `imagePullSecrets`, first match wins.
+fn pull_credentials(t: &ContainerTemplate, namespace: &str, input: &Input) -> Result<Option<DockerCredentials>, (String, String)> {
+    if t.image_pull_secrets.is_empty() {
+        return Ok(None);
+    }
+    let registry = oci_spec::distribution::Reference::from_str(&t.image)
+        .map(|r| normalize_registry(r.registry()))
+        .unwrap_or_else(|_| "docker.io".into());
+    for (i, r) in t.image_pull_secrets.iter().enumerate() {
+        let field = format!("spec.template.imagePullSecrets[{i}]");
+        let Some(secret) = input.secrets.get(&(namespace.to_string(), r.name.clone())) else {
+            return Err((field, format!("Secret {namespace}/{} is not in the input", r.name)));
+        };
+        let ty = secret.object.type_.as_deref().unwrap_or("Opaque");
+        if ty != "kubernetes.io/dockerconfigjson" {
+            return Err((field, format!("Secret {namespace}/{} has type {ty:?}, expected \"kubernetes.io/dockerconfigjson\"", r.name)));
+        }
+        let Some(json) = secret_value(&secret.object, ".dockerconfigjson") else {
+            return Err((field, format!("Secret {namespace}/{} has no key \".dockerconfigjson\"", r.name)));
+        };
+        let config: DockerConfigJson = serde_json::from_str(&json)
+            .map_err(|e| (field.clone(), format!("Secret {namespace}/{}: .dockerconfigjson is not valid: {e}", r.name)))?;
+        for (server, auth) in config.auths {
+            if normalize_registry(&server) != registry {
+                continue;
+            }
+            let (mut username, mut password) = (auth.username, auth.password);
+            if let (None, Some(encoded)) = (&username, &auth.auth) {
+                use base64::Engine;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|_| (field.clone(), format!("Secret {namespace}/{}: auths.{server}.auth is not base64", r.name)))?;
+                let text = String::from_utf8_lossy(&decoded).into_owned();
+                if let Some((u, p)) = text.split_once(':') {
+                    username = Some(u.to_string());
+                    password = Some(p.to_string());
+                }
+            }
+            return Ok(Some(DockerCredentials { username, password, serveraddress: Some(server), ..Default::default() }));
+        }
+    }
+    Ok(None)
+}
+
+/// What a host's policy forbids in a template, as (field, message).
+fn policy_violations(t: &ContainerTemplate, host: &DockerHost) -> Vec<(String, String)> {
+    let name = host.metadata.name.clone().unwrap_or_default();
+    let policy = &host.spec.policy;
+    let mut out = Vec::new();
+    if t.privileged && !policy.allow_privileged {
+        out.push((
+            "spec.template.privileged".to_string(),
+            format!("DockerHost {name} does not allow privileged containers (spec.policy.allowPrivileged)"),
+        ));
+    }
+    for (i, m) in t.mounts.iter().enumerate() {
+        if m.kind != CrdMountKind::Bind {
+            continue;
+        }
+        let src = m.source.as_deref().unwrap_or("");
+        let allowed = policy.allowed_host_paths.iter().any(|p| {
+            let p = p.trim_end_matches('/');
+            src == p || src.starts_with(&format!("{p}/"))
+        });
+        if !allowed {
+            out.push((
+                format!("spec.template.mounts[{i}].source"),
+                format!("DockerHost {name} does not allow bind mounts of {src:?} (spec.policy.allowedHostPaths)"),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_get_a_tag() {
+        assert_eq!(canonical_image("example/echo"), "example/echo:latest");
+        assert_eq!(canonical_image("example/echo:1"), "example/echo:1");
+        assert_eq!(canonical_image("127.0.0.1:5000/echo"), "127.0.0.1:5000/echo:latest");
+        assert_eq!(canonical_image("echo@sha256:abc"), "echo@sha256:abc");
+    }
+
+    #[test]
+    fn registries_normalize() {
+        assert_eq!(normalize_registry("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(normalize_registry("127.0.0.1:5000"), "127.0.0.1:5000");
+    }
+}
