@@ -22,10 +22,11 @@ use crate::docker_host::is_false;
     printcolumn = r#"{"name":"Hosts","type":"integer","jsonPath":".status.hostCount"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyReplicasText"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.currentRevision"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
 )]
 #[x_kube(
-    validation = Rule::new("self.replicasPerHost <= 1 || self.template.ports.all(p, !has(p.hostPort))").message("spec.replicasPerHost: a fixed hostPort allows at most one replica per host")
+    validation = Rule::new("self.replicasPerHost <= 1 || !has(self.template.ports) || self.template.ports.all(p, !has(p.hostPort))").message("spec.replicasPerHost: a fixed hostPort allows at most one replica per host")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerSetSpec {
@@ -74,7 +75,7 @@ fn ten() -> i32 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.ports.all(p, !has(p.hostPort) || self.ports.filter(q, has(q.hostPort) && q.hostPort == p.hostPort && q.protocol == p.protocol && q.hostIP == p.hostIP).size() == 1)").message("spec.template.ports: duplicate hostPort/protocol/hostIP")
+    validation = Rule::new("!has(self.ports) || self.ports.all(p, !has(p.hostPort) || self.ports.filter(q, has(q.hostPort) && q.hostPort == p.hostPort && q.protocol == p.protocol && q.hostIP == p.hostIP).size() == 1)").message("spec.template.ports: duplicate hostPort/protocol/hostIP")
 )]
 pub struct ContainerTemplate {
     /// An image reference: `repo[:tag][@sha256:digest]`.
@@ -244,7 +245,7 @@ impl Protocol {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.type == 'tmpfs' ? !has(self.source) : has(self.source)").message("source is required for volume and bind mounts and not allowed for tmpfs"),
-    validation = Rule::new("self.type != 'bind' || self.source.startsWith('/')").message("a bind mount's source must be an absolute host path")
+    validation = Rule::new("self.type != 'bind' || (has(self.source) && self.source.startsWith('/'))").message("a bind mount's source must be an absolute host path")
 )]
 pub struct Mount {
     #[serde(rename = "type", default)]

@@ -29,12 +29,18 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
     vec![DockerHost::crd(), ContainerSet::crd()]
 }
 
-/// The CRDs as one multi-document YAML stream, as checked in under `manifests/crd/`.
+/// The CRDs as one multi-document YAML stream (what `berth crd` prints).
 pub fn crds_yaml() -> String {
-    let mut out = String::new();
-    for crd in crds() {
-        out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(&crd).expect("a CRD always serializes"));
-    }
-    out
+    crd_files().into_iter().map(|(_, yaml)| format!("---\n{yaml}")).collect()
+}
+
+/// Each CRD as `(file name, YAML)`, as checked in under `manifests/crd/`.
+pub fn crd_files() -> Vec<(String, String)> {
+    crds()
+        .into_iter()
+        .map(|crd| {
+            let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());
+            (name, serde_saphyr::to_string(&crd).expect("a CRD always serializes"))
+        })
+        .collect()
 }

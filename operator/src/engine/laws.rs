@@ -17,6 +17,7 @@
 //!    and containers berth did not make are untouched; owned sets no longer desired are gone.
 //! 4. **StartFirst safety**: replacing a set without host ports, its ready count never drops
 //!    below `min(old replicas, new replicas)` after any single step, under any interleaving.
+//!    Its StopFirst counterpart: never more than one below.
 //! 5. **Nothing of value is destroyed**: volumes only ever appear, every volume a desired spec
 //!    mounts exists afterwards, and `Stop`/`Remove` only target containers of owned sets.
 //! 6. **Forced StopFirst**: when the old and new revision publish the same host port, the set
@@ -215,10 +216,11 @@ fn disturbance() -> impl Strategy<Value = Disturbance> {
     ]
 }
 
-/// An earlier apply toward the new desired state that stopped after `steps` steps of a
-/// schedule chosen by `choices`.
+/// An earlier apply that stopped after `steps` steps of a schedule chosen by `choices`: an
+/// apply of the new desired state itself (`toward: None`), or of an intermediate one.
 #[derive(Clone, Debug)]
 struct Interrupted {
+    toward: Option<Vec<SetGene>>,
     steps: usize,
     choices: Vec<usize>,
 }
@@ -243,7 +245,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     (
         set_genes(),
         proptest::collection::vec(disturbance(), 0..=3),
-        proptest::option::weighted(0.25, (0..40usize, choices()).prop_map(|(steps, choices)| Interrupted { steps, choices })),
+        proptest::option::weighted(
+            0.3,
+            (proptest::option::of(set_genes()), 0..40usize, choices())
+                .prop_map(|(toward, steps, choices)| Interrupted { toward, steps, choices }),
+        ),
         set_genes(),
         proptest::collection::vec(any::<bool>(), KEYS),
         proptest::collection::vec(proptest::bool::weighted(0.25), NAMESPACES.len()),
@@ -300,9 +306,14 @@ impl Scenario {
         let desired = self.desired();
         let scope = self.scope(&desired);
         if let Some(i) = &self.interrupted {
-            let plan = plan_host(HOST, &desired, &host.observe(), &scope);
+            let toward = match &i.toward {
+                Some(genes) => genes.iter().map(SetGene::desired).collect(),
+                None => desired.clone(),
+            };
+            let toward_scope = Scope::of_sets(toward.iter().chain(&earlier).map(|d| &d.key));
+            let plan = plan_host(HOST, &toward, &host.observe(), &toward_scope);
             let steps = schedule(&plan, Some(&i.choices));
-            apply_steps(&mut host, &steps[..i.steps.min(steps.len())], &desired, &mut |_| Ok(()))
+            apply_steps(&mut host, &steps[..i.steps.min(steps.len())], &toward, &mut |_| Ok(()))
                 .map_err(|e| TestCaseError::fail(format!("the interrupted apply: {e}")))?;
             // Time passes before the next apply: healthchecks that were starting pass.
             for c in &mut host.containers {
@@ -618,6 +629,42 @@ proptest! {
         for sp in &plan.sets {
             prop_assert_eq!(sp.order, Order::StartFirst);
             prop_assert!(sp.forced_stop_first.is_none());
+        }
+        for schedule in [None, Some(choices.as_slice())] {
+            let mut h = host.clone();
+            let key = new.key.clone();
+            apply_steps(&mut h, &self::schedule(&plan, schedule), desired, &mut |h| {
+                let ready = h.ready_count(&key);
+                if ready < floor { Err(format!("{ready} ready, fewer than {floor}")) } else { Ok(()) }
+            })
+            .map_err(fail)?;
+            prop_assert!(plan_host(HOST, desired, &h.observe(), &scope).is_empty());
+        }
+    }
+
+    /// Law 4, StopFirst: replacements run one at a time, so at most one ordinal is down:
+    /// the ready count never drops below min(old replicas, new replicas) - 1.
+    #[test]
+    fn law4_stop_first_takes_down_one_at_a_time(
+        old in spec_gene(0..4),
+        new in spec_gene(0..4),
+        old_replicas in 0..=5u32,
+        new_replicas in 0..=5u32,
+        choices in choices(),
+    ) {
+        let key = 3;
+        let old = SetGene { key, spec: old, replicas: old_replicas, order: Order::StartFirst, reuse: false }.desired();
+        let new = SetGene { key, spec: new, replicas: new_replicas, order: Order::StopFirst, reuse: false }.desired();
+        let mut host = SimHost::default();
+        converge(&mut host, std::slice::from_ref(&old), &Scope::of_sets([&old.key]), 1).map_err(fail)?;
+        let floor = (old.replicas.min(new.replicas) as usize).saturating_sub(1);
+
+        let desired = std::slice::from_ref(&new);
+        let scope = Scope::of_sets([&new.key]);
+        let plan = plan_host(HOST, desired, &host.observe(), &scope);
+        for sp in &plan.sets {
+            prop_assert_eq!(sp.order, Order::StopFirst);
+            prop_assert!(sp.sequential);
         }
         for schedule in [None, Some(choices.as_slice())] {
             let mut h = host.clone();
@@ -947,3 +994,4 @@ fn step_kind(s: &Step) -> &'static str {
         Step::Remove { .. } => "remove",
     }
 }
+
