@@ -995,3 +995,21 @@ fn step_kind(s: &Step) -> &'static str {
     }
 }
 
+
+proptest! {
+    #![proptest_config(config())]
+    #[test]
+    fn scratch_permutation(s in scenario(), seed in any::<u64>()) {
+        let w = s.world()?;
+        let obs = w.host.observe();
+        let mut shuffled = obs.clone();
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let a = plan_host(HOST, &w.desired, &obs, &w.scope);
+        let b = plan_host(HOST, &w.desired, &shuffled, &w.scope);
+        prop_assert_eq!(a, b);
+    }
+}
