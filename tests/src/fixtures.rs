@@ -170,3 +170,16 @@ pub async fn names_ids_states(docker: &Docker, namespace: &str) -> Vec<(String, 
     v.sort();
     v
 }
+
+/// `ip:8080` of a container on the default bridge: how tests reach replicas that publish no
+/// host port.
+pub async fn container_addr(docker: &Docker, name: &str) -> String {
+    let c = docker.inspect_container(name, None).await.expect("inspect container");
+    let nets = c.network_settings.and_then(|n| n.networks).unwrap_or_default();
+    let ip = nets
+        .values()
+        .filter_map(|n| n.ip_address.clone())
+        .find(|ip| !ip.is_empty())
+        .unwrap_or_else(|| panic!("container {name} has no IP address"));
+    format!("{ip}:8080")
+}
