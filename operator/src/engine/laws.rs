@@ -9,7 +9,8 @@
 //! crashed part-way. A new random desired state and scope are then planned against it.
 //!
 //! The laws, one test each:
-//! 1. **Idempotence**: a converged host plans to nothing, and planning is deterministic.
+//! 1. **Idempotence**: a converged host plans to nothing, and planning is deterministic, even
+//!    in the order the host happens to list its containers.
 //! 2. **Convergence**: one plan, applied once (in order, or interleaved as the executor runs
 //!    changes concurrently), converges; the host refuses none of its steps.
 //! 3. **Result**: every desired set has exactly its replicas, of its revision, running and
@@ -505,12 +506,27 @@ fn converge(host: &mut SimHost, desired: &[DesiredSet], scope: &Scope, max: usiz
     unreachable!()
 }
 
+/// The same containers in another order (xorshift, so the case stays reproducible).
+fn shuffled<T: Clone>(xs: &[T], seed: u64) -> Vec<T> {
+    let mut out = xs.to_vec();
+    let mut x = seed | 1;
+    for i in (1..out.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    out
+}
+
 fn fail(e: String) -> TestCaseError {
     TestCaseError::fail(e)
 }
 
-/// A container as the laws compare it before and after.
-fn snapshot(c: &super::sim::SimContainer) -> (String, String, State, Option<Health>, BTreeMap<String, String>) {
+/// A container as the laws compare it before and after: id, name, state, health, labels.
+type Snapshot = (String, String, State, Option<Health>, BTreeMap<String, String>);
+
+fn snapshot(c: &super::sim::SimContainer) -> Snapshot {
     (c.id.clone(), c.name.clone(), c.state, c.health, c.labels.clone())
 }
 
@@ -528,7 +544,7 @@ fn is_desired(desired: &[DesiredSet], key: &SetKey) -> bool {
 }
 
 /// Containers this run must not touch: not berth's, or of a set neither desired nor owned.
-fn untouchable(world: &World) -> Vec<(String, String, State, Option<Health>, BTreeMap<String, String>)> {
+fn untouchable(world: &World) -> Vec<Snapshot> {
     world
         .host
         .containers
@@ -547,12 +563,15 @@ fn untouchable(world: &World) -> Vec<(String, String, State, Option<Health>, BTr
 proptest! {
     #![proptest_config(config())]
 
-    /// Law 1: a converged host plans to nothing, and the same input always plans the same.
+    /// Law 1: a converged host plans to nothing, and the same host always plans the same,
+    /// whatever order it lists its containers in.
     #[test]
-    fn law1_idempotence(s in scenario()) {
+    fn law1_idempotence(s in scenario(), seed in any::<u64>()) {
         let World { mut host, desired, scope } = s.world()?;
         let observed = host.observe();
-        prop_assert_eq!(plan_host(HOST, &desired, &observed, &scope), plan_host(HOST, &desired, &observed, &scope));
+        let plan = plan_host(HOST, &desired, &observed, &scope);
+        prop_assert_eq!(&plan, &plan_host(HOST, &desired, &observed, &scope));
+        prop_assert_eq!(&plan, &plan_host(HOST, &desired, &shuffled(&observed, seed), &scope));
 
         converge(&mut host, &desired, &scope, 3).map_err(fail)?;
         let observed = host.observe();
@@ -982,6 +1001,27 @@ fn a_set_no_longer_declared_is_removed_only_when_owned() {
     assert_eq!(plan.sets[0].changes[0].action, Action::Remove { reason: Reason::NotDesired });
 }
 
+/// Known gap, kept as the regression test for its fix: forced StopFirst only looks inside a
+/// set. Moving a fixed host port to another set (renaming a set, or moving the port) yields a
+/// plan whose create runs side by side with the old set's removal, so the new container can
+/// start while the old one still holds the port; Docker then refuses the start.
+#[test]
+#[ignore = "planner gap: a host port moved between sets is not freed before it is bound"]
+fn a_host_port_moved_to_another_set_is_freed_before_it_is_bound() {
+    let mut spec = echo("hi");
+    spec.ports.push(PortSpec { container_port: 8080, protocol: "tcp".into(), host_port: Some(9000), host_ip: String::new() });
+    let old = web(spec.clone(), 1, Order::StartFirst);
+    let new = DesiredSet::new(SetKey::new("shop", "storefront"), spec, 1, Order::StartFirst, Pull::IfNotPresent);
+    let host = converged(std::slice::from_ref(&old));
+    let scope = Scope::of_sets([&old.key, &new.key]);
+    let plan = plan_host(HOST, std::slice::from_ref(&new), &host.observe(), &scope);
+    // In plan order, and with the executor running the two sets side by side either way round.
+    for choices in [None, Some(&[0][..]), Some(&[1][..])] {
+        let mut h = host.clone();
+        apply(&mut h, &plan, std::slice::from_ref(&new), choices).unwrap();
+    }
+}
+
 fn step_kind(s: &Step) -> &'static str {
     match s {
         Step::EnsureNetwork { .. } => "ensureNetwork",
@@ -996,20 +1036,3 @@ fn step_kind(s: &Step) -> &'static str {
 }
 
 
-proptest! {
-    #![proptest_config(config())]
-    #[test]
-    fn scratch_permutation(s in scenario(), seed in any::<u64>()) {
-        let w = s.world()?;
-        let obs = w.host.observe();
-        let mut shuffled = obs.clone();
-        let mut x = seed | 1;
-        for i in (1..shuffled.len()).rev() {
-            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
-        }
-        let a = plan_host(HOST, &w.desired, &obs, &w.scope);
-        let b = plan_host(HOST, &w.desired, &shuffled, &w.scope);
-        prop_assert_eq!(a, b);
-    }
-}

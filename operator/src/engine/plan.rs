@@ -139,6 +139,10 @@ pub fn plan_host(host: &str, desired: &[DesiredSet], observed: &[ObservedContain
     for c in observed {
         by_set.entry(&c.set).or_default().push(c);
     }
+    // The plan must not depend on the order the host happens to list its containers in.
+    for containers in by_set.values_mut() {
+        containers.sort_by(|a, b| (a.ordinal.is_none(), a.ordinal, &a.name, &a.id).cmp(&(b.ordinal.is_none(), b.ordinal, &b.name, &b.id)));
+    }
     let mut sets = Vec::new();
     let desired_keys: BTreeSet<&SetKey> = desired.iter().map(|d| &d.key).collect();
     for d in desired {
