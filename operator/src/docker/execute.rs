@@ -89,7 +89,23 @@ pub async fn execute_host(
     progress: &dyn Progress,
 ) -> HostOutcome {
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    let runs = plan.sets.iter().map(|sp| {
+    // Sets that free host ports for others finish first; the rest then run side by side.
+    let (first, rest): (Vec<&SetPlan>, Vec<&SetPlan>) = plan.sets.iter().partition(|sp| sp.frees_ports);
+    let mut sets = run_sets(docker, plan, &first, desired, options, progress, &permits).await;
+    sets.extend(run_sets(docker, plan, &rest, desired, options, progress, &permits).await);
+    HostOutcome { host: plan.host.clone(), sets }
+}
+
+async fn run_sets(
+    docker: &Docker,
+    plan: &HostPlan,
+    set_plans: &[&SetPlan],
+    desired: &[DesiredSet],
+    options: &ExecOptions,
+    progress: &dyn Progress,
+    permits: &Arc<Semaphore>,
+) -> Vec<SetOutcome> {
+    let runs = set_plans.iter().map(|sp| {
         let d = desired.iter().find(|d| d.key == sp.set);
         let rt = options.sets.get(&sp.set).cloned().unwrap_or_else(|| SetRuntime {
             progress_deadline: Duration::from_secs(600),
@@ -98,8 +114,7 @@ pub async fn execute_host(
         let ctx = StepContext { docker, host: &plan.host, set: &sp.set, desired: d, runtime: rt, progress };
         run_set(ctx, sp, permits.clone())
     });
-    let sets = futures::future::join_all(runs).await;
-    HostOutcome { host: plan.host.clone(), sets }
+    futures::future::join_all(runs).await
 }
 
 struct StepContext<'a> {

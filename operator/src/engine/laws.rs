@@ -416,8 +416,14 @@ fn schedule(plan: &HostPlan, choices: Option<&[usize]>) -> Vec<(SetKey, Step)> {
         }
         return out;
     };
+    // Port-freeing sets run to completion first, as the executor runs them.
+    for sp in plan.sets.iter().filter(|sp| sp.frees_ports) {
+        for ch in &sp.changes {
+            out.extend(ch.steps.iter().map(|s| (sp.set.clone(), s.clone())));
+        }
+    }
     let mut queues: Vec<(SetKey, VecDeque<Step>)> = Vec::new();
-    for sp in &plan.sets {
+    for sp in plan.sets.iter().filter(|sp| !sp.frees_ports) {
         out.extend(sp.prepare.iter().map(|s| (sp.set.clone(), s.clone())));
         if sp.sequential {
             queues.push((sp.set.clone(), sp.changes.iter().flat_map(|c| c.steps.iter().cloned()).collect()));
@@ -1001,12 +1007,10 @@ fn a_set_no_longer_declared_is_removed_only_when_owned() {
     assert_eq!(plan.sets[0].changes[0].action, Action::Remove { reason: Reason::NotDesired });
 }
 
-/// Known gap, kept as the regression test for its fix: forced StopFirst only looks inside a
-/// set. Moving a fixed host port to another set (renaming a set, or moving the port) yields a
-/// plan whose create runs side by side with the old set's removal, so the new container can
-/// start while the old one still holds the port; Docker then refuses the start.
+/// Moving a fixed host port to another set (renaming a set, or moving the port): the old
+/// set's removal is marked `frees_ports` and runs before the new set's create, in any
+/// interleaving the executor may choose.
 #[test]
-#[ignore = "planner gap: a host port moved between sets is not freed before it is bound"]
 fn a_host_port_moved_to_another_set_is_freed_before_it_is_bound() {
     let mut spec = echo("hi");
     spec.ports.push(PortSpec { container_port: 8080, protocol: "tcp".into(), host_port: Some(9000), host_ip: String::new() });

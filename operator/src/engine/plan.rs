@@ -114,6 +114,10 @@ pub struct SetPlan {
     pub changes: Vec<Change>,
     /// Replacements run one at a time (StopFirst), so one ordinal at most is down.
     pub sequential: bool,
+    /// Only removals, of containers holding host ports that another set on this host binds:
+    /// the executor finishes these sets before it starts any other (a port that moves from
+    /// one set to another is freed before it is bound).
+    pub frees_ports: bool,
 }
 
 /// The changes on one host.
@@ -169,9 +173,29 @@ pub fn plan_host(host: &str, desired: &[DesiredSet], observed: &[ObservedContain
             prepare: Vec::new(),
             changes,
             sequential: false,
+            frees_ports: false,
         });
     }
+    mark_port_freeing(&mut sets, desired, &by_set);
+    // Port-freeing sets first, as the executor runs them.
+    sets.sort_by_key(|s| !s.frees_ports);
     HostPlan { host: host.to_string(), sets }
+}
+
+/// Flag the removal-only set plans whose containers hold a host port another desired set
+/// binds here.
+fn mark_port_freeing(sets: &mut [SetPlan], desired: &[DesiredSet], by_set: &BTreeMap<&SetKey, Vec<&ObservedContainer>>) {
+    for sp in sets.iter_mut() {
+        if !sp.changes.iter().all(|c| matches!(c.action, Action::Remove { .. })) {
+            continue;
+        }
+        let held: Vec<_> = by_set.get(&sp.set).into_iter().flatten().flat_map(|c| c.host_bindings.iter()).collect();
+        sp.frees_ports = desired
+            .iter()
+            .filter(|d| d.key != sp.set)
+            .flat_map(|d| d.spec.host_bindings())
+            .any(|wanted| held.iter().any(|h| h.overlaps(&wanted)));
+    }
 }
 
 fn remove(c: &ObservedContainer, reason: Reason) -> Change {
@@ -258,6 +282,7 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer]) -> SetPlan {
         prepare,
         changes,
         sequential: order == Order::StopFirst,
+        frees_ports: false,
     }
 }
 
