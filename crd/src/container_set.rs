@@ -9,6 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::docker_host::is_false;
+use crate::patterns::*;
 
 /// The declared state of one group of identical containers.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -26,12 +27,13 @@ use crate::docker_host::is_false;
     validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
 )]
 #[x_kube(
-    validation = Rule::new("self.replicasPerHost <= 1 || !has(self.template.ports) || self.template.ports.all(p, !has(p.hostPort))").message("spec.replicasPerHost: a fixed hostPort allows at most one replica per host")
+    validation = Rule::new("self.replicasPerHost <= 1 || !has(self.template.ports) || self.template.ports.all(p, !has(p.hostPort))").message("spec.replicasPerHost: a fixed hostPort allows at most one replica per host").field_path(".replicasPerHost")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerSetSpec {
     /// The DockerHosts (same namespace) this set runs on. Empty selects every host.
     #[serde(default)]
+    #[schemars(schema_with = "host_selector_schema")]
     pub host_selector: LabelSelector,
 
     /// Copies per selected host. 0 removes the containers (named volumes stay).
@@ -64,6 +66,33 @@ pub struct ContainerSetSpec {
     pub volume_reclaim_policy: VolumeReclaimPolicy,
 }
 
+/// Kubernetes' `LabelSelector` schema, plus what the API server checks for its own selectors
+/// (an operator from the list, a non-empty key, values exactly when the operator takes them)
+/// and a bound on the expressions.
+fn host_selector_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use schemars::JsonSchema;
+    let mut schema = LabelSelector::json_schema(generator);
+    let exprs = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("matchExpressions"))
+        .and_then(|m| m.as_object_mut())
+        .expect("LabelSelector has matchExpressions");
+    exprs.insert("maxItems".into(), MAX_SELECTOR_EXPRESSIONS.into());
+    let item = exprs.get_mut("items").and_then(|i| i.as_object_mut()).expect("matchExpressions has items");
+    item.insert(
+        "x-kubernetes-validations".into(),
+        serde_json::json!([{
+            "rule": "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)",
+            "message": "values: In and NotIn need at least one value; Exists and DoesNotExist take none",
+            "fieldPath": ".values",
+        }]),
+    );
+    let props = item.get_mut("properties").and_then(|p| p.as_object_mut()).expect("requirement has properties");
+    props["key"]["minLength"] = 1.into();
+    props["operator"]["enum"] = serde_json::json!(["In", "NotIn", "Exists", "DoesNotExist"]);
+    schema
+}
+
 fn one() -> i32 {
     1
 }
@@ -75,13 +104,14 @@ fn ten() -> i32 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!has(self.ports) || self.ports.all(p, !has(p.hostPort) || self.ports.filter(q, has(q.hostPort) && q.hostPort == p.hostPort && q.protocol == p.protocol && q.hostIP == p.hostIP).size() == 1)").message("spec.template.ports: duplicate hostPort/protocol/hostIP")
+    validation = Rule::new("!has(self.ports) || self.ports.all(p, !has(p.hostPort) || self.ports.exists_one(q, has(q.hostPort) && q.hostPort == p.hostPort && q.protocol == p.protocol && q.hostIP == p.hostIP))").message("spec.template.ports: duplicate hostPort/protocol/hostIP").field_path(".ports"),
+    validation = Rule::new("!has(self.ports) || self.ports.all(p, self.ports.exists_one(q, q.containerPort == p.containerPort && q.protocol == p.protocol))").message("spec.template.ports: duplicate containerPort/protocol").field_path(".ports"),
+    validation = Rule::new("!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))").message("spec.template.env: duplicate name").field_path(".env"),
+    validation = Rule::new("!has(self.mounts) || self.mounts.all(m, self.mounts.exists_one(n, n.target == m.target))").message("spec.template.mounts: duplicate target").field_path(".mounts")
 )]
 pub struct ContainerTemplate {
-    /// An image reference: `repo[:tag][@sha256:digest]`.
-    #[schemars(regex(
-        pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
-    ))]
+    /// An image reference: `[registry[:port]/]repo[:tag][@sha256:digest]`.
+    #[schemars(regex(pattern = IMAGE))]
     pub image: String,
 
     #[serde(default)]
@@ -91,8 +121,9 @@ pub struct ContainerTemplate {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
 
-    /// Replaces the image's ENTRYPOINT.
+    /// Replaces the image's ENTRYPOINT. Omit it to keep the image's; an empty list is invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub command: Option<Vec<String>>,
 
     /// Replaces the image's CMD.
@@ -100,16 +131,21 @@ pub struct ContainerTemplate {
     pub args: Option<Vec<String>>,
 
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ENV))]
     pub env: Vec<EnvVar>,
 
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PORTS))]
     pub ports: Vec<ContainerPort>,
 
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_MOUNTS))]
     pub mounts: Vec<Mount>,
 
     /// User-defined bridge networks, created on demand.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_NETWORKS), inner(regex(pattern = DOCKER_NAME)))]
+    #[x_kube(validation = Rule::new("self.all(n, !(n in ['host', 'none', 'bridge', 'default']))").message("spec.template.networks: host, none, bridge and default are built-in networks; name a user-defined bridge network"))]
     pub networks: Vec<String>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,18 +157,25 @@ pub struct ContainerTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
 
+    /// A user name or `uid[:gid]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = USER))]
     pub user: Option<String>,
 
+    /// An absolute path inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = ABSOLUTE_PATH))]
     pub working_dir: Option<String>,
 
     /// Extra container labels. Keys under `berth.dev/` are reserved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_LABELS))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('berth.dev/'))").message("spec.template.labels: keys under berth.dev/ are reserved for berth"))]
     pub labels: BTreeMap<String, String>,
 
-    /// The signal that asks the process to stop (e.g. `SIGTERM`, `SIGQUIT`).
+    /// The signal that asks the process to stop (e.g. `SIGTERM`, `SIGQUIT`, or a number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = STOP_SIGNAL))]
     pub stop_signal: Option<String>,
 
     /// How long a stop waits before killing. Docker's default is 10 s.
@@ -144,9 +187,11 @@ pub struct ContainerTemplate {
     pub read_only_root_filesystem: bool,
 
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = CAPABILITY)))]
     pub cap_add: Vec<String>,
 
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = CAPABILITY)))]
     pub cap_drop: Vec<String>,
 
     /// Needs the host's `policy.allowPrivileged`.
@@ -167,6 +212,7 @@ pub enum PullPolicy {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 pub struct LocalObjectReference {
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(max = 253))]
     pub name: String,
 }
 
@@ -175,7 +221,7 @@ pub struct LocalObjectReference {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.value) && has(self.valueFrom))").message("value and valueFrom are mutually exclusive"))]
 pub struct EnvVar {
-    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"))]
+    #[schemars(regex(pattern = ENV_NAME), length(max = MAX_ENV_NAME))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
@@ -196,7 +242,9 @@ pub struct EnvVarSource {
 /// One key of a Secret or ConfigMap in the set's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 pub struct KeySelector {
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(max = 253))]
     pub name: String,
+    #[schemars(length(min = 1))]
     pub key: String,
     /// A missing object or key yields no variable instead of an error.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -204,8 +252,9 @@ pub struct KeySelector {
 }
 
 /// A port the container listens on, optionally published on the host.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.hostIP == '' || isIP(self.hostIP)").message("hostIP: must be empty or an IP address").field_path(".hostIP"))]
 pub struct ContainerPort {
     #[schemars(range(min = 1, max = 65535))]
     pub container_port: i32,
@@ -215,8 +264,11 @@ pub struct ContainerPort {
     pub host_port: Option<i32>,
     /// The host address to publish on; empty means every address.
     #[serde(default, rename = "hostIP")]
+    #[schemars(length(max = MAX_IP))]
     pub host_ip: String,
+    // maxLength bounds the cost the API server estimates for comparing protocols.
     #[serde(default)]
+    #[schemars(length(max = 4))]
     pub protocol: Protocol,
 }
 
@@ -244,17 +296,19 @@ impl Protocol {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.type == 'tmpfs' ? !has(self.source) : has(self.source)").message("source is required for volume and bind mounts and not allowed for tmpfs"),
-    validation = Rule::new("self.type != 'bind' || (has(self.source) && self.source.startsWith('/'))").message("a bind mount's source must be an absolute host path")
+    validation = Rule::new("self.type == 'tmpfs' ? !has(self.source) : has(self.source)").message("source: is required for volume and bind mounts and not allowed for tmpfs").field_path(".source"),
+    validation = Rule::new("self.type != 'bind' || !has(self.source) || self.source.startsWith('/')").message("source: a bind mount's source must be an absolute host path").field_path(".source"),
+    validation = Rule::new(format!("self.type != 'volume' || !has(self.source) || self.source.matches('{DOCKER_NAME}')")).message("source: a volume name must match [a-zA-Z0-9][a-zA-Z0-9_.-]*").field_path(".source")
 )]
 pub struct Mount {
     #[serde(rename = "type", default)]
     pub kind: MountKind,
     /// Volume name (volume) or host path (bind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_PATH))]
     pub source: Option<String>,
-    /// Absolute path inside the container.
-    #[schemars(regex(pattern = r"^/"))]
+    /// Absolute path inside the container (not `/`, no trailing `/`).
+    #[schemars(regex(pattern = MOUNT_TARGET), length(max = MAX_PATH))]
     pub target: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
@@ -274,11 +328,12 @@ pub enum MountKind {
 
 /// A Docker-native healthcheck. Use the exec form (`["CMD", "/app", "--probe"]`) for images
 /// without a shell.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.test) > 0 && ((self.test[0] in ['CMD', 'CMD-SHELL'] && size(self.test) >= 2) || (self.test[0] == 'NONE' && size(self.test) == 1))").message(r#"spec.template.healthcheck.test: must be ["CMD", exe, args...], ["CMD-SHELL", command] or ["NONE"]"#).field_path(".test"))]
 pub struct Healthcheck {
-    /// `["CMD", exe, args...]` or `["CMD-SHELL", "command"]`.
-    #[schemars(length(min = 2))]
+    /// `["CMD", exe, args...]`, `["CMD-SHELL", "command"]` or `["NONE"]` (disables the image's).
+    #[schemars(length(min = 1))]
     pub test: Vec<String>,
     /// Between checks, e.g. `5s`, `500ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,8 +361,10 @@ pub enum RestartPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = CPUS))]
     pub cpus: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = MEMORY))]
     pub memory: Option<String>,
 }
 
@@ -318,7 +375,9 @@ pub struct Strategy {
     #[serde(rename = "type", default)]
     pub kind: StrategyType,
     /// Hosts updated at a time (an integer, or a percentage like `"25%"`).
+    // As in JSON Schema, `minimum` constrains an integer and `pattern` a string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "pattern" = PERCENT))]
     pub max_unavailable: Option<IntOrString>,
     /// How long a new container must be ready before it counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]

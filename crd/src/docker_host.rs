@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::patterns::{ABSOLUTE_PATH, DNS_SUBDOMAIN, ENDPOINT};
+
 /// A Docker engine reached over its API: a unix socket, or TCP with mutual TLS.
 ///
 /// Its `metadata.labels` are what a ContainerSet's `hostSelector` matches.
@@ -19,15 +21,16 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.engineVersion"}"#,
     printcolumn = r#"{"name":"Containers","type":"integer","jsonPath":".status.managedContainers"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
 )]
 #[x_kube(
-    validation = Rule::new("!self.endpoint.startsWith('tcp://') || has(self.tls) || self.insecure").message("spec.tls: a tcp:// endpoint needs tls.secretName (or spec.insecure: true)")
+    validation = Rule::new("!self.endpoint.startsWith('tcp://') || has(self.tls) || (has(self.insecure) && self.insecure)").message("spec.tls: a tcp:// endpoint needs tls.secretName (or spec.insecure: true)").field_path(".tls")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DockerHostSpec {
     /// The engine's API address: `unix:///var/run/docker.sock` or `tcp://10.0.0.5:2376`.
-    #[schemars(regex(pattern = r"^(unix:///\S+|tcp://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5})$"))]
+    #[schemars(regex(pattern = ENDPOINT))]
     pub endpoint: String,
 
     /// Mutual TLS for `tcp://` endpoints.
@@ -52,7 +55,7 @@ pub struct DockerHostSpec {
 #[serde(rename_all = "camelCase")]
 pub struct HostTls {
     /// A Secret in the host's namespace with keys `ca.crt`, `tls.crt` and `tls.key`.
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
     pub secret_name: String,
 }
 
@@ -65,6 +68,7 @@ pub struct HostPolicy {
     pub allow_privileged: bool,
     /// Bind mounts may use host paths under these prefixes (absolute paths).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = ABSOLUTE_PATH)))]
     pub allowed_host_paths: Vec<String>,
 }
 

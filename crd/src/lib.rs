@@ -5,9 +5,12 @@
 //! standalone CLI reads them from YAML files. Validation therefore lives here twice and
 //! consistently: as OpenAPI schema + CEL rules in the generated CRD (checked by the API server
 //! at admission) and as [`validate`] in Rust (checked by the CLI before any host is touched).
+//! The two share [`patterns`]; `tests/consistency.rs` evaluates the CRD offline, as the API
+//! server would, and shows that both accept and reject the same objects at the same fields.
 
 pub mod container_set;
 pub mod docker_host;
+pub mod patterns;
 pub mod quantity;
 pub mod validate;
 

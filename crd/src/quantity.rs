@@ -1,9 +1,16 @@
 //! Kubernetes-style quantities (`500m`, `1.5`, `256Mi`) and durations (`5s`, `500ms`),
 //! parsed to the integers the Docker API takes.
+//!
+//! The syntax of CPUs and memory is [`crate::patterns::CPUS`] and [`crate::patterns::MEMORY`],
+//! the same patterns the CRD schema declares; the ranges are checked here only.
+
+use crate::patterns::{CPUS, MEMORY, is_match};
 
 /// CPUs as Docker's `NanoCpus`: `"1.5"` → 1_500_000_000, `"500m"` → 500_000_000.
 pub fn parse_cpus(s: &str) -> Result<i64, String> {
-    let s = s.trim();
+    if !is_match(CPUS, s) {
+        return Err(format!("{s:?} is not a CPU quantity (examples: \"500m\", \"1.5\")"));
+    }
     let (num, scale) = match s.strip_suffix('m') {
         Some(n) => (n, 1_000_000.0),
         None => (s, 1_000_000_000.0),
@@ -15,7 +22,7 @@ pub fn parse_cpus(s: &str) -> Result<i64, String> {
         return Err(format!("{s:?} must be a positive CPU quantity"));
     }
     let nanos = (v * scale).round();
-    if nanos < 1_000_000.0 || nanos > 1e15 {
+    if !(1_000_000.0..=1e15).contains(&nanos) {
         return Err(format!("{s:?} is out of range (1m to 1000000 CPUs)"));
     }
     Ok(nanos as i64)
@@ -23,7 +30,9 @@ pub fn parse_cpus(s: &str) -> Result<i64, String> {
 
 /// Memory in bytes: `"256Mi"`, `"1G"`, `"1048576"`.
 pub fn parse_memory(s: &str) -> Result<i64, String> {
-    let s = s.trim();
+    if !is_match(MEMORY, s) {
+        return Err(format!("{s:?} is not a memory quantity (examples: \"256Mi\", \"1Gi\")"));
+    }
     const SUFFIXES: [(&str, f64); 10] = [
         ("Ki", 1024.0),
         ("Mi", 1048576.0),
@@ -73,6 +82,8 @@ mod tests {
         assert!(parse_cpus("-1").is_err());
         assert!(parse_cpus("lots").is_err());
         assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus(" 1").is_err(), "the syntax is the CRD's pattern: no spaces");
+        assert!(parse_cpus("1e3").is_err());
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! The CLI runs it on every object before the first Docker call; the operator runs it before
 //! a reconcile touches a host (the API server's admission already checked the CEL half).
 //! Each error names the field path, so a message reads `spec.template.ports[1].hostPort: ...`.
+//!
+//! `tests/consistency.rs` checks that this and the generated CRD accept and reject the same
+//! objects. The regular expressions and list bounds both use live in [`crate::patterns`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -13,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use crate::patterns::*;
 use crate::quantity::{parse_cpus, parse_duration, parse_memory};
 use crate::{ContainerSet, ContainerTemplate, DockerHost, MountKind};
 
@@ -83,20 +87,18 @@ impl Validate for DockerHost {
         check_metadata(&mut e, self.metadata.name.as_deref(), self.metadata.namespace.as_deref());
         let spec = &self.spec;
         let ep = spec.endpoint.as_str();
-        if let Some(path) = ep.strip_prefix("unix://") {
-            if !path.starts_with('/') {
-                e.add("spec.endpoint", format!("{ep:?}: a unix endpoint needs an absolute path (unix:///var/run/docker.sock)"));
-            }
-        } else if let Some(addr) = ep.strip_prefix("tcp://") {
-            let port = addr.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p));
-            if port.and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0).is_none() {
-                e.add("spec.endpoint", format!("{ep:?}: a tcp endpoint needs host:port (tcp://10.0.0.5:2376)"));
-            }
-            if spec.tls.is_none() && !spec.insecure {
-                e.add("spec.tls", "a tcp:// endpoint needs tls.secretName (or spec.insecure: true to allow plain TCP)");
-            }
-        } else {
-            e.add("spec.endpoint", format!("{ep:?} must start with unix:// or tcp://"));
+        if !is_match(ENDPOINT, ep) {
+            let message = if ep.starts_with("unix://") {
+                format!("{ep:?}: a unix endpoint needs an absolute path without spaces (unix:///var/run/docker.sock)")
+            } else if ep.starts_with("tcp://") {
+                format!("{ep:?}: a tcp endpoint needs host:port with a port from 1 to 65535 (tcp://10.0.0.5:2376)")
+            } else {
+                format!("{ep:?} must start with unix:// or tcp://")
+            };
+            e.add("spec.endpoint", message);
+        }
+        if ep.starts_with("tcp://") && spec.tls.is_none() && !spec.insecure {
+            e.add("spec.tls", "a tcp:// endpoint needs tls.secretName (or spec.insecure: true to allow plain TCP)");
         }
         if let Some(tls) = &spec.tls
             && !is_dns_subdomain(&tls.secret_name)
@@ -136,12 +138,10 @@ impl Validate for ContainerSet {
             Some(IntOrString::Int(n)) if *n < 0 => {
                 e.add("spec.strategy.maxUnavailable", format!("must not be negative, got {n}"))
             }
-            Some(IntOrString::String(p)) => {
-                let ok = p.strip_suffix('%').and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n <= 100);
-                if !ok {
-                    e.add("spec.strategy.maxUnavailable", format!("{p:?} must be an integer or a percentage like \"25%\""));
-                }
-            }
+            Some(IntOrString::String(p)) if !is_match(PERCENT, p) => e.add(
+                "spec.strategy.maxUnavailable",
+                format!("{p:?} must be an integer or a percentage from \"0%\" to \"100%\""),
+            ),
             _ => {}
         }
         if let Some(m) = s.min_ready_seconds
@@ -158,6 +158,7 @@ impl Validate for ContainerSet {
 }
 
 fn check_selector(e: &mut Errors, path: &str, sel: &LabelSelector) {
+    check_count(e, &format!("{path}.matchExpressions"), sel.match_expressions.as_ref().map_or(0, Vec::len), MAX_SELECTOR_EXPRESSIONS, "expressions");
     for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {
         let p = format!("{path}.matchExpressions[{i}]");
         match expr.operator.as_str() {
@@ -186,10 +187,23 @@ fn is_docker_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
+/// A list or map bounded in the CRD by `maxItems`/`maxProperties`.
+fn check_count(e: &mut Errors, path: &str, len: usize, max: usize, what: &str) {
+    if len > max {
+        e.add(path, format!("at most {max} {what}, got {len}"));
+    }
+}
+
 fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     if t.image.trim().is_empty() {
         e.add(format!("{path}.image"), "is required");
+    } else if !is_match(IMAGE, &t.image) {
+        e.add(
+            format!("{path}.image"),
+            format!("{:?} is not a valid image reference ([registry[:port]/]repository[:tag][@digest], repository in lowercase)", t.image),
+        );
     } else if let Err(err) = oci_spec::distribution::Reference::from_str(&t.image) {
+        // The pattern cannot count the name's length (at most 255 characters); this can.
         e.add(format!("{path}.image"), format!("{:?} is not a valid image reference: {err}", t.image));
     }
     for (i, s) in t.image_pull_secrets.iter().enumerate() {
@@ -203,6 +217,12 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
         e.add(format!("{path}.command"), "must not be empty when given (omit it to keep the image's entrypoint)");
     }
 
+    check_count(e, &format!("{path}.env"), t.env.len(), MAX_ENV, "variables");
+    check_count(e, &format!("{path}.ports"), t.ports.len(), MAX_PORTS, "ports");
+    check_count(e, &format!("{path}.mounts"), t.mounts.len(), MAX_MOUNTS, "mounts");
+    check_count(e, &format!("{path}.networks"), t.networks.len(), MAX_NETWORKS, "networks");
+    check_count(e, &format!("{path}.labels"), t.labels.len(), MAX_LABELS, "labels");
+
     let mut env_names = BTreeSet::new();
     for (i, v) in t.env.iter().enumerate() {
         let p = format!("{path}.env[{i}]");
@@ -210,6 +230,8 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             && v.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !valid_name {
             e.add(format!("{p}.name"), format!("{:?} is not a valid environment variable name", v.name));
+        } else if v.name.len() > MAX_ENV_NAME {
+            e.add(format!("{p}.name"), format!("at most {MAX_ENV_NAME} characters, got {}", v.name.len()));
         }
         if !env_names.insert(v.name.as_str()) {
             e.add(format!("{p}.name"), format!("{:?} is declared twice", v.name));
@@ -242,7 +264,13 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
         if !container_ports.insert((port.container_port, port.protocol)) {
             e.add(format!("{p}.containerPort"), format!("{}/{} is declared twice", port.container_port, port.protocol.as_docker()));
         }
-        if !port.host_ip.is_empty() && port.host_ip.parse::<IpAddr>().is_err() {
+        // As CEL's isIP(): no IPv4-mapped IPv6 addresses (and, as Rust's parser, no zones).
+        let ip_ok = match port.host_ip.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_none(),
+            Ok(IpAddr::V4(_)) => true,
+            Err(_) => false,
+        };
+        if !port.host_ip.is_empty() && !ip_ok {
             e.add(format!("{p}.hostIP"), format!("{:?} is not an IP address", port.host_ip));
         }
         if let Some(hp) = port.host_port {
@@ -262,10 +290,18 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     let mut targets = BTreeSet::new();
     for (i, m) in t.mounts.iter().enumerate() {
         let p = format!("{path}.mounts[{i}]");
-        if !m.target.starts_with('/') {
-            e.add(format!("{p}.target"), format!("{:?} must be an absolute path", m.target));
+        if !is_match(MOUNT_TARGET, &m.target) {
+            e.add(format!("{p}.target"), format!("{:?} must be an absolute path other than / and without a trailing /", m.target));
         }
-        if !targets.insert(m.target.trim_end_matches('/')) {
+        if m.target.len() > MAX_PATH {
+            e.add(format!("{p}.target"), format!("at most {MAX_PATH} characters, got {}", m.target.len()));
+        }
+        if let Some(s) = &m.source
+            && s.len() > MAX_PATH
+        {
+            e.add(format!("{p}.source"), format!("at most {MAX_PATH} characters, got {}", s.len()));
+        }
+        if !targets.insert(m.target.as_str()) {
             e.add(format!("{p}.target"), format!("{:?} is mounted twice", m.target));
         }
         match (m.kind, m.source.as_deref()) {
@@ -286,7 +322,7 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
 
     for (i, n) in t.networks.iter().enumerate() {
         let p = format!("{path}.networks[{i}]");
-        if matches!(n.as_str(), "host" | "none" | "bridge" | "default") {
+        if BUILTIN_NETWORKS.contains(&n.as_str()) {
             e.add(p, format!("{n:?} is a built-in network; name a user-defined bridge network"));
         } else if !is_docker_name(n) {
             e.add(p, format!("{n:?} is not a valid network name"));
@@ -332,7 +368,7 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
         }
     }
     if let Some(u) = &t.user
-        && (u.is_empty() || u.contains(char::is_whitespace))
+        && !is_match(USER, u)
     {
         e.add(format!("{path}.user"), format!("{u:?} must be a user name or uid[:gid] without spaces"));
     }
@@ -346,12 +382,10 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             e.add(format!("{path}.labels.{k}"), "keys under berth.dev/ are reserved for berth");
         }
     }
-    if let Some(sig) = &t.stop_signal {
-        let ok = sig.parse::<u8>().is_ok_and(|n| n > 0 && n < 65)
-            || (sig.starts_with("SIG") && sig.len() > 3 && sig[3..].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+'));
-        if !ok {
-            e.add(format!("{path}.stopSignal"), format!("{sig:?} is not a signal name (SIGTERM) or number"));
-        }
+    if let Some(sig) = &t.stop_signal
+        && !is_match(STOP_SIGNAL, sig)
+    {
+        e.add(format!("{path}.stopSignal"), format!("{sig:?} is not a signal name (SIGTERM) or number (1 to 64)"));
     }
     if let Some(g) = t.stop_grace_period_seconds
         && !(0..=3600).contains(&g)
@@ -360,8 +394,7 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     }
     for (field, caps) in [("capAdd", &t.cap_add), ("capDrop", &t.cap_drop)] {
         for (i, c) in caps.iter().enumerate() {
-            let ok = !c.is_empty() && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit());
-            if !ok {
+            if !is_match(CAPABILITY, c) {
                 e.add(format!("{path}.{field}[{i}]"), format!("{c:?} is not a capability name (NET_ADMIN, ALL)"));
             }
         }

@@ -33,7 +33,8 @@ pub fn profile_dir() -> PathBuf {
     let dir = exe
         .parent()
         .expect("the test executable has a parent directory");
-    if dir.file_name().is_some_and(|n| n == "deps") {
+    // Tests run from `deps/`, examples (the figures tool) from `examples/`.
+    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
         dir.parent()
             .expect("deps/ has a parent directory")
             .to_path_buf()

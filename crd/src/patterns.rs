@@ -1,0 +1,101 @@
+//! The regular expressions and limits shared by both halves of validation: the CRD schema
+//! (`pattern`, `maxItems`, checked by the API server with Go's RE2) and [`crate::validate`]
+//! (checked with the `regex` crate). One constant, two engines: the patterns use only ASCII
+//! character classes (no `\w`, `\s`, `\d` or `.`, whose meaning differs between RE2, Rust's
+//! `regex` and ECMA-262), so every engine reads them the same way.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use regex::Regex;
+
+/// Whether `s` matches one of the patterns of this module, as the API server would decide.
+pub fn is_match(pattern: &'static str, s: &str) -> bool {
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, Regex>>> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(pattern)
+        .or_insert_with(|| Regex::new(pattern).expect("the patterns of berth_crd::patterns compile"))
+        .is_match(s)
+}
+
+/// An image reference, as Docker's `distribution/reference` grammar defines it:
+/// `[domain[:port]/]path[:tag][@digest]`, path components lowercase, digests sha256/384/512.
+/// (IPv6 registry addresses are not accepted.) The 255-character limit on the name is checked
+/// in Rust only: a pattern cannot count the name apart from the tag and digest.
+pub const IMAGE: &str = concat!(
+    "^(",
+    "([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(\\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(:[0-9]+)?/",
+    ")?",
+    "[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*",
+    "(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?",
+    "(@(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128}))?$",
+);
+
+/// A Docker engine endpoint: `unix:///path` or `tcp://host:port` with a port of 1-65535.
+pub const ENDPOINT: &str = concat!(
+    "^(unix:///[^\\t\\n\\f\\r\\x20]+",
+    "|tcp://[A-Za-z0-9.:\\[\\]-]+:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))$",
+);
+
+/// An RFC 1123 label (metadata.name of every berth resource): at most 63 characters.
+pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// An RFC 1123 subdomain (Secret and ConfigMap names), together with a `maxLength` of 253.
+pub const DNS_SUBDOMAIN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
+
+/// An environment variable name.
+pub const ENV_NAME: &str = "^[A-Za-z_][A-Za-z0-9_.-]*$";
+
+/// Docker's rule for volume and network names.
+pub const DOCKER_NAME: &str = "^[a-zA-Z0-9][a-zA-Z0-9_.-]*$";
+
+/// An absolute path.
+pub const ABSOLUTE_PATH: &str = "^/";
+
+/// A mount target: an absolute path other than `/`, without a trailing `/` (so that two
+/// spellings of one directory cannot hide a duplicate).
+pub const MOUNT_TARGET: &str = "^/([^/]|/+[^/])+$";
+
+/// A user name or `uid[:gid]`: no whitespace.
+pub const USER: &str = "^[^\\t\\n\\f\\r\\x20]+$";
+
+/// A stop signal: a name like `SIGTERM` or a number from 1 to 64.
+pub const STOP_SIGNAL: &str = "^(SIG[A-Z0-9+]+|[1-9]|[1-5][0-9]|6[0-4])$";
+
+/// A Linux capability name (`NET_ADMIN`, `ALL`).
+pub const CAPABILITY: &str = "^[A-Z0-9_]+$";
+
+/// CPUs as a decimal number of cores or millicores: `2`, `1.5`, `500m`. (The range, 1m to
+/// 1000000 CPUs, is checked in Rust only.)
+pub const CPUS: &str = "^[0-9]+(\\.[0-9]+)?m?$";
+
+/// A memory size: a decimal number with an optional suffix, `256Mi`, `1G`, `1048576`. (Docker's
+/// minimum of 6Mi is checked in Rust only.)
+pub const MEMORY: &str = "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$";
+
+/// `strategy.maxUnavailable` as a percentage, `0%` to `100%` (an integer must be `>= 0`).
+pub const PERCENT: &str = "^(100|[1-9]?[0-9])%$";
+
+/// Docker's built-in networks, which a template may not name.
+pub const BUILTIN_NETWORKS: [&str; 4] = ["host", "none", "bridge", "default"];
+
+/// At most this many `ports` (bounds the CEL duplicate checks' cost at the API server).
+pub const MAX_PORTS: usize = 128;
+/// At most this many `env` entries.
+pub const MAX_ENV: usize = 256;
+/// At most this many `mounts`.
+pub const MAX_MOUNTS: usize = 64;
+/// At most this many `networks`.
+pub const MAX_NETWORKS: usize = 16;
+/// At most this many template `labels`.
+pub const MAX_LABELS: usize = 64;
+/// At most this many characters in an environment variable name (bounds the cost of the CEL
+/// duplicate check, which compares names).
+pub const MAX_ENV_NAME: usize = 256;
+/// At most this many characters in a mount's source and target (Linux's `PATH_MAX`).
+pub const MAX_PATH: usize = 4096;
+/// At most this many characters in a `hostIP` (the longest IPv6 text form).
+pub const MAX_IP: usize = 45;
+/// At most this many `hostSelector.matchExpressions`.
+pub const MAX_SELECTOR_EXPRESSIONS: usize = 32;
