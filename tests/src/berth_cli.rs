@@ -54,7 +54,25 @@ fn build_berth(profile_dir: &Path) {
         .parent()
         .expect("the profile directory has a parent (the target directory)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let out = Command::new(cargo)
+    let mut cmd = Command::new(cargo);
+    // cargo sets these for the running test (CARGO_MANIFEST_DIR=<repo>/tests,
+    // CARGO_PKG_NAME=berth-tests, ...). Build scripts such as ring's declare
+    // `rerun-if-env-changed` on them, so passing them on makes this build re-run those
+    // scripts and rebuild ring, rustls, kube... and the next `cargo test` rebuild them back.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_MANIFEST_LINKS" | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let out = cmd
         .current_dir(repo_root())
         .args([
             "build",

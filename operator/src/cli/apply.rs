@@ -23,8 +23,19 @@ pub(super) struct HostView {
 
 /// Read and check all input. No host is contacted before this succeeds.
 pub(super) fn load_input(args: &InputArgs, prune: bool) -> anyhow::Result<Resolved> {
-    let input = input::load(&args.files)?;
-    Ok(input::resolve(&input, prune)?)
+    let (input, mut errors) = input::load::load_partial(&args.files);
+    match input::resolve(&input, prune) {
+        Ok(resolved) if errors.is_empty() => Ok(resolved),
+        Ok(_) => Err(input::InputErrors(errors).into()),
+        Err(input::InputErrors(more)) => {
+            for e in more {
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+            }
+            Err(input::InputErrors(errors).into())
+        }
+    }
 }
 
 /// Connect to and observe every host, concurrently. A host that fails is reported, not fatal.
@@ -155,8 +166,9 @@ fn report(views: &[HostView], plans: &[Option<HostPlan>], outcomes: &[Option<Hos
                 if let Some(e) = &s.error {
                     ok = false;
                     eprintln!(
-                        "error: host {}: {}: {e} ({} changes done, {} not started; containers of the previous revision keep running)",
-                        v.target.name, s.set, s.done, s.skipped
+                        "error: host {}: set {}: {e}\n  the rollout stopped: {} change(s) done, {} failed, {} not started; \
+                         containers not yet replaced keep running",
+                        v.target.name, s.set, s.done, s.failed, s.skipped
                     );
                 }
             }

@@ -64,6 +64,8 @@ pub struct SetOutcome {
     pub done: usize,
     /// Changes not begun because an earlier one failed.
     pub skipped: usize,
+    /// Changes that failed part-way (their finished steps stay done).
+    pub failed: usize,
     pub error: Option<String>,
 }
 
@@ -127,10 +129,10 @@ struct StepContext<'a> {
 }
 
 async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) -> SetOutcome {
-    let mut outcome = SetOutcome { set: sp.set.clone(), done: 0, skipped: 0, error: None };
+    let mut outcome = SetOutcome { set: sp.set.clone(), done: 0, skipped: 0, failed: 0, error: None };
     for step in &sp.prepare {
         if let Err(e) = run_step(&ctx, step).await {
-            outcome.error = Some(e.to_string());
+            outcome.error = Some(format!("{}: {e}", describe_prepare(step)));
             outcome.skipped = sp.changes.len();
             return outcome;
         }
@@ -163,6 +165,7 @@ async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) ->
             Ok(true) => outcome.done += 1,
             Ok(false) => outcome.skipped += 1,
             Err(e) => {
+                outcome.failed += 1;
                 if outcome.error.is_none() {
                     outcome.error = Some(e.to_string());
                 }
@@ -170,6 +173,15 @@ async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) ->
         }
     }
     outcome
+}
+
+fn describe_prepare(step: &Step) -> &'static str {
+    match step {
+        Step::EnsureNetwork { .. } => "preparing the network",
+        Step::EnsureVolume { .. } => "preparing the volume",
+        Step::EnsureImage { .. } => "preparing the image",
+        _ => "preparing",
+    }
 }
 
 async fn run_change(ctx: &StepContext<'_>, change: &Change) -> Result<(), DockerError> {

@@ -28,7 +28,7 @@ pub async fn observe(docker: &Docker) -> Result<Vec<ObservedContainer>, DockerEr
 fn to_observed(c: ContainerSummary) -> Option<ObservedContainer> {
     let labels = c.labels.unwrap_or_default();
     let name = c.names.unwrap_or_default().into_iter().next().unwrap_or_default();
-    let state = c.state.map(|s| State::parse(&s.to_string())).unwrap_or(State::Dead);
+    let state = c.state.map(|s| State::parse(s.as_ref())).unwrap_or(State::Dead);
     Some(ObservedContainer {
         id: c.id?,
         name: name.trim_start_matches('/').to_string(),

@@ -47,6 +47,13 @@ const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Read files and folders (`.yaml` / `.yml` / `.json` in a folder, recursively, in name
 /// order). All errors are collected before returning.
 pub fn load(paths: &[PathBuf]) -> Result<Input, InputErrors> {
+    let (input, errors) = load_partial(paths);
+    if errors.is_empty() { Ok(input) } else { Err(InputErrors(errors)) }
+}
+
+/// [`load`], returning what could be read along with every error, so that the checks across
+/// objects can still run and report in the same go.
+pub fn load_partial(paths: &[PathBuf]) -> (Input, Vec<InputError>) {
     let mut errors = Vec::new();
     let mut files = Vec::new();
     for p in paths {
@@ -59,7 +66,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Input, InputErrors> {
     for f in &files {
         load_file(f, &mut input, &mut errors);
     }
-    if errors.is_empty() { Ok(input) } else { Err(InputErrors(errors)) }
+    (input, errors)
 }
 
 fn err_file(file: &Path, message: impl Into<String>) -> InputError {
@@ -183,11 +190,17 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
         "Secret" => {
             let o: Secret = typed!(Secret);
             let key = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
+            if input.secrets.contains_key(&key) {
+                return errors.push(here(Some(object), Some("metadata.name"), "is declared twice".into()));
+            }
             input.secrets.insert(key, Located { origin, object: o });
         }
         _ => {
             let o: ConfigMap = typed!(ConfigMap);
             let key = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
+            if input.config_maps.contains_key(&key) {
+                return errors.push(here(Some(object), Some("metadata.name"), "is declared twice".into()));
+            }
             input.config_maps.insert(key, Located { origin, object: o });
         }
     }
@@ -209,7 +222,7 @@ fn push_validation(problems: &[berth_crd::FieldError], origin: &Origin, object: 
 fn parse_strict<T: DeserializeOwned>(doc: Value) -> Result<T, Vec<(String, String)>> {
     let mut unknown = Vec::new();
     let result: Result<T, _> = {
-        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
         let ignored = serde_ignored::Deserializer::new(doc, &mut record);
         serde_path_to_error::deserialize(ignored)
     };
@@ -228,5 +241,20 @@ fn parse_strict<T: DeserializeOwned>(doc: Value) -> Result<T, Vec<(String, Strin
                 .collect();
             if unknown.is_empty() { Ok(v) } else { Err(unknown) }
         }
+    }
+}
+
+/// `spec.template.ports[0].hostport`, as every other message writes a field path
+/// (serde_ignored's `Display` gives `spec.template.ports.0.hostport` and `healthcheck.?.x`).
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
