@@ -272,7 +272,9 @@ pub struct ContainerPort {
     pub protocol: Protocol,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema, PartialOrd, Ord, Hash)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema, PartialOrd, Ord, Hash,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
     #[default]

@@ -26,8 +26,7 @@ pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "berth.dev/v1alpha1";
 
 /// The CRDs of all berth resources, in a stable order.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
     vec![DockerHost::crd(), ContainerSet::crd()]
 }

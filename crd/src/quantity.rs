@@ -15,9 +15,7 @@ pub fn parse_cpus(s: &str) -> Result<i64, String> {
         Some(n) => (n, 1_000_000.0),
         None => (s, 1_000_000_000.0),
     };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a CPU quantity (examples: \"500m\", \"1.5\")"))?;
+    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a CPU quantity (examples: \"500m\", \"1.5\")"))?;
     if !v.is_finite() || v <= 0.0 {
         return Err(format!("{s:?} must be a positive CPU quantity"));
     }
@@ -49,9 +47,7 @@ pub fn parse_memory(s: &str) -> Result<i64, String> {
         .iter()
         .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
         .expect("the empty suffix always matches");
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a memory quantity (examples: \"256Mi\", \"1Gi\")"))?;
+    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a memory quantity (examples: \"256Mi\", \"1Gi\")"))?;
     let bytes = (v * mult).round();
     // Docker refuses limits under 6 MiB; say so here rather than at container create.
     if !bytes.is_finite() || bytes < 6.0 * 1048576.0 {

@@ -123,7 +123,10 @@ impl Validate for ContainerSet {
             e.add("spec.replicasPerHost", format!("must be between 0 and 1000, got {}", spec.replicas_per_host));
         }
         if !(0..=100).contains(&spec.revision_history_limit) {
-            e.add("spec.revisionHistoryLimit", format!("must be between 0 and 100, got {}", spec.revision_history_limit));
+            e.add(
+                "spec.revisionHistoryLimit",
+                format!("must be between 0 and 100, got {}", spec.revision_history_limit),
+            );
         }
         check_selector(&mut e, "spec.hostSelector", &spec.host_selector);
         check_template(&mut e, "spec.template", &spec.template);
@@ -150,7 +153,10 @@ impl Validate for ContainerSet {
             e.add("spec.strategy.minReadySeconds", format!("must not be negative, got {m}"));
         }
         if s.progress_deadline_seconds < 1 {
-            e.add("spec.strategy.progressDeadlineSeconds", format!("must be at least 1, got {}", s.progress_deadline_seconds));
+            e.add(
+                "spec.strategy.progressDeadlineSeconds",
+                format!("must be at least 1, got {}", s.progress_deadline_seconds),
+            );
         }
         let _ = self.name_any();
         e.0
@@ -158,7 +164,13 @@ impl Validate for ContainerSet {
 }
 
 fn check_selector(e: &mut Errors, path: &str, sel: &LabelSelector) {
-    check_count(e, &format!("{path}.matchExpressions"), sel.match_expressions.as_ref().map_or(0, Vec::len), MAX_SELECTOR_EXPRESSIONS, "expressions");
+    check_count(
+        e,
+        &format!("{path}.matchExpressions"),
+        sel.match_expressions.as_ref().map_or(0, Vec::len),
+        MAX_SELECTOR_EXPRESSIONS,
+        "expressions",
+    );
     for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {
         let p = format!("{path}.matchExpressions[{i}]");
         match expr.operator.as_str() {
@@ -242,7 +254,10 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
                 (Some(r), None) | (None, Some(r)) => {
                     let which = if from.secret_key_ref.is_some() { "secretKeyRef" } else { "configMapKeyRef" };
                     if !is_dns_subdomain(&r.name) {
-                        e.add(format!("{p}.valueFrom.{which}.name"), format!("{:?} is not a valid object name", r.name));
+                        e.add(
+                            format!("{p}.valueFrom.{which}.name"),
+                            format!("{:?} is not a valid object name", r.name),
+                        );
                     }
                     if r.key.is_empty() {
                         e.add(format!("{p}.valueFrom.{which}.key"), "is required");
@@ -262,7 +277,10 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             e.add(format!("{p}.containerPort"), format!("must be between 1 and 65535, got {}", port.container_port));
         }
         if !container_ports.insert((port.container_port, port.protocol)) {
-            e.add(format!("{p}.containerPort"), format!("{}/{} is declared twice", port.container_port, port.protocol.as_docker()));
+            e.add(
+                format!("{p}.containerPort"),
+                format!("{}/{} is declared twice", port.container_port, port.protocol.as_docker()),
+            );
         }
         // As CEL's isIP(): no IPv4-mapped IPv6 addresses (and, as Rust's parser, no zones).
         let ip_ok = match port.host_ip.parse::<IpAddr>() {
@@ -291,7 +309,10 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     for (i, m) in t.mounts.iter().enumerate() {
         let p = format!("{path}.mounts[{i}]");
         if !is_match(MOUNT_TARGET, &m.target) {
-            e.add(format!("{p}.target"), format!("{:?} must be an absolute path other than / and without a trailing /", m.target));
+            e.add(
+                format!("{p}.target"),
+                format!("{:?} must be an absolute path other than / and without a trailing /", m.target),
+            );
         }
         if m.target.len() > MAX_PATH {
             e.add(format!("{p}.target"), format!("at most {MAX_PATH} characters, got {}", m.target.len()));
@@ -309,10 +330,9 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             (MountKind::Volume | MountKind::Bind, None | Some("")) => {
                 e.add(format!("{p}.source"), "is required for volume and bind mounts")
             }
-            (MountKind::Volume, Some(s)) if !is_docker_name(s) => e.add(
-                format!("{p}.source"),
-                format!("{s:?} is not a valid volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"),
-            ),
+            (MountKind::Volume, Some(s)) if !is_docker_name(s) => {
+                e.add(format!("{p}.source"), format!("{s:?} is not a valid volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"))
+            }
             (MountKind::Bind, Some(s)) if !s.starts_with('/') => {
                 e.add(format!("{p}.source"), format!("{s:?}: a bind mount's source must be an absolute host path"))
             }
@@ -334,10 +354,7 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
         match h.test.first().map(String::as_str) {
             Some("CMD" | "CMD-SHELL") if h.test.len() >= 2 => {}
             Some("NONE") if h.test.len() == 1 => {}
-            _ => e.add(
-                format!("{p}.test"),
-                "must be [\"CMD\", exe, args...], [\"CMD-SHELL\", command] or [\"NONE\"]",
-            ),
+            _ => e.add(format!("{p}.test"), "must be [\"CMD\", exe, args...], [\"CMD-SHELL\", command] or [\"NONE\"]"),
         }
         for (field, value) in [("interval", &h.interval), ("timeout", &h.timeout), ("startPeriod", &h.start_period)] {
             if let Some(v) = value {

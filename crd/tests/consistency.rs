@@ -17,7 +17,9 @@ use support::{ApiServer, CRD_COST_LIMIT, RULE_COST_LIMIT, Rejection};
 
 /// A ContainerSet named `name`; `spec` is the YAML below `spec:`, starting with a newline.
 fn cs_named(name: &str, spec: &str) -> String {
-    format!("apiVersion: berth.dev/v1alpha1\nkind: ContainerSet\nmetadata:\n  name: {name}\n  namespace: default\nspec:{spec}")
+    format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: ContainerSet\nmetadata:\n  name: {name}\n  namespace: default\nspec:{spec}"
+    )
 }
 
 fn cs(spec: &str) -> String {
@@ -31,7 +33,9 @@ fn tpl(template: &str) -> String {
 }
 
 fn dh_named(name: &str, spec: &str) -> String {
-    format!("apiVersion: berth.dev/v1alpha1\nkind: DockerHost\nmetadata:\n  name: {name}\n  namespace: default\nspec:{spec}")
+    format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: DockerHost\nmetadata:\n  name: {name}\n  namespace: default\nspec:{spec}"
+    )
 }
 
 fn dh(spec: &str) -> String {
@@ -103,16 +107,18 @@ fn rust_only(what: &'static str, path: &'static str, why: &'static str, yaml: St
 const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn invalid_cases() -> Vec<Case> {
-    let too_many_ports: String =
-        (0..=MAX_PORTS).map(|i| format!("      - containerPort: {}\n", 1000 + i)).collect();
-    let too_many_selectors: String = (0..=MAX_SELECTOR_EXPRESSIONS)
-        .map(|i| format!("      - {{key: k{i}, operator: Exists}}\n"))
-        .collect();
+    let too_many_ports: String = (0..=MAX_PORTS).map(|i| format!("      - containerPort: {}\n", 1000 + i)).collect();
+    let too_many_selectors: String =
+        (0..=MAX_SELECTOR_EXPRESSIONS).map(|i| format!("      - {{key: k{i}, operator: Exists}}\n")).collect();
     vec![
         // ports
         bad("containerPort 0", "spec.template.ports[0].containerPort", tpl("    ports: [{containerPort: 0}]")),
         bad("containerPort 70000", "spec.template.ports[0].containerPort", tpl("    ports: [{containerPort: 70000}]")),
-        bad("hostPort 70000", "spec.template.ports[0].hostPort", tpl("    ports: [{containerPort: 80, hostPort: 70000}]")),
+        bad(
+            "hostPort 70000",
+            "spec.template.ports[0].hostPort",
+            tpl("    ports: [{containerPort: 80, hostPort: 70000}]"),
+        ),
         bad("hostPort 0", "spec.template.ports[0].hostPort", tpl("    ports: [{containerPort: 80, hostPort: 0}]")),
         bad(
             "duplicate hostPort/protocol/hostIP",
@@ -122,52 +128,104 @@ fn invalid_cases() -> Vec<Case> {
         bad(
             "duplicate hostPort/protocol/hostIP, one protocol defaulted",
             "spec.template.ports[1].hostPort",
-            tpl("    ports:\n      - {containerPort: 80, hostPort: 8080, hostIP: 127.0.0.1}\n      - {containerPort: 81, hostPort: 8080, protocol: TCP, hostIP: 127.0.0.1}"),
+            tpl(
+                "    ports:\n      - {containerPort: 80, hostPort: 8080, hostIP: 127.0.0.1}\n      - {containerPort: 81, hostPort: 8080, protocol: TCP, hostIP: 127.0.0.1}",
+            ),
         ),
         bad(
             "duplicate containerPort/protocol",
             "spec.template.ports[1].containerPort",
             tpl("    ports:\n      - {containerPort: 80}\n      - {containerPort: 80, protocol: TCP}"),
         ),
-        bad("hostIP not an address", "spec.template.ports[0].hostIP", tpl("    ports: [{containerPort: 80, hostPort: 80, hostIP: localhost}]")),
+        bad(
+            "hostIP not an address",
+            "spec.template.ports[0].hostIP",
+            tpl("    ports: [{containerPort: 80, hostPort: 80, hostIP: localhost}]"),
+        ),
         bad(
             "hostIP an IPv4-mapped IPv6 address",
             "spec.template.ports[0].hostIP",
             tpl("    ports: [{containerPort: 80, hostPort: 80, hostIP: \"::ffff:10.0.0.1\"}]"),
         ),
-        bad("protocol HTTP (enum)", "spec.template.ports[0].protocol", tpl("    ports: [{containerPort: 80, protocol: HTTP}]")),
-        bad("containerPort a string (type)", "spec.template.ports[0].containerPort", tpl("    ports: [{containerPort: http}]")),
+        bad(
+            "protocol HTTP (enum)",
+            "spec.template.ports[0].protocol",
+            tpl("    ports: [{containerPort: 80, protocol: HTTP}]"),
+        ),
+        bad(
+            "containerPort a string (type)",
+            "spec.template.ports[0].containerPort",
+            tpl("    ports: [{containerPort: http}]"),
+        ),
         bad("more ports than maxItems", "spec.template.ports", tpl(&format!("    ports:\n{too_many_ports}"))),
         // replicas
         bad(
             "replicasPerHost 2 with a hostPort",
             "spec.replicasPerHost",
-            cs("\n  replicasPerHost: 2\n  template:\n    image: nginx\n    ports: [{containerPort: 80, hostPort: 8080}]"),
+            cs(
+                "\n  replicasPerHost: 2\n  template:\n    image: nginx\n    ports: [{containerPort: 80, hostPort: 8080}]",
+            ),
         ),
         bad("replicasPerHost -1", "spec.replicasPerHost", cs("\n  replicasPerHost: -1\n  template: {image: nginx}")),
-        bad("replicasPerHost 1001", "spec.replicasPerHost", cs("\n  replicasPerHost: 1001\n  template: {image: nginx}")),
-        bad("revisionHistoryLimit 101", "spec.revisionHistoryLimit", cs("\n  revisionHistoryLimit: 101\n  template: {image: nginx}")),
+        bad(
+            "replicasPerHost 1001",
+            "spec.replicasPerHost",
+            cs("\n  replicasPerHost: 1001\n  template: {image: nginx}"),
+        ),
+        bad(
+            "revisionHistoryLimit 101",
+            "spec.revisionHistoryLimit",
+            cs("\n  revisionHistoryLimit: 101\n  template: {image: nginx}"),
+        ),
         // mounts
-        bad("relative mount target", "spec.template.mounts[0].target", tpl("    mounts: [{type: tmpfs, target: data}]")),
-        bad("mount target with a trailing /", "spec.template.mounts[0].target", tpl("    mounts: [{type: tmpfs, target: /data/}]")),
+        bad(
+            "relative mount target",
+            "spec.template.mounts[0].target",
+            tpl("    mounts: [{type: tmpfs, target: data}]"),
+        ),
+        bad(
+            "mount target with a trailing /",
+            "spec.template.mounts[0].target",
+            tpl("    mounts: [{type: tmpfs, target: /data/}]"),
+        ),
         bad("mount target /", "spec.template.mounts[0].target", tpl("    mounts: [{type: tmpfs, target: /}]")),
         bad(
             "duplicate mount target",
             "spec.template.mounts[1].target",
             tpl("    mounts:\n      - {type: tmpfs, target: /tmp}\n      - {source: data, target: /tmp}"),
         ),
-        bad("tmpfs with a source", "spec.template.mounts[0].source", tpl("    mounts: [{type: tmpfs, source: x, target: /tmp}]")),
+        bad(
+            "tmpfs with a source",
+            "spec.template.mounts[0].source",
+            tpl("    mounts: [{type: tmpfs, source: x, target: /tmp}]"),
+        ),
         bad("volume mount without source", "spec.template.mounts[0].source", tpl("    mounts: [{target: /data}]")),
-        bad("bind mount with a relative source", "spec.template.mounts[0].source", tpl("    mounts: [{type: bind, source: ./data, target: /data}]")),
-        bad("volume with an invalid name", "spec.template.mounts[0].source", tpl("    mounts: [{source: _data, target: /data}]")),
-        bad("mount type nfs (enum)", "spec.template.mounts[0].type", tpl("    mounts: [{type: nfs, source: x, target: /data}]")),
+        bad(
+            "bind mount with a relative source",
+            "spec.template.mounts[0].source",
+            tpl("    mounts: [{type: bind, source: ./data, target: /data}]"),
+        ),
+        bad(
+            "volume with an invalid name",
+            "spec.template.mounts[0].source",
+            tpl("    mounts: [{source: _data, target: /data}]"),
+        ),
+        bad(
+            "mount type nfs (enum)",
+            "spec.template.mounts[0].type",
+            tpl("    mounts: [{type: nfs, source: x, target: /data}]"),
+        ),
         // image
         bad("image with an uppercase repository", "spec.template.image", cs("\n  template: {image: example/Echo}")),
         bad("image with a space", "spec.template.image", cs("\n  template: {image: nginx latest}")),
         bad("image ':' only", "spec.template.image", cs("\n  template: {image: \":\"}")),
         bad("image with an empty tag", "spec.template.image", cs("\n  template: {image: \"nginx:\"}")),
         bad("image with a short digest", "spec.template.image", cs("\n  template: {image: \"nginx@sha256:abc\"}")),
-        bad("image with an uppercase digest", "spec.template.image", cs(&format!("\n  template: {{image: \"nginx@sha256:{}\"}}", DIGEST.to_uppercase()))),
+        bad(
+            "image with an uppercase digest",
+            "spec.template.image",
+            cs(&format!("\n  template: {{image: \"nginx@sha256:{}\"}}", DIGEST.to_uppercase())),
+        ),
         bad("image with a unicode tag", "spec.template.image", cs("\n  template: {image: \"nginx:t\u{e4}g\"}")),
         rust_only(
             "image name longer than 255 characters",
@@ -177,17 +235,27 @@ fn invalid_cases() -> Vec<Case> {
         ),
         // env
         bad("env name starting with a digit", "spec.template.env[0].name", tpl("    env: [{name: 1FOO, value: x}]")),
-        bad("env name twice", "spec.template.env[1].name", tpl("    env: [{name: FOO, value: a}, {name: FOO, value: b}]")),
+        bad(
+            "env name twice",
+            "spec.template.env[1].name",
+            tpl("    env: [{name: FOO, value: a}, {name: FOO, value: b}]"),
+        ),
         bad(
             "env with value and valueFrom",
             "spec.template.env[0]",
             tpl("    env: [{name: FOO, value: x, valueFrom: {secretKeyRef: {name: s, key: k}}}]"),
         ),
-        bad("env valueFrom with neither ref", "spec.template.env[0].valueFrom", tpl("    env: [{name: FOO, valueFrom: {}}]")),
+        bad(
+            "env valueFrom with neither ref",
+            "spec.template.env[0].valueFrom",
+            tpl("    env: [{name: FOO, valueFrom: {}}]"),
+        ),
         bad(
             "env valueFrom with both refs",
             "spec.template.env[0].valueFrom",
-            tpl("    env: [{name: FOO, valueFrom: {secretKeyRef: {name: s, key: k}, configMapKeyRef: {name: c, key: k}}}]"),
+            tpl(
+                "    env: [{name: FOO, valueFrom: {secretKeyRef: {name: s, key: k}, configMapKeyRef: {name: c, key: k}}}]",
+            ),
         ),
         bad(
             "env valueFrom Secret name not a DNS subdomain",
@@ -205,7 +273,11 @@ fn invalid_cases() -> Vec<Case> {
         bad("healthcheck test [CMD]", "spec.template.healthcheck.test", tpl("    healthcheck: {test: [CMD]}")),
         bad("healthcheck test [NONE, x]", "spec.template.healthcheck.test", tpl("    healthcheck: {test: [NONE, x]}")),
         bad("healthcheck test []", "spec.template.healthcheck.test", tpl("    healthcheck: {test: []}")),
-        bad("healthcheck retries 0", "spec.template.healthcheck.retries", tpl("    healthcheck: {test: [CMD, /probe], retries: 0}")),
+        bad(
+            "healthcheck retries 0",
+            "spec.template.healthcheck.retries",
+            tpl("    healthcheck: {test: [CMD, /probe], retries: 0}"),
+        ),
         rust_only(
             "healthcheck interval 'soon'",
             "spec.template.healthcheck.interval",
@@ -221,16 +293,52 @@ fn invalid_cases() -> Vec<Case> {
         // names
         bad("uppercase metadata.name", "metadata.name", cs_named("Web", "\n  template: {image: nginx}")),
         bad("64-character metadata.name", "metadata.name", cs_named(&"a".repeat(64), "\n  template: {image: nginx}")),
-        bad("uppercase DockerHost metadata.name", "metadata.name", dh_named("Host_1", "\n  endpoint: unix:///var/run/docker.sock")),
+        bad(
+            "uppercase DockerHost metadata.name",
+            "metadata.name",
+            dh_named("Host_1", "\n  endpoint: unix:///var/run/docker.sock"),
+        ),
         // strategy
-        bad("unknown strategy type (enum)", "spec.strategy.type", cs("\n  template: {image: nginx}\n  strategy: {type: RollingUpdate}")),
-        bad("progressDeadlineSeconds 0", "spec.strategy.progressDeadlineSeconds", cs("\n  template: {image: nginx}\n  strategy: {progressDeadlineSeconds: 0}")),
-        bad("minReadySeconds -1", "spec.strategy.minReadySeconds", cs("\n  template: {image: nginx}\n  strategy: {minReadySeconds: -1}")),
-        bad("maxUnavailable 150%", "spec.strategy.maxUnavailable", cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: 150%}")),
-        bad("maxUnavailable -1", "spec.strategy.maxUnavailable", cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: -1}")),
-        bad("maxUnavailable \"25\" (a string without %)", "spec.strategy.maxUnavailable", cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: \"25\"}")),
-        bad("maxUnavailable 05%", "spec.strategy.maxUnavailable", cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: 05%}")),
-        bad("unknown drift policy (enum)", "spec.driftPolicy", cs("\n  template: {image: nginx}\n  driftPolicy: Ignore")),
+        bad(
+            "unknown strategy type (enum)",
+            "spec.strategy.type",
+            cs("\n  template: {image: nginx}\n  strategy: {type: RollingUpdate}"),
+        ),
+        bad(
+            "progressDeadlineSeconds 0",
+            "spec.strategy.progressDeadlineSeconds",
+            cs("\n  template: {image: nginx}\n  strategy: {progressDeadlineSeconds: 0}"),
+        ),
+        bad(
+            "minReadySeconds -1",
+            "spec.strategy.minReadySeconds",
+            cs("\n  template: {image: nginx}\n  strategy: {minReadySeconds: -1}"),
+        ),
+        bad(
+            "maxUnavailable 150%",
+            "spec.strategy.maxUnavailable",
+            cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: 150%}"),
+        ),
+        bad(
+            "maxUnavailable -1",
+            "spec.strategy.maxUnavailable",
+            cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: -1}"),
+        ),
+        bad(
+            "maxUnavailable \"25\" (a string without %)",
+            "spec.strategy.maxUnavailable",
+            cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: \"25\"}"),
+        ),
+        bad(
+            "maxUnavailable 05%",
+            "spec.strategy.maxUnavailable",
+            cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: 05%}"),
+        ),
+        bad(
+            "unknown drift policy (enum)",
+            "spec.driftPolicy",
+            cs("\n  template: {image: nginx}\n  driftPolicy: Ignore"),
+        ),
         bad("unknown pull policy (enum)", "spec.template.imagePullPolicy", tpl("    imagePullPolicy: Sometimes")),
         // resources
         bad("cpus 'lots'", "spec.template.resources.cpus", tpl("    resources: {cpus: lots}")),
@@ -253,14 +361,26 @@ fn invalid_cases() -> Vec<Case> {
         bad("empty command", "spec.template.command", tpl("    command: []")),
         bad("built-in network", "spec.template.networks[0]", tpl("    networks: [host]")),
         bad("network name with a space", "spec.template.networks[0]", tpl("    networks: [my net]")),
-        bad("reserved label", "spec.template.labels.berth.dev/revision", tpl("    labels: {berth.dev/revision: \"7\"}")),
+        bad(
+            "reserved label",
+            "spec.template.labels.berth.dev/revision",
+            tpl("    labels: {berth.dev/revision: \"7\"}"),
+        ),
         bad("stop signal TERM", "spec.template.stopSignal", tpl("    stopSignal: TERM")),
         bad("stop signal 65", "spec.template.stopSignal", tpl("    stopSignal: \"65\"")),
-        bad("stopGracePeriodSeconds 3601", "spec.template.stopGracePeriodSeconds", tpl("    stopGracePeriodSeconds: 3601")),
+        bad(
+            "stopGracePeriodSeconds 3601",
+            "spec.template.stopGracePeriodSeconds",
+            tpl("    stopGracePeriodSeconds: 3601"),
+        ),
         bad("user with a space", "spec.template.user", tpl("    user: app user")),
         bad("relative workingDir", "spec.template.workingDir", tpl("    workingDir: app")),
         bad("lowercase capability", "spec.template.capAdd[0]", tpl("    capAdd: [net_admin]")),
-        bad("pull secret name not a DNS subdomain", "spec.template.imagePullSecrets[0].name", tpl("    imagePullSecrets: [{name: Regcred}]")),
+        bad(
+            "pull secret name not a DNS subdomain",
+            "spec.template.imagePullSecrets[0].name",
+            tpl("    imagePullSecrets: [{name: Regcred}]"),
+        ),
         // hostSelector
         bad(
             "selector operator Has",
@@ -275,7 +395,9 @@ fn invalid_cases() -> Vec<Case> {
         bad(
             "selector Exists with values",
             "spec.hostSelector.matchExpressions[0].values",
-            cs("\n  template: {image: nginx}\n  hostSelector: {matchExpressions: [{key: zone, operator: Exists, values: [a]}]}"),
+            cs(
+                "\n  template: {image: nginx}\n  hostSelector: {matchExpressions: [{key: zone, operator: Exists, values: [a]}]}",
+            ),
         ),
         bad(
             "selector with an empty key",
@@ -285,7 +407,9 @@ fn invalid_cases() -> Vec<Case> {
         bad(
             "more selector expressions than maxItems",
             "spec.hostSelector.matchExpressions",
-            cs(&format!("\n  template: {{image: nginx}}\n  hostSelector:\n    matchExpressions:\n{too_many_selectors}")),
+            cs(&format!(
+                "\n  template: {{image: nginx}}\n  hostSelector:\n    matchExpressions:\n{too_many_selectors}"
+            )),
         ),
         // DockerHost
         bad("endpoint http://x", "spec.endpoint", dh("\n  endpoint: http://x")),
@@ -296,9 +420,21 @@ fn invalid_cases() -> Vec<Case> {
         bad("tcp:// host with _", "spec.endpoint", dh("\n  endpoint: tcp://docker_1:2376\n  insecure: true")),
         bad("unix:// relative path", "spec.endpoint", dh("\n  endpoint: unix://docker.sock")),
         bad("unix:/// alone", "spec.endpoint", dh("\n  endpoint: unix:///")),
-        bad("empty tls.secretName", "spec.tls.secretName", dh("\n  endpoint: tcp://10.0.0.5:2376\n  tls: {secretName: \"\"}")),
-        bad("tls.secretName not a DNS subdomain", "spec.tls.secretName", dh("\n  endpoint: tcp://10.0.0.5:2376\n  tls: {secretName: Docker_TLS}")),
-        bad("relative allowed host path", "spec.policy.allowedHostPaths[0]", dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedHostPaths: [srv]}")),
+        bad(
+            "empty tls.secretName",
+            "spec.tls.secretName",
+            dh("\n  endpoint: tcp://10.0.0.5:2376\n  tls: {secretName: \"\"}"),
+        ),
+        bad(
+            "tls.secretName not a DNS subdomain",
+            "spec.tls.secretName",
+            dh("\n  endpoint: tcp://10.0.0.5:2376\n  tls: {secretName: Docker_TLS}"),
+        ),
+        bad(
+            "relative allowed host path",
+            "spec.policy.allowedHostPaths[0]",
+            dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedHostPaths: [srv]}"),
+        ),
         bad("insecure a string (type)", "spec.insecure", dh("\n  endpoint: tcp://10.0.0.5:2375\n  insecure: \"yes\"")),
     ]
 }
@@ -306,47 +442,94 @@ fn invalid_cases() -> Vec<Case> {
 fn valid_edge_cases() -> Vec<(&'static str, String)> {
     let max_ports: String = (0..MAX_PORTS).map(|i| format!("      - containerPort: {}\n", 1000 + i)).collect();
     vec![
-        ("no hostPort, 3 replicas per host", cs("\n  replicasPerHost: 3\n  template:\n    image: nginx\n    ports: [{containerPort: 80}]")),
-        ("replicasPerHost 0 with a hostPort", cs("\n  replicasPerHost: 0\n  template:\n    image: nginx\n    ports: [{containerPort: 80, hostPort: 80}]")),
+        (
+            "no hostPort, 3 replicas per host",
+            cs("\n  replicasPerHost: 3\n  template:\n    image: nginx\n    ports: [{containerPort: 80}]"),
+        ),
+        (
+            "replicasPerHost 0 with a hostPort",
+            cs("\n  replicasPerHost: 0\n  template:\n    image: nginx\n    ports: [{containerPort: 80, hostPort: 80}]"),
+        ),
         ("tmpfs without source", tpl("    mounts: [{type: tmpfs, target: /tmp}]")),
-        ("volume and bind mounts", tpl("    mounts:\n      - {source: data_1.x-y, target: /data}\n      - {type: bind, source: /srv/www, target: /www, readOnly: true}")),
+        (
+            "volume and bind mounts",
+            tpl(
+                "    mounts:\n      - {source: data_1.x-y, target: /data}\n      - {type: bind, source: /srv/www, target: /www, readOnly: true}",
+            ),
+        ),
         (
             "same hostPort, different protocols",
-            tpl("    ports:\n      - {containerPort: 53, hostPort: 53}\n      - {containerPort: 53, hostPort: 53, protocol: UDP}"),
+            tpl(
+                "    ports:\n      - {containerPort: 53, hostPort: 53}\n      - {containerPort: 53, hostPort: 53, protocol: UDP}",
+            ),
         ),
         (
             "same hostPort, different hostIPs",
-            tpl("    ports:\n      - {containerPort: 80, hostPort: 80, hostIP: 127.0.0.1}\n      - {containerPort: 81, hostPort: 80, hostIP: \"::1\"}"),
+            tpl(
+                "    ports:\n      - {containerPort: 80, hostPort: 80, hostIP: 127.0.0.1}\n      - {containerPort: 81, hostPort: 80, hostIP: \"::1\"}",
+            ),
         ),
         ("as many ports as maxItems", tpl(&format!("    ports:\n{max_ports}"))),
         ("image with a registry and port", cs("\n  template: {image: \"localhost:5000/team/app:1.0\"}")),
-        ("image with an uppercase registry and a digest", cs(&format!("\n  template: {{image: \"Registry.Example.com/app@sha256:{DIGEST}\"}}"))),
-        ("image with tag and sha512 digest", cs(&format!("\n  template: {{image: \"ghcr.io/org/app:v1.2_beta-3@sha512:{DIGEST}{DIGEST}\"}}"))),
+        (
+            "image with an uppercase registry and a digest",
+            cs(&format!("\n  template: {{image: \"Registry.Example.com/app@sha256:{DIGEST}\"}}")),
+        ),
+        (
+            "image with tag and sha512 digest",
+            cs(&format!("\n  template: {{image: \"ghcr.io/org/app:v1.2_beta-3@sha512:{DIGEST}{DIGEST}\"}}")),
+        ),
         ("image with separators", cs("\n  template: {image: \"a--b/c__d.e_f:latest\"}")),
         ("healthcheck [NONE]", tpl("    healthcheck: {test: [NONE]}")),
-        ("healthcheck CMD-SHELL", tpl("    healthcheck: {test: [CMD-SHELL, curl -f localhost], interval: 1m30s, timeout: 500ms, startPeriod: 2s, retries: 100}")),
+        (
+            "healthcheck CMD-SHELL",
+            tpl(
+                "    healthcheck: {test: [CMD-SHELL, curl -f localhost], interval: 1m30s, timeout: 500ms, startPeriod: 2s, retries: 100}",
+            ),
+        ),
         (
             "env from Secret and ConfigMap",
-            tpl("    env:\n      - {name: _A.b-1, value: x}\n      - {name: B, valueFrom: {secretKeyRef: {name: s.example, key: k}}}\n      - {name: C, valueFrom: {configMapKeyRef: {name: cm, key: k, optional: true}}}"),
+            tpl(
+                "    env:\n      - {name: _A.b-1, value: x}\n      - {name: B, valueFrom: {secretKeyRef: {name: s.example, key: k}}}\n      - {name: C, valueFrom: {configMapKeyRef: {name: cm, key: k, optional: true}}}",
+            ),
         ),
-        ("maxUnavailable 0% and a deadline", cs("\n  template: {image: nginx}\n  strategy: {type: StopFirst, maxUnavailable: 0%, progressDeadlineSeconds: 1, minReadySeconds: 0}")),
+        (
+            "maxUnavailable 0% and a deadline",
+            cs(
+                "\n  template: {image: nginx}\n  strategy: {type: StopFirst, maxUnavailable: 0%, progressDeadlineSeconds: 1, minReadySeconds: 0}",
+            ),
+        ),
         ("maxUnavailable 100%", cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: 100%}")),
         ("maxUnavailable 3", cs("\n  template: {image: nginx}\n  strategy: {maxUnavailable: 3}")),
         ("resources", tpl("    resources: {cpus: 500m, memory: 256Mi}")),
         ("resources as plain numbers", tpl("    resources: {cpus: \"1.5\", memory: \"8388608\"}")),
         (
             "everything else",
-            tpl("    command: [/app]\n    args: []\n    networks: [backend, my_net.1]\n    labels: {team: web, example.com/tier: front}\n    stopSignal: SIGRTMIN+3\n    stopGracePeriodSeconds: 0\n    user: \"1000:1000\"\n    workingDir: /srv\n    capAdd: [NET_ADMIN]\n    capDrop: [ALL]\n    imagePullSecrets: [{name: regcred}]\n    restartPolicy: OnFailure\n    privileged: true\n    readOnlyRootFilesystem: true"),
+            tpl(
+                "    command: [/app]\n    args: []\n    networks: [backend, my_net.1]\n    labels: {team: web, example.com/tier: front}\n    stopSignal: SIGRTMIN+3\n    stopGracePeriodSeconds: 0\n    user: \"1000:1000\"\n    workingDir: /srv\n    capAdd: [NET_ADMIN]\n    capDrop: [ALL]\n    imagePullSecrets: [{name: regcred}]\n    restartPolicy: OnFailure\n    privileged: true\n    readOnlyRootFilesystem: true",
+            ),
         ),
         ("stop signal as a number", tpl("    stopSignal: \"9\"")),
         (
             "host selector",
-            cs("\n  template: {image: nginx}\n  hostSelector:\n    matchLabels: {zone: a}\n    matchExpressions:\n      - {key: gpu, operator: Exists}\n      - {key: zone, operator: NotIn, values: [b, c]}\n      - {key: disk, operator: DoesNotExist, values: []}"),
+            cs(
+                "\n  template: {image: nginx}\n  hostSelector:\n    matchLabels: {zone: a}\n    matchExpressions:\n      - {key: gpu, operator: Exists}\n      - {key: zone, operator: NotIn, values: [b, c]}\n      - {key: disk, operator: DoesNotExist, values: []}",
+            ),
         ),
         ("a 63-character name", cs_named(&"a".repeat(63), "\n  template: {image: nginx}")),
         ("DockerHost on the local socket", dh("\n  endpoint: unix:///var/run/docker.sock")),
-        ("DockerHost over TLS", dh("\n  endpoint: tcp://docker-1.example.com:2376\n  tls: {secretName: docker-1.tls}\n  unschedulable: true")),
-        ("DockerHost over plain TCP", dh("\n  endpoint: \"tcp://[::1]:65535\"\n  insecure: true\n  policy: {allowPrivileged: true, allowedHostPaths: [/srv]}")),
+        (
+            "DockerHost over TLS",
+            dh(
+                "\n  endpoint: tcp://docker-1.example.com:2376\n  tls: {secretName: docker-1.tls}\n  unschedulable: true",
+            ),
+        ),
+        (
+            "DockerHost over plain TCP",
+            dh(
+                "\n  endpoint: \"tcp://[::1]:65535\"\n  insecure: true\n  policy: {allowPrivileged: true, allowedHostPaths: [/srv]}",
+            ),
+        ),
     ]
 }
 
@@ -486,7 +669,11 @@ fn crds_pass_the_api_servers_own_checks() {
         let mut total: u64 = 0;
         for r in support::rules(schema) {
             let here = format!("{kind} {} {:?}", r.path, r.rule);
-            let allowed: &[&str] = if r.path.is_empty() { &["self", "oldSelf", "apiVersion", "apiGroup", "kind"] } else { &["self", "oldSelf"] };
+            let allowed: &[&str] = if r.path.is_empty() {
+                &["self", "oldSelf", "apiVersion", "apiGroup", "kind"]
+            } else {
+                &["self", "oldSelf"]
+            };
             match support::free_variables(&r.rule) {
                 Ok(vars) => {
                     for v in vars.iter().filter(|v| !allowed.contains(&v.as_str())) {
@@ -510,7 +697,12 @@ fn crds_pass_the_api_servers_own_checks() {
             }
             match support::estimate_cost(&r.rule, &r.node) {
                 Ok(cost) => {
-                    eprintln!("{kind} {}: cost {cost} x {} = {}", r.path, r.cardinality, cost.saturating_mul(r.cardinality));
+                    eprintln!(
+                        "{kind} {}: cost {cost} x {} = {}",
+                        r.path,
+                        r.cardinality,
+                        cost.saturating_mul(r.cardinality)
+                    );
                     if cost > RULE_COST_LIMIT {
                         failures.push(format!("{here}: estimated cost {cost} exceeds {RULE_COST_LIMIT}"));
                     }

@@ -33,11 +33,16 @@ fn checked_in_crds_match_the_code() {
 fn crds_have_short_names_status_and_columns() {
     for crd in berth_crd::crds() {
         let v = &crd.spec.versions[0];
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{:?} has a status subresource", crd.metadata.name);
+        assert!(
+            v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "{:?} has a status subresource",
+            crd.metadata.name
+        );
         assert!(v.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 3));
         assert_eq!(crd.spec.group, "berth.dev");
         assert_eq!(crd.spec.scope, "Namespaced");
     }
-    let short: Vec<Vec<String>> = berth_crd::crds().iter().map(|c| c.spec.names.short_names.clone().unwrap_or_default()).collect();
+    let short: Vec<Vec<String>> =
+        berth_crd::crds().iter().map(|c| c.spec.names.short_names.clone().unwrap_or_default()).collect();
     assert_eq!(short, vec![vec!["dh".to_string()], vec!["cs".to_string()]]);
 }

@@ -5,7 +5,7 @@
 //! - [`input`]: reading YAML files into validated desired state (the standalone front end);
 //! - [`cli`]: the `berth` command line.
 
+pub mod cli;
 pub mod docker;
 pub mod engine;
 pub mod input;
-pub mod cli;

@@ -35,11 +35,7 @@ pub fn berth_bin() -> PathBuf {
         let bin = profile_dir.join("berth");
         let _lock = lock::exclusive("berth-bin");
         build_berth(&profile_dir);
-        assert!(
-            bin.is_file(),
-            "cargo built berth but {} does not exist",
-            bin.display()
-        );
+        assert!(bin.is_file(), "cargo built berth but {} does not exist", bin.display());
         bin
     })
     .clone()
@@ -50,9 +46,7 @@ fn build_berth(profile_dir: &Path) {
         Some("debug") | None => "dev".to_string(),
         Some(other) => other.to_string(),
     };
-    let target_dir = profile_dir
-        .parent()
-        .expect("the profile directory has a parent (the target directory)");
+    let target_dir = profile_dir.parent().expect("the profile directory has a parent (the target directory)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let mut cmd = Command::new(cargo);
     // cargo sets these for the running test (CARGO_MANIFEST_DIR=<repo>/tests,
@@ -65,8 +59,13 @@ fn build_berth(profile_dir: &Path) {
             || key.starts_with("CARGO_BIN_")
             || matches!(
                 key.as_ref(),
-                "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_MANIFEST_LINKS" | "CARGO_CRATE_NAME"
-                    | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
             )
         {
             cmd.env_remove(key.as_ref());
@@ -74,15 +73,7 @@ fn build_berth(profile_dir: &Path) {
     }
     let out = cmd
         .current_dir(repo_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "berth",
-            "--bin",
-            "berth",
-            "--profile",
-        ])
+        .args(["build", "--quiet", "-p", "berth", "--bin", "berth", "--profile"])
         .arg(&profile)
         .env("CARGO_TARGET_DIR", target_dir)
         .stdin(Stdio::null())
@@ -173,9 +164,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let out = berth_command(args, env)
-        .output()
-        .expect("cannot run the berth binary");
+    let out = berth_command(args, env).output().expect("cannot run the berth binary");
     BerthOutput::new(out.status, out.stdout, out.stderr)
 }
 
@@ -186,10 +175,7 @@ where
     S: AsRef<OsStr>,
 {
     let cmd = berth_command(args, env);
-    let out = tokio::process::Command::from(cmd)
-        .output()
-        .await
-        .expect("cannot run the berth binary");
+    let out = tokio::process::Command::from(cmd).output().await.expect("cannot run the berth binary");
     BerthOutput::new(out.status, out.stdout, out.stderr)
 }
 
@@ -209,10 +195,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let dir = tempfile::Builder::new()
-        .prefix("berth-run-")
-        .tempdir()
-        .expect("a temp dir for berth's output");
+    let dir = tempfile::Builder::new().prefix("berth-run-").tempdir().expect("a temp dir for berth's output");
     let stdout_path = dir.path().join("stdout");
     let stderr_path = dir.path().join("stderr");
     let child = berth_command(args, env)
@@ -220,12 +203,7 @@ where
         .stderr(File::create(&stderr_path).expect("berth stderr file"))
         .spawn()
         .expect("cannot spawn the berth binary");
-    BerthProcess {
-        child,
-        stdout_path,
-        stderr_path,
-        _dir: dir,
-    }
+    BerthProcess { child, stdout_path, stderr_path, _dir: dir }
 }
 
 impl BerthProcess {
@@ -248,13 +226,7 @@ impl BerthProcess {
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(
-            rc,
-            0,
-            "kill({}, {signal}) failed: {}",
-            self.pid(),
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "kill({}, {signal}) failed: {}", self.pid(), std::io::Error::last_os_error());
     }
 
     /// Whether it is still running.

@@ -25,9 +25,7 @@ async fn echo_image_present() -> bool {
     let docker = crate::engine::docker().await;
     match docker.inspect_image(ECHO_IMAGE).await {
         Ok(_) => true,
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => false,
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
         Err(e) => panic!("cannot inspect {ECHO_IMAGE} on the local engine: {e}"),
     }
 }
@@ -49,11 +47,7 @@ pub fn ensure_echo_image() {
         return;
     }
     let script = repo_root().join("examples/echo/build-image.sh");
-    assert!(
-        script.is_file(),
-        "{ECHO_IMAGE} is missing and its build script {} does not exist",
-        script.display()
-    );
+    assert!(script.is_file(), "{ECHO_IMAGE} is missing and its build script {} does not exist", script.display());
     let out = Command::new("bash")
         .arg(&script)
         .current_dir(repo_root())

@@ -31,7 +31,6 @@ pub(crate) fn exclusive(name: &str) -> FileLock {
         .write(true)
         .open(&path)
         .unwrap_or_else(|e| panic!("cannot open lock file {}: {e}", path.display()));
-    file.lock()
-        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    file.lock().unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
     FileLock { file }
 }

@@ -30,10 +30,7 @@ pub fn unique_ns(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     static RUN: OnceLock<String> = OnceLock::new();
     let run = RUN.get_or_init(|| {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         base36(secs % 36u64.pow(4))
     });
     let mut clean: String = prefix
@@ -70,35 +67,20 @@ fn base36(mut n: u64) -> String {
 /// # Panics
 /// When the engine cannot list or remove them (a container already gone is fine).
 pub async fn cleanup_containers(docker: &Docker, namespace: &str) -> usize {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{NAMESPACE_LABEL}={namespace}")],
-    )]);
+    let filters = HashMap::from([("label".to_string(), vec![format!("{NAMESPACE_LABEL}={namespace}")])]);
     let containers = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
+        .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
         .await
         .unwrap_or_else(|e| panic!("cannot list containers of namespace {namespace}: {e}"));
     let mut removed = 0;
     for c in containers {
         let Some(id) = c.id else { continue };
-        let opts = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
+        let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         match docker.remove_container(&id, Some(opts)).await {
             Ok(()) => removed += 1,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
             // 409: removal already in progress (berth or another cleanup racing us).
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
             Err(e) => panic!("cannot remove container {id} of namespace {namespace}: {e}"),
         }
     }
@@ -115,18 +97,12 @@ pub struct NamespaceGuard {
 impl NamespaceGuard {
     /// A fresh namespace from [`unique_ns`]`(prefix)`, cleaned up on the local engine.
     pub fn new(prefix: &str) -> NamespaceGuard {
-        NamespaceGuard {
-            name: unique_ns(prefix),
-            host: None,
-        }
+        NamespaceGuard { name: unique_ns(prefix), host: None }
     }
 
     /// A fresh namespace cleaned up on the engine at `host` (a `DOCKER_HOST` value).
     pub fn on_host(prefix: &str, host: &str) -> NamespaceGuard {
-        NamespaceGuard {
-            name: unique_ns(prefix),
-            host: Some(host.to_string()),
-        }
+        NamespaceGuard { name: unique_ns(prefix), host: Some(host.to_string()) }
     }
 
     /// The namespace's name.
@@ -157,9 +133,7 @@ impl Drop for NamespaceGuard {
             cleanup_containers(&docker, &name).await
         });
         if result.is_err() {
-            eprintln!(
-                "warning: cleanup of namespace {name} on {host} failed (see the panic above)"
-            );
+            eprintln!("warning: cleanup of namespace {name} on {host} failed (see the panic above)");
         }
     }
 }
@@ -176,11 +150,7 @@ mod tests {
         for n in [&a, &b, &unique_ns("9lives"), &unique_ns(&"x".repeat(100))] {
             assert!(n.len() <= 63, "{n}");
             assert!(n.starts_with(|c: char| c.is_ascii_lowercase()), "{n}");
-            assert!(
-                n.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
-                "{n}"
-            );
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
             assert!(!n.ends_with('-'), "{n}");
         }
         assert!(a.starts_with("converge-test-"), "{a}");

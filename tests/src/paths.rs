@@ -9,18 +9,14 @@ use std::path::PathBuf;
 /// The repository root: the parent of this crate's manifest directory.
 pub fn repo_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = here
-        .parent()
-        .expect("tests/ has a parent directory")
-        .to_path_buf();
+    let root = here.parent().expect("tests/ has a parent directory").to_path_buf();
     root.canonicalize().unwrap_or(root)
 }
 
 /// `<repo>/target`, created if missing: where the harness keeps its lock files.
 pub fn target_dir() -> PathBuf {
     let dir = repo_root().join("target");
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
 }
 
@@ -30,14 +26,10 @@ pub fn target_dir() -> PathBuf {
 /// in `target/<profile>/`.
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the path of the running test executable");
-    let dir = exe
-        .parent()
-        .expect("the test executable has a parent directory");
+    let dir = exe.parent().expect("the test executable has a parent directory");
     // Tests run from `deps/`, examples (the figures tool) from `examples/`.
     if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
-        dir.parent()
-            .expect("deps/ has a parent directory")
-            .to_path_buf()
+        dir.parent().expect("deps/ has a parent directory").to_path_buf()
     } else {
         dir.to_path_buf()
     }

@@ -84,16 +84,11 @@ impl CountingProxy {
     /// Starts a proxy forwarding to the engine socket `upstream` (e.g.
     /// [`crate::local_socket_path()`]). It listens when this returns.
     pub fn start(upstream: &Path) -> CountingProxy {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-proxy-")
-            .tempdir()
-            .expect("a temp dir for the proxy socket");
+        let dir = tempfile::Builder::new().prefix("berth-proxy-").tempdir().expect("a temp dir for the proxy socket");
         let socket = dir.path().join("docker.sock");
         let listener = StdUnixListener::bind(&socket)
             .unwrap_or_else(|e| panic!("cannot bind proxy socket {}: {e}", socket.display()));
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking proxy socket");
+        listener.set_nonblocking(true).expect("nonblocking proxy socket");
         let log: Log = Arc::default();
         let (stop_tx, stop_rx) = oneshot::channel();
         let upstream = upstream.to_path_buf();
@@ -111,13 +106,7 @@ impl CountingProxy {
                 rt.shutdown_background();
             })
             .expect("a thread for the proxy");
-        CountingProxy {
-            socket,
-            log,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-            _dir: dir,
-        }
+        CountingProxy { socket, log, stop: Some(stop_tx), thread: Some(thread), _dir: dir }
     }
 
     /// The proxy's unix socket.
@@ -142,12 +131,7 @@ impl CountingProxy {
 
     /// How many requests used a method other than GET or HEAD.
     pub fn count_mutating(&self) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.is_mutating())
-            .count()
+        self.log.lock().unwrap().iter().filter(|r| r.is_mutating()).count()
     }
 
     /// How many requests used each method.
@@ -181,12 +165,7 @@ impl Drop for CountingProxy {
     }
 }
 
-async fn serve(
-    listener: StdUnixListener,
-    upstream: PathBuf,
-    log: Log,
-    mut stop: oneshot::Receiver<()>,
-) {
+async fn serve(listener: StdUnixListener, upstream: PathBuf, log: Log, mut stop: oneshot::Receiver<()>) {
     let listener = UnixListener::from_std(listener).expect("the proxy socket in tokio");
     loop {
         tokio::select! {
@@ -202,18 +181,13 @@ async fn serve(
 /// One downstream connection gets one upstream connection (re-opened if the engine closed
 /// it), so keep-alive behaves as it would against the engine itself.
 async fn serve_connection(stream: UnixStream, upstream: PathBuf, log: Log) {
-    let upstream = Arc::new(tokio::sync::Mutex::new(Upstream {
-        path: upstream,
-        sender: None,
-    }));
+    let upstream = Arc::new(tokio::sync::Mutex::new(Upstream { path: upstream, sender: None }));
     let service = hyper::service::service_fn(move |req: HttpRequest<Incoming>| {
         let upstream = upstream.clone();
         let log = log.clone();
         async move { Ok::<_, std::convert::Infallible>(forward(req, &upstream, &log).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
 }
 
 struct Upstream {
@@ -264,10 +238,7 @@ async fn forward(
     };
     match sender.send_request(req).await {
         Ok(resp) => resp.map(|body| body.boxed()),
-        Err(e) => plain(
-            StatusCode::BAD_GATEWAY,
-            &format!("upstream request failed: {e}"),
-        ),
+        Err(e) => plain(StatusCode::BAD_GATEWAY, &format!("upstream request failed: {e}")),
     }
 }
 
@@ -276,11 +247,7 @@ fn plain(status: StatusCode, message: &str) -> Response<ProxyBody> {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed(),
-        )
+        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
         .expect("a valid response")
 }
 

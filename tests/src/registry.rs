@@ -47,10 +47,7 @@ impl Registry {
                  (apt-get install -y docker-registry); registry tests need it and never skip"
             )
         });
-        let dir = tempfile::Builder::new()
-            .prefix("berth-registry-")
-            .tempdir()
-            .expect("a temp dir for the registry");
+        let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir().expect("a temp dir for the registry");
         let auth = htpasswd.map(|(user, pass)| {
             let path = dir.path().join("htpasswd");
             write_htpasswd(&path, user, pass);
@@ -63,11 +60,8 @@ impl Registry {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
             let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                config_yaml(&addr, &dir.path().join("data"), auth.as_deref()),
-            )
-            .expect("write the registry config");
+            std::fs::write(&config, config_yaml(&addr, &dir.path().join("data"), auth.as_deref()))
+                .expect("write the registry config");
             let log_path = dir.path().join("registry.log");
             let log = File::create(&log_path).expect("the registry log file");
             let mut child = Command::new(&bin)
@@ -80,12 +74,7 @@ impl Registry {
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
             match wait_ready(&mut child, &addr) {
                 Ok(()) => {
-                    return Registry {
-                        child,
-                        addr,
-                        creds,
-                        dir,
-                    };
+                    return Registry { child, addr, creds, dir };
                 }
                 Err(why) => {
                     let _ = child.kill();
@@ -115,8 +104,7 @@ impl Registry {
 
     /// bollard credentials for this registry (`None` without auth).
     pub fn docker_credentials(&self) -> Option<DockerCredentials> {
-        self.credentials()
-            .map(|(u, p)| credentials_for(&self.addr, u, p))
+        self.credentials().map(|(u, p)| credentials_for(&self.addr, u, p))
     }
 
     /// `Authorization: Basic ...` header value for the registry's own credentials.
@@ -136,14 +124,9 @@ impl Registry {
     /// When the tag or push fails.
     pub async fn push(&self, docker: &Docker, local_tag: &str, name_tag: &str) -> String {
         let remote = format!("{}/{name_tag}", self.addr);
-        push_image(docker, local_tag, &remote, self.credentials())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "push of {local_tag} to {remote} failed: {e:#}\n--- registry log\n{}",
-                    self.log()
-                )
-            });
+        push_image(docker, local_tag, &remote, self.credentials()).await.unwrap_or_else(|e| {
+            panic!("push of {local_tag} to {remote} failed: {e:#}\n--- registry log\n{}", self.log())
+        });
         remote
     }
 }
@@ -165,9 +148,7 @@ fn wait_ready(child: &mut Child, addr: &str) -> Result<(), String> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "GET http://{addr}/v2/ did not answer within {START_TIMEOUT:?}"
-            ));
+            return Err(format!("GET http://{addr}/v2/ did not answer within {START_TIMEOUT:?}"));
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -175,10 +156,7 @@ fn wait_ready(child: &mut Child, addr: &str) -> Result<(), String> {
 
 /// `Basic base64(user:pass)`.
 pub fn basic_auth(user: &str, pass: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
 }
 
 fn credentials_for(server: &str, user: &str, pass: &str) -> DockerCredentials {
@@ -197,10 +175,7 @@ fn split_ref(reference: &str) -> (&str, &str) {
     }
     let last_slash = reference.rfind('/').map(|i| i + 1).unwrap_or(0);
     match reference[last_slash..].rfind(':') {
-        Some(i) => (
-            &reference[..last_slash + i],
-            &reference[last_slash + i + 1..],
-        ),
+        Some(i) => (&reference[..last_slash + i], &reference[last_slash + i + 1..]),
         None => (reference, "latest"),
     }
 }
@@ -219,39 +194,23 @@ pub async fn push_image(
     let (repo, tag) = split_ref(remote_ref);
     let server = repo.split('/').next().unwrap_or(repo);
     docker
-        .tag_image(
-            local_tag,
-            Some(TagImageOptions {
-                repo: Some(repo.to_string()),
-                tag: Some(tag.to_string()),
-            }),
-        )
+        .tag_image(local_tag, Some(TagImageOptions { repo: Some(repo.to_string()), tag: Some(tag.to_string()) }))
         .await
         .with_context(|| format!("tag {local_tag} as {repo}:{tag}"))?;
     let credentials = creds.map(|(u, p)| credentials_for(server, u, p));
     let mut progress = docker.push_image(
         repo,
-        Some(PushImageOptions {
-            tag: Some(tag.to_string()),
-            ..Default::default()
-        }),
+        Some(PushImageOptions { tag: Some(tag.to_string()), ..Default::default() }),
         credentials,
     );
     let mut pushed = false;
     while let Some(item) = progress.next().await {
         let info = item.with_context(|| format!("push {repo}:{tag}"))?;
-        if info
-            .status
-            .as_deref()
-            .is_some_and(|s| s.contains("digest:"))
-        {
+        if info.status.as_deref().is_some_and(|s| s.contains("digest:")) {
             pushed = true;
         }
     }
-    anyhow::ensure!(
-        pushed,
-        "push of {repo}:{tag} ended without reporting a digest"
-    );
+    anyhow::ensure!(pushed, "push of {repo}:{tag} ended without reporting a digest");
     Ok(())
 }
 
@@ -267,23 +226,13 @@ fn write_htpasswd(path: &Path, user: &str, pass: &str) {
     let htpasswd = find_binary("htpasswd").unwrap_or_else(|| {
         panic!("htpasswd is not installed: install Debian's apache2-utils (registry auth tests need it)")
     });
-    let out = Command::new(htpasswd)
-        .args(["-Bbn", user, pass])
-        .output()
-        .expect("run htpasswd");
-    assert!(
-        out.status.success(),
-        "htpasswd -Bbn failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(htpasswd).args(["-Bbn", user, pass]).output().expect("run htpasswd");
+    assert!(out.status.success(), "htpasswd -Bbn failed: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(path, &out.stdout).expect("write the htpasswd file");
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port on 127.0.0.1").port()
 }
 
 fn yaml_str(s: &str) -> String {
@@ -314,14 +263,8 @@ mod tests {
 
     #[test]
     fn splits_references() {
-        assert_eq!(
-            split_ref("127.0.0.1:5000/echo:v1"),
-            ("127.0.0.1:5000/echo", "v1")
-        );
-        assert_eq!(
-            split_ref("127.0.0.1:5000/a/echo"),
-            ("127.0.0.1:5000/a/echo", "latest")
-        );
+        assert_eq!(split_ref("127.0.0.1:5000/echo:v1"), ("127.0.0.1:5000/echo", "v1"));
+        assert_eq!(split_ref("127.0.0.1:5000/a/echo"), ("127.0.0.1:5000/a/echo", "latest"));
         assert_eq!(split_ref("echo"), ("echo", "latest"));
     }
 }

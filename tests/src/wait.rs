@@ -64,9 +64,7 @@ where
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let budget = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(2));
+        let budget = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(2));
         let last = match tokio::time::timeout(budget, f()).await {
             Ok(outcome) => match outcome.settled() {
                 Ok(value) => return value,
@@ -75,10 +73,7 @@ where
             Err(_) => format!("attempt still running after {budget:?}"),
         };
         if Instant::now() >= deadline {
-            panic!(
-                "timed out after {:?} ({attempts} attempts) waiting for {what}; last: {last}",
-                start.elapsed()
-            );
+            panic!("timed out after {:?} ({attempts} attempts) waiting for {what}; last: {last}", start.elapsed());
         }
         tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
         interval = next_interval(interval);
@@ -105,10 +100,7 @@ where
             Err(last) => last,
         };
         if Instant::now() >= deadline {
-            panic!(
-                "timed out after {:?} ({attempts} attempts) waiting for {what}; last: {last}",
-                start.elapsed()
-            );
+            panic!("timed out after {:?} ({attempts} attempts) waiting for {what}; last: {last}", start.elapsed());
         }
         std::thread::sleep(interval.min(deadline.saturating_duration_since(Instant::now())));
         interval = next_interval(interval);
@@ -127,12 +119,7 @@ pub fn http_get(addr: &str) -> Option<(u16, String)> {
 
 /// An HTTP/1.1 request with extra `headers` to `addr`: `Some((status, body))`, or `None`
 /// when nothing answers properly within [`HTTP_TIMEOUT`] per step.
-pub fn http_request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Option<(u16, String)> {
+pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
     let sockaddr = addr.to_socket_addrs().ok()?.next()?;
     let mut stream = TcpStream::connect_timeout(&sockaddr, HTTP_TIMEOUT).ok()?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT)).ok()?;
@@ -158,11 +145,7 @@ fn parse_response(raw: &[u8]) -> Option<(u16, String)> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
+    let body = if chunked { dechunk(body)? } else { body.to_vec() };
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
@@ -189,7 +172,8 @@ mod tests {
     fn parses_plain_and_chunked_responses() {
         let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nHello Docker!!";
         assert_eq!(parse_response(plain), Some((200, "Hello Docker!!".into())));
-        let chunked = b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nHello\r\n3\r\n!!!\r\n0\r\n\r\n";
+        let chunked =
+            b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nHello\r\n3\r\n!!!\r\n0\r\n\r\n";
         assert_eq!(parse_response(chunked), Some((401, "Hello!!!".into())));
         assert_eq!(parse_response(b"garbage"), None);
     }

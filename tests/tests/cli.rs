@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_tests::{
-    BerthOutput, EchoSet, NamespaceGuard, berth, berth_async, containers_in, docker,
-    ensure_echo_image, eventually, names_ids_states,
+    BerthOutput, EchoSet, NamespaceGuard, berth, berth_async, containers_in, docker, ensure_echo_image, eventually,
+    names_ids_states,
 };
 use bollard::Docker;
 use serde_json::Value;
@@ -15,10 +15,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("berth-cli-")
-        .tempdir()
-        .expect("a temp dir")
+    tempfile::Builder::new().prefix("berth-cli-").tempdir().expect("a temp dir")
 }
 
 fn path_str(p: &Path) -> &str {
@@ -33,9 +30,7 @@ async fn run(args: &[&str]) -> BerthOutput {
 async fn apply_one(docker: &Docker, dir: &Path, set: &EchoSet) -> (PathBuf, String) {
     ensure_echo_image();
     let path = set.write(dir);
-    run(&["apply", "-f", path_str(&path)])
-        .await
-        .assert_success();
+    run(&["apply", "-f", path_str(&path)]).await.assert_success();
     let all = names_ids_states(docker, &set.namespace).await;
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0].2, "running", "{all:?}");
@@ -57,10 +52,7 @@ impl VolumeGuard {
     fn new(prefix: &str, suffix: &str) -> VolumeGuard {
         let namespace = NamespaceGuard::new(prefix);
         let volume = format!("{}-{suffix}", namespace.name());
-        VolumeGuard {
-            namespace: Some(namespace),
-            volume,
-        }
+        VolumeGuard { namespace: Some(namespace), volume }
     }
 
     fn namespace(&self) -> &str {
@@ -73,27 +65,13 @@ impl Drop for VolumeGuard {
         drop(self.namespace.take());
         let name = self.volume.clone();
         let removed = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime")
-                .block_on(async {
-                    match docker()
-                        .await
-                        .remove_volume(
-                            &name,
-                            None::<bollard::query_parameters::RemoveVolumeOptions>,
-                        )
-                        .await
-                    {
-                        Ok(())
-                        | Err(bollard::errors::Error::DockerResponseServerError {
-                            status_code: 404,
-                            ..
-                        }) => Ok(()),
-                        Err(e) => Err(format!("cannot remove volume {name}: {e}")),
-                    }
-                })
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(async {
+                match docker().await.remove_volume(&name, None::<bollard::query_parameters::RemoveVolumeOptions>).await
+                {
+                    Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+                    Err(e) => Err(format!("cannot remove volume {name}: {e}")),
+                }
+            })
         })
         .join();
         if let Ok(Err(e)) = removed {
@@ -105,9 +83,7 @@ impl Drop for VolumeGuard {
 async fn volume_exists(docker: &Docker, name: &str) -> bool {
     match docker.inspect_volume(name).await {
         Ok(_) => true,
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => false,
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
         Err(e) => panic!("cannot inspect volume {name}: {e}"),
     }
 }
@@ -124,17 +100,10 @@ async fn status_shows_the_sets_containers_as_table_json_and_yaml() {
     let path = set.write(dir.path());
     let before = run(&["status", "-f", path_str(&path)]).await;
     before.assert_success();
-    assert!(
-        before.stdout.contains(&format!("{ns}/web: 0/1 ready")),
-        "{before}"
-    );
+    assert!(before.stdout.contains(&format!("{ns}/web: 0/1 ready")), "{before}");
 
     let (path, name) = apply_one(&docker, dir.path(), &set).await;
-    let revision = name
-        .split('.')
-        .nth(2)
-        .expect("<ns>.<set>.<revision>.<ordinal>")
-        .to_string();
+    let revision = name.split('.').nth(2).expect("<ns>.<set>.<revision>.<ordinal>").to_string();
 
     let table = run(&["status", "-f", path_str(&path)]).await;
     table.assert_success();
@@ -142,30 +111,10 @@ async fn status_shows_the_sets_containers_as_table_json_and_yaml() {
     for column in ["SET", "HOST", "CONTAINER", "REVISION", "STATE", "HEALTH"] {
         assert!(header.contains(column), "header lacks {column}\n{table}");
     }
-    let row = table
-        .stdout
-        .lines()
-        .find(|l| l.contains(&name))
-        .unwrap_or_else(|| panic!("no row for {name}\n{table}"));
+    let row = table.stdout.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("no row for {name}\n{table}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(
-        cells,
-        [
-            &format!("{ns}/web"),
-            "local",
-            &name,
-            &revision,
-            "running",
-            "healthy"
-        ],
-        "{table}"
-    );
-    assert!(
-        table
-            .stdout
-            .contains(&format!("{ns}/web: 1/1 ready, 1/1 at revision {revision}")),
-        "{table}"
-    );
+    assert_eq!(cells, [&format!("{ns}/web"), "local", &name, &revision, "running", "healthy"], "{table}");
+    assert!(table.stdout.contains(&format!("{ns}/web: 1/1 ready, 1/1 at revision {revision}")), "{table}");
 
     let json = run(&["status", "-f", path_str(&path), "-o", "json"]).await;
     json.assert_success();
@@ -174,11 +123,7 @@ async fn status_shows_the_sets_containers_as_table_json_and_yaml() {
     assert_eq!(s["set"], format!("{ns}/web"), "{json}");
     assert_eq!(s["revision"], revision.as_str(), "{json}");
     assert_eq!(
-        (
-            s["desiredReplicas"].as_u64(),
-            s["readyReplicas"].as_u64(),
-            s["updatedReplicas"].as_u64()
-        ),
+        (s["desiredReplicas"].as_u64(), s["readyReplicas"].as_u64(), s["updatedReplicas"].as_u64()),
         (Some(1), Some(1), Some(1)),
         "{json}"
     );
@@ -187,19 +132,11 @@ async fn status_shows_the_sets_containers_as_table_json_and_yaml() {
     assert_eq!(host["ready"], true, "{json}");
     let c = &host["containers"][0];
     assert_eq!(
-        (
-            c["name"].as_str(),
-            c["state"].as_str(),
-            c["health"].as_str()
-        ),
+        (c["name"].as_str(), c["state"].as_str(), c["health"].as_str()),
         (Some(name.as_str()), Some("running"), Some("healthy")),
         "{json}"
     );
-    assert_eq!(
-        host["containers"].as_array().map(Vec::len),
-        Some(1),
-        "{json}"
-    );
+    assert_eq!(host["containers"].as_array().map(Vec::len), Some(1), "{json}");
 
     let yaml = run(&["status", "-f", path_str(&path), "-o", "yaml"]).await;
     yaml.assert_success();
@@ -211,10 +148,7 @@ async fn status_shows_the_sets_containers_as_table_json_and_yaml() {
         "state: running".to_string(),
         "health: healthy".to_string(),
     ] {
-        assert!(
-            yaml.stdout.contains(&expected),
-            "yaml lacks {expected:?}\n{yaml}"
-        );
+        assert!(yaml.stdout.contains(&expected), "yaml lacks {expected:?}\n{yaml}");
     }
 }
 
@@ -234,19 +168,13 @@ async fn logs_prefix_every_line_with_host_and_container() {
         async move {
             let out = run(&["logs", &set, "--file", path_str(&path)]).await;
             let found = out.success()
-                && out
-                    .stdout
-                    .lines()
-                    .any(|l| l.starts_with(&prefix) && l.ends_with("listening on 0.0.0.0:8080"));
+                && out.stdout.lines().any(|l| l.starts_with(&prefix) && l.ends_with("listening on 0.0.0.0:8080"));
             if found { Ok(out) } else { Err(out.to_string()) }
         }
     })
     .await;
     for line in out.stdout.lines() {
-        assert!(
-            line.starts_with(&prefix),
-            "every line carries the prefix: {line:?}\n{out}"
-        );
+        assert!(line.starts_with(&prefix), "every line carries the prefix: {line:?}\n{out}");
     }
 
     // Without --file: the local engine from DOCKER_HOST; --tail limits the lines.
@@ -256,20 +184,9 @@ async fn logs_prefix_every_line_with_host_and_container() {
     assert!(local.stdout.starts_with(&prefix), "{local}");
 
     // --host names a host that is not in the input.
-    let nohost = run(&[
-        "logs",
-        &set,
-        "--file",
-        path_str(&path),
-        "--host",
-        "elsewhere",
-    ])
-    .await;
+    let nohost = run(&["logs", &set, "--file", path_str(&path), "--host", "elsewhere"]).await;
     nohost.assert_code(1);
-    assert!(
-        nohost.stderr.contains("no host named \"elsewhere\""),
-        "{nohost}"
-    );
+    assert!(nohost.stderr.contains("no host named \"elsewhere\""), "{nohost}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,45 +197,23 @@ async fn delete_keeps_named_volumes_unless_asked() {
     let dir = temp_dir();
     let set = EchoSet::new(&ns, "keeper").volume(&volume, "/data");
     let (path, name) = apply_one(&docker, dir.path(), &set).await;
-    assert!(
-        volume_exists(&docker, &volume).await,
-        "apply created the volume {volume}"
-    );
+    assert!(volume_exists(&docker, &volume).await, "apply created the volume {volume}");
 
     let deleted = run(&["delete", "-f", path_str(&path)]).await;
     deleted.assert_success();
-    assert!(
-        deleted.stdout.contains(&format!("- remove  {name}")),
-        "{deleted}"
-    );
-    assert!(
-        containers_in(&docker, &ns).await.is_empty(),
-        "delete removed the containers\n{deleted}"
-    );
-    assert!(
-        volume_exists(&docker, &volume).await,
-        "delete without --volumes keeps {volume}\n{deleted}"
-    );
+    assert!(deleted.stdout.contains(&format!("- remove  {name}")), "{deleted}");
+    assert!(containers_in(&docker, &ns).await.is_empty(), "delete removed the containers\n{deleted}");
+    assert!(volume_exists(&docker, &volume).await, "delete without --volumes keeps {volume}\n{deleted}");
     assert!(!deleted.stdout.contains("removed volume"), "{deleted}");
 
     // Nothing is left to delete; --volumes now removes the volume.
     let purged = run(&["delete", "-f", path_str(&path), "--volumes"]).await;
     purged.assert_success();
-    assert!(
-        purged
-            .stdout
-            .contains(&format!("local: removed volume {volume}")),
-        "{purged}"
-    );
-    assert!(
-        !volume_exists(&docker, &volume).await,
-        "delete --volumes removed {volume}\n{purged}"
-    );
+    assert!(purged.stdout.contains(&format!("local: removed volume {volume}")), "{purged}");
+    assert!(!volume_exists(&docker, &volume).await, "delete --volumes removed {volume}\n{purged}");
 
     // And again: a volume already gone is no error.
-    run(&["delete", "-f", path_str(&path), "--volumes"])
-        .await
-        .assert_success();
+    run(&["delete", "-f", path_str(&path), "--volumes"]).await.assert_success();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -328,26 +223,13 @@ async fn delete_volumes_keeps_a_volume_another_container_uses() {
     let (ns, volume) = (guard.namespace().to_string(), guard.volume.clone());
     let dir = temp_dir();
     // Two sets mount the same volume; deleting one of them must not take it.
-    let (a_path, _) = apply_one(
-        &docker,
-        dir.path(),
-        &EchoSet::new(&ns, "alpha").volume(&volume, "/data"),
-    )
-    .await;
-    let b_path = EchoSet::new(&ns, "beta")
-        .volume(&volume, "/data")
-        .write(dir.path());
-    run(&["apply", "-f", path_str(&b_path)])
-        .await
-        .assert_success();
+    let (a_path, _) = apply_one(&docker, dir.path(), &EchoSet::new(&ns, "alpha").volume(&volume, "/data")).await;
+    let b_path = EchoSet::new(&ns, "beta").volume(&volume, "/data").write(dir.path());
+    run(&["apply", "-f", path_str(&b_path)]).await.assert_success();
 
     let out = run(&["delete", "-f", path_str(&a_path), "--volumes"]).await;
     out.assert_success();
-    assert!(
-        out.stdout
-            .contains(&format!("kept volume {volume}: still in use")),
-        "{out}"
-    );
+    assert!(out.stdout.contains(&format!("kept volume {volume}: still in use")), "{out}");
     assert!(volume_exists(&docker, &volume).await, "{out}");
     let left = names_ids_states(&docker, &ns).await;
     assert_eq!(left.len(), 1, "{left:?}");
@@ -358,16 +240,9 @@ async fn delete_volumes_keeps_a_volume_another_container_uses() {
 fn crd_prints_both_custom_resource_definitions() {
     let out = berth(["crd"], &[]);
     out.assert_success();
-    assert_eq!(
-        out.stdout.matches("kind: CustomResourceDefinition").count(),
-        2,
-        "{out}"
-    );
+    assert_eq!(out.stdout.matches("kind: CustomResourceDefinition").count(), 2, "{out}");
     for name in ["dockerhosts.berth.dev", "containersets.berth.dev"] {
-        assert!(
-            out.stdout.contains(&format!("name: {name}")),
-            "berth crd lacks {name}\n{out}"
-        );
+        assert!(out.stdout.contains(&format!("name: {name}")), "berth crd lacks {name}\n{out}");
     }
     assert!(out.stdout.contains("v1alpha1"), "{out}");
 }
@@ -385,10 +260,7 @@ fn help_lists_every_subcommand() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     for c in ["apply", "plan", "status", "delete", "logs", "crd"] {
-        assert!(
-            commands.contains(&c),
-            "--help lacks {c}: {commands:?}\n{out}"
-        );
+        assert!(commands.contains(&c), "--help lacks {c}: {commands:?}\n{out}");
     }
     // Every subcommand answers --help itself.
     for c in ["apply", "plan", "status", "delete", "logs", "crd"] {
@@ -425,36 +297,20 @@ async fn plan_json_reports_pending_and_exits_0_or_2() {
     fresh.assert_code(2);
     let v = parse_json(&fresh);
     assert_eq!(v["pending"], true, "{fresh}");
-    assert_eq!(
-        v["hosts"][0]["sets"][0]["changes"][0]["action"], "create",
-        "{fresh}"
-    );
-    assert!(
-        containers_in(&docker, &ns).await.is_empty(),
-        "plan changes nothing"
-    );
+    assert_eq!(v["hosts"][0]["sets"][0]["changes"][0]["action"], "create", "{fresh}");
+    assert!(containers_in(&docker, &ns).await.is_empty(), "plan changes nothing");
 
     let (path, name) = apply_one(&docker, dir.path(), &set).await;
     let converged = run(&["plan", "-f", path_str(&path), "-o", "json"]).await;
     converged.assert_code(0);
-    assert!(
-        converged.stdout.contains("\"pending\": false"),
-        "{converged}"
-    );
+    assert!(converged.stdout.contains("\"pending\": false"), "{converged}");
     let v = parse_json(&converged);
     assert_eq!(v["pending"], false, "{converged}");
     assert_eq!(v["hosts"][0]["host"], "local", "{converged}");
-    assert_eq!(
-        v["hosts"][0]["sets"].as_array().map(Vec::len),
-        Some(0),
-        "{converged}"
-    );
+    assert_eq!(v["hosts"][0]["sets"].as_array().map(Vec::len), Some(0), "{converged}");
     let text = run(&["plan", "-f", path_str(&path)]).await;
     text.assert_code(0);
-    assert!(
-        text.stdout.contains("No changes: 1 host(s) converged."),
-        "{text}"
-    );
+    assert!(text.stdout.contains("No changes: 1 host(s) converged."), "{text}");
 
     set.clone().env("GREETING", "two").write(dir.path());
     let pending = run(&["plan", "-f", path_str(&path), "-o", "json"]).await;
@@ -463,14 +319,9 @@ async fn plan_json_reports_pending_and_exits_0_or_2() {
     let v = parse_json(&pending);
     let change = &v["hosts"][0]["sets"][0]["changes"][0];
     assert_eq!(change["action"], "replace", "{pending}");
-    let fields = change["reasons"][0]["fields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let fields = change["reasons"][0]["fields"].as_array().cloned().unwrap_or_default();
     assert!(
-        fields.iter().any(|f| f["field"] == "env.GREETING"
-            && f["from"] == "\"one\""
-            && f["to"] == "\"two\""),
+        fields.iter().any(|f| f["field"] == "env.GREETING" && f["from"] == "\"one\"" && f["to"] == "\"two\""),
         "the plan names the changed field: {pending}"
     );
     // plan changed nothing: the same container still runs.

@@ -71,36 +71,21 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         },
         Case {
             name: "wrong type",
-            yaml: Some(set_yaml(
-                ns,
-                "wrongtype",
-                "  replicasPerHost: \"two\"\n",
-                "",
-            )),
+            yaml: Some(set_yaml(ns, "wrongtype", "  replicasPerHost: \"two\"\n", "")),
             object: set("wrongtype"),
             field: Some("spec.replicasPerHost"),
             word: "invalid type",
         },
         Case {
             name: "containerPort out of range",
-            yaml: Some(set_yaml(
-                ns,
-                "cport",
-                "",
-                "    ports:\n      - containerPort: 70000\n",
-            )),
+            yaml: Some(set_yaml(ns, "cport", "", "    ports:\n      - containerPort: 70000\n")),
             object: set("cport"),
             field: Some("spec.template.ports[0].containerPort"),
             word: "between 1 and 65535",
         },
         Case {
             name: "hostPort 0",
-            yaml: Some(set_yaml(
-                ns,
-                "hport",
-                "",
-                "    ports:\n      - containerPort: 8080\n        hostPort: 0\n",
-            )),
+            yaml: Some(set_yaml(ns, "hport", "", "    ports:\n      - containerPort: 8080\n        hostPort: 0\n")),
             object: set("hport"),
             field: Some("spec.template.ports[0].hostPort"),
             word: "between 1 and 65535",
@@ -180,8 +165,7 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         Case {
             name: "bad image reference",
             yaml: Some(
-                set_yaml(ns, "badimage", "", "")
-                    .replace("image: example/echo:latest", "image: \"Example/Echo::v1\""),
+                set_yaml(ns, "badimage", "", "").replace("image: example/echo:latest", "image: \"Example/Echo::v1\""),
             ),
             object: set("badimage"),
             field: Some("spec.template.image"),
@@ -189,12 +173,7 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         },
         Case {
             name: "env name starting with a digit",
-            yaml: Some(set_yaml(
-                ns,
-                "envdigit",
-                "",
-                "    env:\n      - name: 1GREETING\n        value: hi\n",
-            )),
+            yaml: Some(set_yaml(ns, "envdigit", "", "    env:\n      - name: 1GREETING\n        value: hi\n")),
             object: set("envdigit"),
             field: Some("spec.template.env[0].name"),
             word: "not a valid environment variable name",
@@ -244,18 +223,8 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         Case {
             name: "imagePullSecrets of the wrong type",
             yaml: Some(docs(&[
-                secret_yaml(
-                    ns,
-                    "pull",
-                    "Opaque",
-                    "  .dockerconfigjson: '{\"auths\":{}}'\n",
-                ),
-                set_yaml(
-                    ns,
-                    "pulltype",
-                    "",
-                    "    imagePullSecrets:\n      - name: pull\n",
-                ),
+                secret_yaml(ns, "pull", "Opaque", "  .dockerconfigjson: '{\"auths\":{}}'\n"),
+                set_yaml(ns, "pulltype", "", "    imagePullSecrets:\n      - name: pull\n"),
             ])),
             object: set("pulltype"),
             field: Some("spec.template.imagePullSecrets[0]"),
@@ -263,12 +232,7 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         },
         Case {
             name: "healthcheck test without CMD",
-            yaml: Some(set_yaml(
-                ns,
-                "hctest",
-                "",
-                "    healthcheck:\n      test: [\"CURL\", \"x\"]\n",
-            )),
+            yaml: Some(set_yaml(ns, "hctest", "", "    healthcheck:\n      test: [\"CURL\", \"x\"]\n")),
             object: set("hctest"),
             field: Some("spec.template.healthcheck.test"),
             word: "CMD-SHELL",
@@ -287,36 +251,21 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         },
         Case {
             name: "cpus not a quantity",
-            yaml: Some(set_yaml(
-                ns,
-                "cpus",
-                "",
-                "    resources:\n      cpus: lots\n",
-            )),
+            yaml: Some(set_yaml(ns, "cpus", "", "    resources:\n      cpus: lots\n")),
             object: set("cpus"),
             field: Some("spec.template.resources.cpus"),
             word: "not a CPU quantity",
         },
         Case {
             name: "memory below Docker's minimum",
-            yaml: Some(set_yaml(
-                ns,
-                "memory",
-                "",
-                "    resources:\n      memory: 1Ki\n",
-            )),
+            yaml: Some(set_yaml(ns, "memory", "", "    resources:\n      memory: 1Ki\n")),
             object: set("memory"),
             field: Some("spec.template.resources.memory"),
             word: "minimum memory limit",
         },
         Case {
             name: "label key under berth.dev/",
-            yaml: Some(set_yaml(
-                ns,
-                "reserved",
-                "",
-                "    labels:\n      berth.dev/revision: mine\n",
-            )),
+            yaml: Some(set_yaml(ns, "reserved", "", "    labels:\n      berth.dev/revision: mine\n")),
             object: set("reserved"),
             field: Some("spec.template.labels.berth.dev/revision"),
             word: "reserved for berth",
@@ -337,10 +286,7 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         },
         Case {
             name: "set declared twice",
-            yaml: Some(docs(&[
-                set_yaml(ns, "twice", "", ""),
-                set_yaml(ns, "twice", "", ""),
-            ])),
+            yaml: Some(docs(&[set_yaml(ns, "twice", "", ""), set_yaml(ns, "twice", "", "")])),
             object: set("twice"),
             field: Some("metadata.name"),
             word: "declared twice",
@@ -372,10 +318,7 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         },
         Case {
             name: "privileged on a host whose policy denies it",
-            yaml: Some(docs(&[
-                good_host.clone(),
-                set_yaml(ns, "priv", "", "    privileged: true\n"),
-            ])),
+            yaml: Some(docs(&[good_host.clone(), set_yaml(ns, "priv", "", "    privileged: true\n")])),
             object: set("priv"),
             field: Some("spec.template.privileged"),
             word: "does not allow privileged containers",
@@ -397,9 +340,7 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         },
         Case {
             name: "unknown kind",
-            yaml: Some(
-                set_yaml(ns, "deploy", "", "").replace("kind: ContainerSet", "kind: Deployment"),
-            ),
+            yaml: Some(set_yaml(ns, "deploy", "", "").replace("kind: ContainerSet", "kind: Deployment")),
             object: Some(format!("Deployment {ns}/deploy")),
             field: Some("kind"),
             word: "is not something berth reads",
@@ -407,8 +348,7 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         Case {
             name: "wrong apiVersion",
             yaml: Some(
-                set_yaml(ns, "apiver", "", "")
-                    .replace("apiVersion: berth.dev/v1alpha1", "apiVersion: berth.dev/v1"),
+                set_yaml(ns, "apiver", "", "").replace("apiVersion: berth.dev/v1alpha1", "apiVersion: berth.dev/v1"),
             ),
             object: set("apiver"),
             field: Some("apiVersion"),
@@ -416,39 +356,23 @@ fn cases(ns: &str, endpoint: &str) -> Vec<Case> {
         },
         Case {
             name: "malformed YAML",
-            yaml: Some(
-                "apiVersion: berth.dev/v1alpha1\nkind: ContainerSet\nspec: [unclosed\n".to_string(),
-            ),
+            yaml: Some("apiVersion: berth.dev/v1alpha1\nkind: ContainerSet\nspec: [unclosed\n".to_string()),
             object: None,
             field: None,
             word: "not valid YAML",
         },
-        Case {
-            name: "missing file",
-            yaml: None,
-            object: None,
-            field: None,
-            word: "cannot read",
-        },
+        Case { name: "missing file", yaml: None, object: None, field: None, word: "cannot read" },
     ]
 }
 
 /// Runs `berth <command> -f path` with `DOCKER_HOST` pointing at `proxy`.
 fn run_through_proxy(command: &str, path: &Path, proxy: &CountingProxy) -> BerthOutput {
     let host = proxy.docker_host();
-    berth(
-        [command, "-f", path.to_str().expect("a UTF-8 temp path")],
-        &[("DOCKER_HOST", &host)],
-    )
+    berth([command, "-f", path.to_str().expect("a UTF-8 temp path")], &[("DOCKER_HOST", &host)])
 }
 
 /// What is wrong with the output of an invalid input, if anything.
-fn check(
-    out: &BerthOutput,
-    proxy: &CountingProxy,
-    path: &Path,
-    expected: &[String],
-) -> Vec<String> {
+fn check(out: &BerthOutput, proxy: &CountingProxy, path: &Path, expected: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     if out.code != Some(1) {
         problems.push(format!("exit code {:?}, expected 1", out.code));
@@ -462,28 +386,18 @@ fn check(
             problems.push(format!("stderr lacks {e:?}"));
         }
     }
-    if !out
-        .stderr
-        .contains("problem(s) in the input; no host was touched.")
-    {
+    if !out.stderr.contains("problem(s) in the input; no host was touched.") {
         problems.push("stderr lacks the summary line".into());
     }
     let seen = proxy.requests();
     if !seen.is_empty() {
-        problems.push(format!(
-            "the proxy saw {} request(s):\n{}",
-            seen.len(),
-            proxy.describe()
-        ));
+        problems.push(format!("the proxy saw {} request(s):\n{}", seen.len(), proxy.describe()));
     }
     problems
 }
 
 fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("berth-invalid-")
-        .tempdir()
-        .expect("a temp dir")
+    tempfile::Builder::new().prefix("berth-invalid-").tempdir().expect("a temp dir")
 }
 
 fn write(dir: &Path, file: &str, yaml: &str) -> PathBuf {
@@ -496,11 +410,7 @@ fn write(dir: &Path, file: &str, yaml: &str) -> PathBuf {
 fn run_case(i: usize, case: &Case, dir: &Path, placeholder: &str) -> Option<String> {
     let proxy = CountingProxy::start(&local_socket_path());
     let path = match &case.yaml {
-        Some(yaml) => write(
-            dir,
-            &format!("case-{i:02}.yaml"),
-            &yaml.replace(placeholder, &proxy.docker_host()),
-        ),
+        Some(yaml) => write(dir, &format!("case-{i:02}.yaml"), &yaml.replace(placeholder, &proxy.docker_host())),
         None => dir.join("does-not-exist").join("input.yaml"),
     };
     let mut expected = Vec::new();
@@ -518,13 +428,7 @@ fn run_case(i: usize, case: &Case, dir: &Path, placeholder: &str) -> Option<Stri
     expected.push(case.word.to_string());
     let out = run_through_proxy("apply", &path, &proxy);
     let problems = check(&out, &proxy, &path, &expected);
-    (!problems.is_empty()).then(|| {
-        format!(
-            "case {i:02} ({}):\n  - {}\n{out}",
-            case.name,
-            problems.join("\n  - ")
-        )
-    })
+    (!problems.is_empty()).then(|| format!("case {i:02} ({}):\n  - {}\n{out}", case.name, problems.join("\n  - ")))
 }
 
 /// How many cases run at once.
@@ -559,18 +463,8 @@ fn every_invalid_input_is_refused_naming_file_object_and_field_with_zero_request
     });
     let mut failures = failures.into_inner().unwrap();
     failures.sort();
-    assert!(
-        probe.requests().is_empty(),
-        "the placeholder proxy was used:\n{}",
-        probe.describe()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n\n{}",
-        failures.len(),
-        all.len(),
-        failures.join("\n\n")
-    );
+    assert!(probe.requests().is_empty(), "the placeholder proxy was used:\n{}", probe.describe());
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), all.len(), failures.join("\n\n"));
 }
 
 #[test]
@@ -580,12 +474,7 @@ fn errors_in_two_objects_are_both_reported() {
     let dir = temp_dir();
     let proxy = CountingProxy::start(&local_socket_path());
     let yaml = docs(&[
-        set_yaml(
-            ns,
-            "first",
-            "",
-            "    ports:\n      - containerPort: 70000\n",
-        ),
+        set_yaml(ns, "first", "", "    ports:\n      - containerPort: 70000\n"),
         set_yaml(ns, "second", "", "    resources:\n      cpus: lots\n"),
     ]);
     let path = write(dir.path(), "two.yaml", &yaml);
@@ -614,45 +503,19 @@ fn errors_in_two_files_are_both_reported() {
     let ns = ns.name();
     let dir = temp_dir();
     let proxy = CountingProxy::start(&local_socket_path());
-    let a = write(
-        dir.path(),
-        "a.yaml",
-        &set_yaml(
-            ns,
-            "a",
-            "",
-            "    env:\n      - name: 9LIVES\n        value: x\n",
-        ),
-    );
-    let b = write(
-        dir.path(),
-        "b.yaml",
-        &host_yaml(ns, "web", "  endpoint: http://x\n"),
-    );
+    let a = write(dir.path(), "a.yaml", &set_yaml(ns, "a", "", "    env:\n      - name: 9LIVES\n        value: x\n"));
+    let b = write(dir.path(), "b.yaml", &host_yaml(ns, "web", "  endpoint: http://x\n"));
     // The folder is read recursively, in name order.
     let out = run_through_proxy("apply", dir.path(), &proxy);
     assert_eq!(out.code, Some(1), "{out}");
     for expected in [
-        format!(
-            "error: {} (document 1): ContainerSet {ns}/a: spec.template.env[0].name:",
-            a.display()
-        ),
-        format!(
-            "error: {} (document 1): DockerHost {ns}/web: spec.endpoint:",
-            b.display()
-        ),
+        format!("error: {} (document 1): ContainerSet {ns}/a: spec.template.env[0].name:", a.display()),
+        format!("error: {} (document 1): DockerHost {ns}/web: spec.endpoint:", b.display()),
         "2 problem(s) in the input; no host was touched.".to_string(),
     ] {
-        assert!(
-            out.stderr.contains(&expected),
-            "stderr lacks {expected:?}\n{out}"
-        );
+        assert!(out.stderr.contains(&expected), "stderr lacks {expected:?}\n{out}");
     }
-    assert!(
-        proxy.requests().is_empty(),
-        "requests:\n{}",
-        proxy.describe()
-    );
+    assert!(proxy.requests().is_empty(), "requests:\n{}", proxy.describe());
 }
 
 #[test]
@@ -663,12 +526,7 @@ fn one_valid_and_one_invalid_object_applies_nothing() {
     let proxy = CountingProxy::start(&local_socket_path());
     let yaml = docs(&[
         set_yaml(ns, "good", "", "    ports:\n      - containerPort: 8080\n"),
-        set_yaml(
-            ns,
-            "bad",
-            "",
-            "    healthcheck:\n      test: [\"CURL\", \"x\"]\n",
-        ),
+        set_yaml(ns, "bad", "", "    healthcheck:\n      test: [\"CURL\", \"x\"]\n"),
     ]);
     let path = write(dir.path(), "mixed.yaml", &yaml);
     let out = run_through_proxy("apply", &path, &proxy);
@@ -682,14 +540,8 @@ fn one_valid_and_one_invalid_object_applies_nothing() {
         ],
     );
     assert!(problems.is_empty(), "{}\n{out}", problems.join("\n"));
-    assert!(
-        !out.stderr.contains(&format!("{ns}/good")),
-        "the valid set is not blamed\n{out}"
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "nothing is planned or applied: {out}"
-    );
+    assert!(!out.stderr.contains(&format!("{ns}/good")), "the valid set is not blamed\n{out}");
+    assert!(out.stdout.is_empty(), "nothing is planned or applied: {out}");
 }
 
 #[test]
@@ -698,47 +550,21 @@ fn plan_on_an_invalid_file_exits_1_without_requests() {
     let ns = ns.name();
     let dir = temp_dir();
     let proxy = CountingProxy::start(&local_socket_path());
-    let path = write(
-        dir.path(),
-        "plan.yaml",
-        &set_yaml(ns, "planned", "  replicaPerHost: 2\n", ""),
-    );
+    let path = write(dir.path(), "plan.yaml", &set_yaml(ns, "planned", "  replicaPerHost: 2\n", ""));
     for command in ["plan", "status", "delete"] {
         let out = run_through_proxy(command, &path, &proxy);
-        let problems = check(
-            &out,
-            &proxy,
-            &path,
-            &[format!(
-                "ContainerSet {ns}/planned: spec.replicaPerHost: unknown field"
-            )],
-        );
-        assert!(
-            problems.is_empty(),
-            "berth {command}: {}\n{out}",
-            problems.join("\n")
-        );
-        assert!(
-            out.stdout.is_empty(),
-            "berth {command} printed a plan or status: {out}"
-        );
+        let problems =
+            check(&out, &proxy, &path, &[format!("ContainerSet {ns}/planned: spec.replicaPerHost: unknown field")]);
+        assert!(problems.is_empty(), "berth {command}: {}\n{out}", problems.join("\n"));
+        assert!(out.stdout.is_empty(), "berth {command} printed a plan or status: {out}");
     }
 }
 
 /// Runs `cases` through [`run_case`] one by one and fails listing those berth got wrong.
 fn assert_refused(cases: &[Case], dir: &Path) {
-    let failures: Vec<String> = cases
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| run_case(i, c, dir, "unix:///unused"))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    let failures: Vec<String> =
+        cases.iter().enumerate().filter_map(|(i, c)| run_case(i, c, dir, "unix:///unused")).collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }
 
 #[test]
@@ -823,12 +649,7 @@ fn errors_found_by_both_checks_are_reported_together() {
     let proxy = CountingProxy::start(&local_socket_path());
     let yaml = docs(&[
         // Wrong on its own (found by load).
-        set_yaml(
-            ns,
-            "alone",
-            "",
-            "    ports:\n      - containerPort: 70000\n",
-        ),
+        set_yaml(ns, "alone", "", "    ports:\n      - containerPort: 70000\n"),
         // Wrong only together with the rest of the input (found by resolve).
         set_yaml(
             ns,

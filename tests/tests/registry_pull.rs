@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use berth_tests::{
-    CountingProxy, ECHO_BODY, ECHO_IMAGE, EchoSet, NamespaceGuard, Registry, berth_async,
-    containers_in, docker, ensure_echo_image, eventually, free_port, http_get, local_socket_path,
-    names_ids_states,
+    CountingProxy, ECHO_BODY, ECHO_IMAGE, EchoSet, NamespaceGuard, Registry, berth_async, containers_in, docker,
+    ensure_echo_image, eventually, free_port, http_get, local_socket_path, names_ids_states,
 };
 use bollard::Docker;
 use bollard::query_parameters::RemoveImageOptions;
@@ -27,13 +26,9 @@ impl Drop for TagGuard {
     fn drop(&mut self) {
         let tag = self.0.clone();
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime")
-                .block_on(async {
-                    untag(&docker().await, &tag).await;
-                })
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(async {
+                untag(&docker().await, &tag).await;
+            })
         })
         .join();
     }
@@ -41,15 +36,10 @@ impl Drop for TagGuard {
 
 /// Removes the tag `reference` from the local engine (absent is fine), never the image.
 async fn untag(docker: &Docker, reference: &str) {
-    let opts = RemoveImageOptions {
-        noprune: true,
-        ..Default::default()
-    };
+    let opts = RemoveImageOptions { noprune: true, ..Default::default() };
     match docker.remove_image(reference, Some(opts), None).await {
         Ok(_) => {}
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {}
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
         Err(e) => panic!("cannot untag {reference}: {e}"),
     }
 }
@@ -57,9 +47,7 @@ async fn untag(docker: &Docker, reference: &str) {
 async fn image_present(docker: &Docker, reference: &str) -> bool {
     match docker.inspect_image(reference).await {
         Ok(_) => true,
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => false,
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
         Err(e) => panic!("cannot inspect image {reference}: {e}"),
     }
 }
@@ -69,40 +57,22 @@ async fn image_present(docker: &Docker, reference: &str) -> bool {
 /// that removes the tag again at the end.
 async fn push_and_forget(docker: &Docker, registry: &Registry, repo: &str) -> (String, TagGuard) {
     ensure_echo_image();
-    let remote = registry
-        .push(docker, ECHO_IMAGE, &format!("{repo}:v1"))
-        .await;
+    let remote = registry.push(docker, ECHO_IMAGE, &format!("{repo}:v1")).await;
     let guard = TagGuard(remote.clone());
     untag(docker, &remote).await;
-    assert!(
-        !image_present(docker, &remote).await,
-        "{remote} must not be on the engine before berth pulls it"
-    );
-    assert!(
-        image_present(docker, ECHO_IMAGE).await,
-        "{ECHO_IMAGE} itself stays"
-    );
+    assert!(!image_present(docker, &remote).await, "{remote} must not be on the engine before berth pulls it");
+    assert!(image_present(docker, ECHO_IMAGE).await, "{ECHO_IMAGE} itself stays");
     (remote, guard)
 }
 
 /// The input: a dockerconfigjson Secret (`secret_body` holds its `stringData`/`data`
 /// section) and the set pulling `image` with it, published on 127.0.0.1:`port`.
-fn write_input(
-    dir: &Path,
-    ns: &str,
-    set: &str,
-    image: &str,
-    secret_body: &str,
-    port: u16,
-) -> PathBuf {
+fn write_input(dir: &Path, ns: &str, set: &str, image: &str, secret_body: &str, port: u16) -> PathBuf {
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: registry-creds\n  namespace: {ns}\n\
          type: kubernetes.io/dockerconfigjson\n{secret_body}"
     );
-    let set = EchoSet::new(ns, set)
-        .image(image, "IfNotPresent")
-        .pull_secret("registry-creds")
-        .host_port(port);
+    let set = EchoSet::new(ns, set).image(image, "IfNotPresent").pull_secret("registry-creds").host_port(port);
     let path = dir.join("input.yaml");
     std::fs::write(&path, format!("{secret}---\n{}", set.yaml())).expect("write the input");
     path
@@ -115,9 +85,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(b);
             i += 3;
@@ -130,10 +98,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("berth-registry-pull-")
-        .tempdir()
-        .expect("a temp dir")
+    tempfile::Builder::new().prefix("berth-registry-pull-").tempdir().expect("a temp dir")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,14 +140,8 @@ async fn apply_pulls_a_private_image_with_an_image_pull_secret() {
     let containers = names_ids_states(&docker, &ns).await;
     assert_eq!(containers.len(), 1, "{containers:?}");
     assert_eq!(containers[0].2, "running", "{containers:?}");
-    let inspect = docker
-        .inspect_container(&containers[0].1, None)
-        .await
-        .expect("inspect the container");
-    assert_eq!(
-        inspect.config.and_then(|c| c.image).as_deref(),
-        Some(image.as_str())
-    );
+    let inspect = docker.inspect_container(&containers[0].1, None).await.expect("inspect the container");
+    assert_eq!(inspect.config.and_then(|c| c.image).as_deref(), Some(image.as_str()));
     let addr = format!("127.0.0.1:{port}");
     eventually("the pulled container to answer", WAIT, || {
         let addr = addr.clone();
@@ -220,16 +179,9 @@ async fn a_wrong_registry_password_fails_the_apply_and_creates_nothing() {
     let input = write_input(dir.path(), &ns, "refused", &image, &body, free_port());
     let proxy = CountingProxy::start(&local_socket_path());
 
-    let out = berth_async(
-        ["apply", "-f", input.to_str().unwrap()],
-        &[("DOCKER_HOST", &proxy.docker_host())],
-    )
-    .await;
+    let out = berth_async(["apply", "-f", input.to_str().unwrap()], &[("DOCKER_HOST", &proxy.docker_host())]).await;
     out.assert_code(1);
-    assert!(
-        out.stderr.contains(&format!("pull image {image}")),
-        "the error names the image {image}\n{out}"
-    );
+    assert!(out.stderr.contains(&format!("pull image {image}")), "the error names the image {image}\n{out}");
     let lower = out.stderr.to_lowercase();
     assert!(
         lower.contains("unauthorized") || lower.contains("authentication required"),
@@ -246,10 +198,7 @@ async fn a_wrong_registry_password_fails_the_apply_and_creates_nothing() {
         "no container is created when the image cannot be pulled; requests:\n{}",
         proxy.describe()
     );
-    assert!(
-        containers_in(&docker, &ns).await.is_empty(),
-        "no container of the set exists"
-    );
+    assert!(containers_in(&docker, &ns).await.is_empty(), "no container of the set exists");
     assert!(!image_present(&docker, &image).await, "nothing was pulled");
     drop(guard);
 }

@@ -66,7 +66,8 @@ impl ApiServer {
         let mut kinds = BTreeMap::new();
         for crd in berth_crd::crds() {
             let version = &crd.spec.versions[0];
-            let schema = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("a CRD with a schema");
+            let schema =
+                version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("a CRD with a schema");
             let schema = serde_json::to_value(schema).expect("a schema serializes");
             let structural = jsonschema::options()
                 .with_draft(jsonschema::Draft::Draft4)
@@ -115,7 +116,10 @@ impl ApiServer {
                     // reads a field the schema already refused may do so: elsewhere it is a
                     // missing `has()` guard, and the server's message would be a CEL error.
                     ErrorKind::EvaluationError if !structural_ok => {}
-                    _ => panic!("CEL rule {:?} at {:?} could not be evaluated: {:?} {}", e.rule, e.field_path, e.kind, e.message),
+                    _ => panic!(
+                        "CEL rule {:?} at {:?} could not be evaluated: {:?} {}",
+                        e.rule, e.field_path, e.kind, e.message
+                    ),
                 }
                 rejections.push(Rejection {
                     path: e.field_path.clone(),
@@ -197,7 +201,10 @@ pub fn to_json_schema(schema: &Value) -> Value {
             "nullable" | "format" => {}
             "properties" => {
                 let props = value.as_object().expect("properties is a map");
-                out.insert(key.clone(), Value::Object(props.iter().map(|(k, v)| (k.clone(), to_json_schema(v))).collect()));
+                out.insert(
+                    key.clone(),
+                    Value::Object(props.iter().map(|(k, v)| (k.clone(), to_json_schema(v))).collect()),
+                );
             }
             "items" | "not" => {
                 out.insert(key.clone(), to_json_schema(value));
@@ -216,7 +223,9 @@ pub fn to_json_schema(schema: &Value) -> Value {
     }
     let mut types: Vec<Value> = match out.remove("type") {
         Some(Value::String(t)) => vec![Value::String(t)],
-        None if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) => vec![json!("integer"), json!("string")],
+        None if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) => {
+            vec![json!("integer"), json!("string")]
+        }
         None => vec![],
         Some(other) => panic!("unexpected type {other}"),
     };
@@ -404,7 +413,6 @@ impl Estimator {
         }
     }
 }
-
 
 /// The variables a rule reads that no macro binds: for a CRD rule, only `self` and `oldSelf`
 /// (and the root's `apiVersion`, `apiGroup`, `kind`) exist.

@@ -93,10 +93,7 @@ fn serve(port: u16) -> ExitCode {
     if let Some(path) = std::env::var_os("BOOT_LOG").filter(|p| !p.is_empty())
         && let Err(err) = append_boot_line(Path::new(&path), &boot_id())
     {
-        eprintln!(
-            "echo: cannot append to BOOT_LOG {}: {err}",
-            Path::new(&path).display()
-        );
+        eprintln!("echo: cannot append to BOOT_LOG {}: {err}", Path::new(&path).display());
         return ExitCode::FAILURE;
     }
     let listener = match TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))) {
@@ -106,10 +103,7 @@ fn serve(port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!(
-        "echo {} listening on 0.0.0.0:{port}",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("echo {} listening on 0.0.0.0:{port}", env!("CARGO_PKG_VERSION"));
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
@@ -139,10 +133,7 @@ fn append_boot_line(path: &Path, id: &str) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     // One write call, so concurrent appenders do not interleave within a line.
     f.write_all(format!("boot {id}\n").as_bytes())
 }
@@ -150,21 +141,14 @@ fn append_boot_line(path: &Path, id: &str) -> io::Result<()> {
 /// Sends `GET /` to 127.0.0.1:`port`; Ok if the answer's status is 200.
 fn probe(port: u16) -> Result<(), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(PROBE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(PROBE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT)).map_err(|e| e.to_string())?;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .map_err(|e| format!("send: {e}"))?;
     let mut status_line = String::new();
-    BufReader::new(stream.take(1024))
-        .read_line(&mut status_line)
-        .map_err(|e| format!("read: {e}"))?;
+    BufReader::new(stream.take(1024)).read_line(&mut status_line).map_err(|e| format!("read: {e}"))?;
     match status_line.split_whitespace().nth(1) {
         Some("200") => Ok(()),
         _ => Err(format!("unexpected answer {:?}", status_line.trim_end())),
@@ -213,8 +197,7 @@ struct Request {
 
 fn parse_request_line(line: &str) -> Result<Request, String> {
     let mut parts = line.trim_end_matches(['\r', '\n']).split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("malformed request line".into());
     };
@@ -229,10 +212,7 @@ fn parse_request_line(line: &str) -> Result<Request, String> {
     }
     let raw_path = target.split(['?', '#']).next().unwrap_or(target);
     let path = percent_decode(raw_path).ok_or("bad percent-encoding in path")?;
-    Ok(Request {
-        method: method.to_owned(),
-        path,
-    })
+    Ok(Request { method: method.to_owned(), path })
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -264,21 +244,11 @@ struct Response {
 
 impl Response {
     fn text(status: u16, body: impl Into<String>) -> Self {
-        Response {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into().into_bytes(),
-            head_only: false,
-        }
+        Response { status, content_type: "text/plain; charset=utf-8", body: body.into().into_bytes(), head_only: false }
     }
 
     fn bytes(body: Vec<u8>) -> Self {
-        Response {
-            status: 200,
-            content_type: "application/octet-stream",
-            body,
-            head_only: false,
-        }
+        Response { status: 200, content_type: "application/octet-stream", body, head_only: false }
     }
 
     fn to_bytes(&self) -> Vec<u8> {
@@ -340,9 +310,7 @@ fn route_get(path: &str, env: &dyn Fn(&str) -> Option<OsString>) -> Response {
         let file = format!("/{rest}");
         return match std::fs::read(&file) {
             Ok(bytes) => Response::bytes(bytes),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                Response::text(404, format!("{file}: no such file\n"))
-            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Response::text(404, format!("{file}: no such file\n")),
             Err(err) => Response::text(500, format!("{file}: {err}\n")),
         };
     }
@@ -391,10 +359,7 @@ mod tests {
     use super::*;
 
     fn get(path: &str) -> Request {
-        Request {
-            method: "GET".into(),
-            path: path.into(),
-        }
+        Request { method: "GET".into(), path: path.into() }
     }
 
     fn no_env(_: &str) -> Option<OsString> {
@@ -404,14 +369,8 @@ mod tests {
     #[test]
     fn parses_request_lines() {
         assert_eq!(parse_request_line("GET / HTTP/1.1\r\n"), Ok(get("/")));
-        assert_eq!(
-            parse_request_line("GET /env/FOO?x=1 HTTP/1.0\n"),
-            Ok(get("/env/FOO"))
-        );
-        assert_eq!(
-            parse_request_line("GET /file/a%20b HTTP/1.1"),
-            Ok(get("/file/a b"))
-        );
+        assert_eq!(parse_request_line("GET /env/FOO?x=1 HTTP/1.0\n"), Ok(get("/env/FOO")));
+        assert_eq!(parse_request_line("GET /file/a%20b HTTP/1.1"), Ok(get("/file/a b")));
         let head = parse_request_line("HEAD / HTTP/1.1\r\n").unwrap();
         assert_eq!(head.method, "HEAD");
         for bad in [
@@ -425,20 +384,14 @@ mod tests {
             "GET /%zz HTTP/1.1\r\n",
             "GET /%4 HTTP/1.1\r\n",
         ] {
-            assert!(
-                parse_request_line(bad).is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(parse_request_line(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 
     #[test]
     fn root_says_hello_without_newline() {
         let r = route(&get("/"), &no_env);
-        assert_eq!(
-            (r.status, r.body.as_slice()),
-            (200, b"Hello Docker!!".as_slice())
-        );
+        assert_eq!((r.status, r.body.as_slice()), (200, b"Hello Docker!!".as_slice()));
         let wire = r.to_bytes();
         assert!(wire.starts_with(b"HTTP/1.1 200 OK\r\n"));
         assert!(wire.ends_with(b"\r\n\r\nHello Docker!!"));
@@ -462,10 +415,7 @@ mod tests {
         let url = format!("/file{}", path.display()); // path is absolute: "/file/tmp/..."
         let r = route(&get(&url), &no_env);
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(
-            (r.status, r.body.as_slice()),
-            (200, b"on the volume\n".as_slice())
-        );
+        assert_eq!((r.status, r.body.as_slice()), (200, b"on the volume\n".as_slice()));
         assert_eq!(route(&get(&url), &no_env).status, 404, "gone after removal");
         assert_eq!(route(&get("/file/"), &no_env).status, 404);
     }
@@ -474,20 +424,11 @@ mod tests {
     fn other_paths_and_methods() {
         assert_eq!(route(&get("/nope"), &no_env).status, 404);
         assert_eq!(route(&get("/env"), &no_env).status, 404);
-        let post = Request {
-            method: "POST".into(),
-            path: "/".into(),
-        };
+        let post = Request { method: "POST".into(), path: "/".into() };
         let r = route(&post, &no_env);
         assert_eq!(r.status, 405);
         assert!(String::from_utf8_lossy(&r.to_bytes()).contains("Allow: GET, HEAD\r\n"));
-        let head = route(
-            &Request {
-                method: "HEAD".into(),
-                path: "/".into(),
-            },
-            &no_env,
-        );
+        let head = route(&Request { method: "HEAD".into(), path: "/".into() }, &no_env);
         let wire = head.to_bytes();
         assert!(wire.ends_with(b"Content-Length: 14\r\nConnection: close\r\n\r\n"));
     }
@@ -515,9 +456,7 @@ mod tests {
             }
         });
         let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")
-            .unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n").unwrap();
         let mut answer = String::new();
         client.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");

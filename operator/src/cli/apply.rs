@@ -127,8 +127,22 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Execute every host's plan concurrently.
-async fn execute(views: &[HostView], plans: &[Option<HostPlan>], resolved: &Resolved, concurrency: u16) -> Vec<Option<HostOutcome>> {
-    let total: usize = plans.iter().flatten().map(|p| p.sets.iter().map(|s| s.prepare.len() + s.changes.iter().map(|c| c.steps.len()).sum::<usize>()).sum::<usize>()).sum();
+async fn execute(
+    views: &[HostView],
+    plans: &[Option<HostPlan>],
+    resolved: &Resolved,
+    concurrency: u16,
+) -> Vec<Option<HostOutcome>> {
+    let total: usize = plans
+        .iter()
+        .flatten()
+        .map(|p| {
+            p.sets
+                .iter()
+                .map(|s| s.prepare.len() + s.changes.iter().map(|c| c.steps.len()).sum::<usize>())
+                .sum::<usize>()
+        })
+        .sum();
     if total > 0 {
         print!("{}", render::plan_text(views, plans));
     }

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
 use futures::StreamExt;
 
+use super::InputArgs;
 use super::LogsArgs;
 use super::apply::{load_input, observe_all};
-use super::InputArgs;
 use crate::docker::{self, Endpoint};
 use crate::engine::labels;
 use crate::input::HostTarget;
@@ -25,7 +25,8 @@ pub(super) async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     } else {
         load_input(&InputArgs { files: args.files.clone() }, false)?.hosts
     };
-    let targets: Vec<HostTarget> = targets.into_iter().filter(|t| args.host.as_ref().is_none_or(|h| h == &t.name)).collect();
+    let targets: Vec<HostTarget> =
+        targets.into_iter().filter(|t| args.host.as_ref().is_none_or(|h| h == &t.name)).collect();
     if targets.is_empty() {
         anyhow::bail!("no host named {:?} in the input", args.host.unwrap_or_default());
     }
@@ -47,7 +48,8 @@ pub(super) async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|e| anyhow::anyhow!("host {}: {}", v.target.name, docker::message_of(&e)))?;
         for c in list {
-            let cname = c.names.unwrap_or_default().first().cloned().unwrap_or_default().trim_start_matches('/').to_string();
+            let cname =
+                c.names.unwrap_or_default().first().cloned().unwrap_or_default().trim_start_matches('/').to_string();
             let mut opts = LogsOptionsBuilder::default().stdout(true).stderr(true).follow(args.follow);
             if let Some(t) = args.tail {
                 opts = opts.tail(&t.to_string());

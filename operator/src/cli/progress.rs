@@ -67,10 +67,15 @@ impl Progress for TerminalProgress {
 
     fn pull_progress(&self, host: &str, image: &str, layer: &str, status: &str, current: i64, total: i64) {
         match &self.bar {
-            Some(b) if total > 0 => b.set_message(format!("{host}: pulling {image}: {layer} {status} {current}/{total}")),
+            Some(b) if total > 0 => {
+                b.set_message(format!("{host}: pulling {image}: {layer} {status} {current}/{total}"))
+            }
             Some(b) => b.set_message(format!("{host}: pulling {image}: {status}")),
             // Plain output: only the lines that say something happened, not every chunk.
-            None if status.starts_with("Pulling from") || status.starts_with("Status:") || status.starts_with("Digest:") => {
+            None if status.starts_with("Pulling from")
+                || status.starts_with("Status:")
+                || status.starts_with("Digest:") =>
+            {
                 eprintln!("{host}: pull {image}: {status}")
             }
             None => {}

@@ -68,7 +68,11 @@ fn write_set(out: &mut String, sp: &SetPlan) {
                 let _ = writeln!(out, "    > start   {} (created earlier, never started)", c.container);
             }
             Action::Complete => {
-                let _ = writeln!(out, "    ~ finish  {} (replacement was interrupted; remove the old container)", c.container);
+                let _ = writeln!(
+                    out,
+                    "    ~ finish  {} (replacement was interrupted; remove the old container)",
+                    c.container
+                );
             }
             Action::Replace { reasons } => {
                 let _ = writeln!(out, "    ~ replace {}", c.container);

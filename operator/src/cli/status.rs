@@ -46,7 +46,12 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => {
                     unreachable = true;
                     if desired.is_some() {
-                        s.hosts.push(HostSetStatus { host: v.target.name.clone(), ready: false, message: Some(e.clone()), ..Default::default() });
+                        s.hosts.push(HostSetStatus {
+                            host: v.target.name.clone(),
+                            ready: false,
+                            message: Some(e.clone()),
+                            ..Default::default()
+                        });
                     }
                     continue;
                 }
@@ -105,11 +110,29 @@ fn print_table(sets: &[SetStatus]) {
     for s in sets {
         for h in &s.hosts {
             if h.containers.is_empty() {
-                rows.push(vec![s.set.clone(), h.host.clone(), "-".into(), "-".into(), h.message.clone().unwrap_or_else(|| "none".into()), "-".into()]);
+                rows.push(vec![
+                    s.set.clone(),
+                    h.host.clone(),
+                    "-".into(),
+                    "-".into(),
+                    h.message.clone().unwrap_or_else(|| "none".into()),
+                    "-".into(),
+                ]);
             }
             for c in &h.containers {
-                let rev = if Some(&c.revision) == h.revision.as_ref() { c.revision.clone() } else { format!("{} (old)", c.revision) };
-                rows.push(vec![s.set.clone(), h.host.clone(), c.name.clone(), rev, c.state.clone(), c.health.clone().unwrap_or_else(|| "-".into())]);
+                let rev = if Some(&c.revision) == h.revision.as_ref() {
+                    c.revision.clone()
+                } else {
+                    format!("{} (old)", c.revision)
+                };
+                rows.push(vec![
+                    s.set.clone(),
+                    h.host.clone(),
+                    c.name.clone(),
+                    rev,
+                    c.state.clone(),
+                    c.health.clone().unwrap_or_else(|| "-".into()),
+                ]);
             }
         }
     }

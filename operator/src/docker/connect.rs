@@ -20,7 +20,10 @@ pub struct TlsFiles {
 pub enum Endpoint {
     Unix(PathBuf),
     /// `host:port`; `tls` is `None` only when the user allowed plain TCP.
-    Tcp { addr: String, tls: Option<TlsFiles> },
+    Tcp {
+        addr: String,
+        tls: Option<TlsFiles>,
+    },
 }
 
 impl Endpoint {
@@ -37,9 +40,7 @@ impl Endpoint {
         if let Some(addr) = host.strip_prefix("tcp://") {
             let verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
             let tls = verify.then(|| {
-                let dir = std::env::var("DOCKER_CERT_PATH")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| home_docker_dir());
+                let dir = std::env::var("DOCKER_CERT_PATH").map(PathBuf::from).unwrap_or_else(|_| home_docker_dir());
                 TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") }
             });
             return Ok(Endpoint::Tcp { addr: addr.to_string(), tls });
@@ -67,7 +68,10 @@ const TIMEOUT_SECS: u64 = 120;
 
 /// Connect and negotiate the API version. Fails when the engine does not answer.
 pub async fn connect(endpoint: &Endpoint) -> Result<Docker, DockerError> {
-    let err = |e: bollard::errors::Error| DockerError::Connect { endpoint: endpoint.to_string(), message: super::message_of(&e) };
+    let err = |e: bollard::errors::Error| DockerError::Connect {
+        endpoint: endpoint.to_string(),
+        message: super::message_of(&e),
+    };
     let docker = match endpoint {
         Endpoint::Unix(path) => {
             Docker::connect_with_unix(&path.to_string_lossy(), TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(err)?

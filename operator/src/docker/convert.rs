@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, HealthConfig, HostConfig, Mount, MountType, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::engine::{ContainerSpec, EnvValue, MountKind};
@@ -27,10 +26,12 @@ pub fn create_body(spec: &ContainerSpec, labels: HashMap<String, String>) -> Con
         let key = format!("{}/{}", p.container_port, p.protocol);
         exposed.push(key.clone());
         if let Some(hp) = p.host_port {
-            port_bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
-                host_ip: (!p.host_ip.is_empty()).then(|| p.host_ip.clone()),
-                host_port: Some(hp.to_string()),
-            });
+            port_bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(
+                PortBinding {
+                    host_ip: (!p.host_ip.is_empty()).then(|| p.host_ip.clone()),
+                    host_port: Some(hp.to_string()),
+                },
+            );
         }
     }
 

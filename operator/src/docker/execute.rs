@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::models::{
+    ContainerStateStatusEnum, HealthStatusEnum, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
@@ -109,10 +111,11 @@ async fn run_sets(
 ) -> Vec<SetOutcome> {
     let runs = set_plans.iter().map(|sp| {
         let d = desired.iter().find(|d| d.key == sp.set);
-        let rt = options.sets.get(&sp.set).cloned().unwrap_or_else(|| SetRuntime {
-            progress_deadline: Duration::from_secs(600),
-            credentials: None,
-        });
+        let rt = options
+            .sets
+            .get(&sp.set)
+            .cloned()
+            .unwrap_or_else(|| SetRuntime { progress_deadline: Duration::from_secs(600), credentials: None });
         let ctx = StepContext { docker, host: &plan.host, set: &sp.set, desired: d, runtime: rt, progress };
         run_set(ctx, sp, permits.clone())
     });
@@ -251,7 +254,11 @@ async fn ensure_volume(docker: &Docker, name: &str) -> Result<(), DockerError> {
     match docker.inspect_volume(name).await {
         Ok(_) => Ok(()),
         Err(e) if status_of(&e) == Some(404) => {
-            let req = VolumeCreateRequest { name: Some(name.to_string()), labels: Some(managed_labels()), ..Default::default() };
+            let req = VolumeCreateRequest {
+                name: Some(name.to_string()),
+                labels: Some(managed_labels()),
+                ..Default::default()
+            };
             docker.create_volume(req).await.map(|_| ()).map_err(|e| DockerError::api("create volume", name, e))
         }
         Err(e) => Err(DockerError::api("inspect volume", name, e)),
@@ -276,10 +283,8 @@ async fn ensure_image(ctx: &StepContext<'_>, image: &str, pull: Pull) -> Result<
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
             return Err(DockerError::Api { op: "pull image", target: image.to_string(), message: err });
         }
-        let (current, total) = info
-            .progress_detail
-            .map(|p| (p.current.unwrap_or(0), p.total.unwrap_or(0)))
-            .unwrap_or((0, 0));
+        let (current, total) =
+            info.progress_detail.map(|p| (p.current.unwrap_or(0), p.total.unwrap_or(0))).unwrap_or((0, 0));
         ctx.progress.pull_progress(
             ctx.host,
             image,
@@ -305,7 +310,11 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
         Ok(_) => {}
         Err(e) if status_of(&e) == Some(409) => {
             // A name conflict after a crash is work already done, if the labels say it is ours.
-            let existing = ctx.docker.inspect_container(name, None).await.map_err(|e| DockerError::api("inspect container", name, e))?;
+            let existing = ctx
+                .docker
+                .inspect_container(name, None)
+                .await
+                .map_err(|e| DockerError::api("inspect container", name, e))?;
             let l = existing.config.and_then(|c| c.labels).unwrap_or_default();
             let ours = l.get(labels::REVISION) == Some(&d.revision)
                 && l.get(labels::ORDINAL) == Some(&ordinal.to_string())
@@ -336,12 +345,19 @@ async fn wait_ready(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError
     let deadline = Instant::now() + ctx.runtime.progress_deadline;
     let mut interval = Duration::from_millis(50);
     loop {
-        let c = ctx.docker.inspect_container(name, None).await.map_err(|e| DockerError::api("inspect container", name, e))?;
+        let c = ctx
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| DockerError::api("inspect container", name, e))?;
         let state = c.state.unwrap_or_default();
         let health = state.health.as_ref().and_then(|h| h.status);
         match state.status {
             Some(ContainerStateStatusEnum::RUNNING) => match health {
-                None | Some(HealthStatusEnum::NONE) | Some(HealthStatusEnum::EMPTY) | Some(HealthStatusEnum::HEALTHY) => {
+                None
+                | Some(HealthStatusEnum::NONE)
+                | Some(HealthStatusEnum::EMPTY)
+                | Some(HealthStatusEnum::HEALTHY) => {
                     return Ok(());
                 }
                 Some(HealthStatusEnum::UNHEALTHY) => {
@@ -349,7 +365,13 @@ async fn wait_ready(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError
                         .health
                         .and_then(|h| h.log)
                         .and_then(|log| log.last().cloned())
-                        .map(|r| format!("healthcheck failed (exit {}): {}", r.exit_code.unwrap_or(-1), r.output.unwrap_or_default().trim()))
+                        .map(|r| {
+                            format!(
+                                "healthcheck failed (exit {}): {}",
+                                r.exit_code.unwrap_or(-1),
+                                r.output.unwrap_or_default().trim()
+                            )
+                        })
                         .unwrap_or_else(|| "healthcheck reports unhealthy".into());
                     return Err(DockerError::NotReady { name: name.to_string(), detail });
                 }

@@ -13,15 +13,11 @@ use crate::engine::{Health, HostBinding, ObservedContainer, SetKey, State, label
 
 /// Every container on the host that carries berth's managed-by label.
 pub async fn observe(docker: &Docker) -> Result<Vec<ObservedContainer>, DockerError> {
-    let filters: HashMap<String, Vec<String>> = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)],
-    )]);
+    let filters: HashMap<String, Vec<String>> =
+        HashMap::from([("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)])]);
     let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-    let list = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| DockerError::api("list containers on", "host", e))?;
+    let list =
+        docker.list_containers(Some(options)).await.map_err(|e| DockerError::api("list containers on", "host", e))?;
     Ok(list.into_iter().filter_map(to_observed).collect())
 }
 

@@ -107,7 +107,11 @@ mod tests {
     use crate::engine::model::{EnvValue, PortSpec};
 
     fn spec() -> ContainerSpec {
-        ContainerSpec { image: "example/echo:latest".into(), restart_policy: "unless-stopped".into(), ..Default::default() }
+        ContainerSpec {
+            image: "example/echo:latest".into(),
+            restart_policy: "unless-stopped".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -124,7 +128,12 @@ mod tests {
     #[test]
     fn port_change_is_indexed() {
         let mut a = spec();
-        a.ports.push(PortSpec { container_port: 8080, protocol: "tcp".into(), host_port: Some(9000), host_ip: String::new() });
+        a.ports.push(PortSpec {
+            container_port: 8080,
+            protocol: "tcp".into(),
+            host_port: Some(9000),
+            host_ip: String::new(),
+        });
         let mut b = a.clone();
         b.ports[0].host_port = Some(9001);
         let d = diff_specs(&a, &b);

@@ -110,11 +110,22 @@ impl SpecGene {
         }
         if self.port >= 1 {
             let host = self.has_host_port().then(|| host_port(key, u16::from(self.port - 2)));
-            spec.ports.push(PortSpec { container_port: 8080, protocol: "tcp".into(), host_port: host, host_ip: String::new() });
+            spec.ports.push(PortSpec {
+                container_port: 8080,
+                protocol: "tcp".into(),
+                host_port: host,
+                host_ip: String::new(),
+            });
         }
         if let Some(v) = self.volume {
-            let source = if v == 0 { format!("{}-data", SET_NAMES[key % SET_NAMES.len()]) } else { "shared-cache".into() };
-            spec.mounts.push(MountSpec { kind: MountKind::Volume, source: Some(source), target: "/data".into(), read_only: false });
+            let source =
+                if v == 0 { format!("{}-data", SET_NAMES[key % SET_NAMES.len()]) } else { "shared-cache".into() };
+            spec.mounts.push(MountSpec {
+                kind: MountKind::Volume,
+                source: Some(source),
+                target: "/data".into(),
+                read_only: false,
+            });
         }
         for (i, n) in NETWORKS.iter().enumerate() {
             if self.networks & (1 << i) != 0 {
@@ -194,14 +205,28 @@ fn set_genes() -> impl Strategy<Value = Vec<SetGene>> {
 /// Something that happens to a host between two applies. `pick` chooses a managed container.
 #[derive(Clone, Debug)]
 enum Disturbance {
-    Remove { pick: usize },
-    SetState { pick: usize, state: State },
+    Remove {
+        pick: usize,
+    },
+    SetState {
+        pick: usize,
+        state: State,
+    },
     /// A container of an older revision claiming the ordinal of `pick`.
-    DuplicateOld { pick: usize, running: bool },
+    DuplicateOld {
+        pick: usize,
+        running: bool,
+    },
     /// A container without berth's labels.
-    Unmanaged { running: bool },
+    Unmanaged {
+        running: bool,
+    },
     /// A copy of `pick` whose ordinal label cannot be read.
-    GarbledOrdinal { pick: usize, label: usize, running: bool },
+    GarbledOrdinal {
+        pick: usize,
+        label: usize,
+        running: bool,
+    },
 }
 
 fn disturbance() -> impl Strategy<Value = Disturbance> {
@@ -212,8 +237,11 @@ fn disturbance() -> impl Strategy<Value = Disturbance> {
             .prop_map(|(pick, state)| Disturbance::SetState { pick, state }),
         (pick.clone(), any::<bool>()).prop_map(|(pick, running)| Disturbance::DuplicateOld { pick, running }),
         any::<bool>().prop_map(|running| Disturbance::Unmanaged { running }),
-        (pick, 0..GARBLED.len(), any::<bool>())
-            .prop_map(|(pick, label, running)| Disturbance::GarbledOrdinal { pick, label, running }),
+        (pick, 0..GARBLED.len(), any::<bool>()).prop_map(|(pick, label, running)| Disturbance::GarbledOrdinal {
+            pick,
+            label,
+            running
+        }),
     ]
 }
 
@@ -367,7 +395,13 @@ fn disturb(host: &mut SimHost, d: &Disturbance, k: usize) {
             };
             let key = SetKey::new(c.labels[labels::NAMESPACE].clone(), c.labels[labels::SET].clone());
             // An image no generated spec uses: a revision that is old for sure.
-            let old = DesiredSet::new(key, ContainerSpec { image: format!("example/old:{k}"), ..spec }, 1, Order::StopFirst, Pull::Never);
+            let old = DesiredSet::new(
+                key,
+                ContainerSpec { image: format!("example/old:{k}"), ..spec },
+                1,
+                Order::StopFirst,
+                Pull::Never,
+            );
             let name = old.container_name(ordinal);
             if host.containers.iter().any(|c| c.name == name) {
                 return;
@@ -375,7 +409,8 @@ fn disturb(host: &mut SimHost, d: &Disturbance, k: usize) {
             // A live copy would hold the same host port, which a real host refuses.
             let live = running && old.spec.host_bindings().is_empty();
             let hc = old.spec.healthcheck.is_some();
-            let (state, health) = if live { (State::Running, hc.then_some(Health::Healthy)) } else { (State::Exited, None) };
+            let (state, health) =
+                if live { (State::Running, hc.then_some(Health::Healthy)) } else { (State::Exited, None) };
             host.add_container(&name, old.container_labels(ordinal), state, health);
             host.containers.last_mut().unwrap().has_healthcheck = hc;
         }
@@ -390,8 +425,11 @@ fn disturb(host: &mut SimHost, d: &Disturbance, k: usize) {
             let mut labels = c.labels.clone();
             labels.insert(labels::ORDINAL.into(), GARBLED[label].into());
             let live = running && !labels.contains_key(labels::HOST_PORTS);
-            let (state, health) =
-                if live { (State::Running, c.has_healthcheck.then_some(Health::Healthy)) } else { (State::Exited, None) };
+            let (state, health) = if live {
+                (State::Running, c.has_healthcheck.then_some(Health::Healthy))
+            } else {
+                (State::Exited, None)
+            };
             host.add_container(&format!("{}-garbled{k}", c.name), labels, state, health);
             host.containers.last_mut().unwrap().has_healthcheck = c.has_healthcheck;
         }
@@ -447,10 +485,7 @@ fn schedule(plan: &HostPlan, choices: Option<&[usize]>) -> Vec<(SetKey, Step)> {
 }
 
 fn host_bindings(c: &super::sim::SimContainer) -> Vec<HostBinding> {
-    c.labels
-        .get(labels::HOST_PORTS)
-        .map(|s| s.split(',').filter_map(HostBinding::parse).collect())
-        .unwrap_or_default()
+    c.labels.get(labels::HOST_PORTS).map(|s| s.split(',').filter_map(HostBinding::parse).collect()).unwrap_or_default()
 }
 
 /// Two live containers publishing an overlapping host port: a real host refuses the second.
@@ -875,11 +910,8 @@ fn an_env_change_replaces_every_replica_and_explains_the_field() {
     assert_eq!(sp.revision.as_deref(), Some(new.revision.as_str()));
     assert_eq!(sp.prepare, vec![Step::EnsureImage { image: "example/echo:1.0".into(), pull: Pull::IfNotPresent }]);
     assert_eq!(sp.changes.len(), 3);
-    let fields = vec![FieldChange {
-        field: "env.GREETING".into(),
-        from: Some("\"hi\"".into()),
-        to: Some("\"hello\"".into()),
-    }];
+    let fields =
+        vec![FieldChange { field: "env.GREETING".into(), from: Some("\"hi\"".into()), to: Some("\"hello\"".into()) }];
     assert_eq!(diff_specs(&old.spec, &new.spec), fields);
     for (o, ch) in sp.changes.iter().enumerate() {
         let o = o as u32;
@@ -971,7 +1003,12 @@ fn a_killed_container_of_the_current_revision_is_replaced() {
 #[test]
 fn a_fixed_host_port_forces_stop_first_and_says_why() {
     let mut spec = echo("hi");
-    spec.ports.push(PortSpec { container_port: 8080, protocol: "tcp".into(), host_port: Some(9000), host_ip: String::new() });
+    spec.ports.push(PortSpec {
+        container_port: 8080,
+        protocol: "tcp".into(),
+        host_port: Some(9000),
+        host_ip: String::new(),
+    });
     let old = web(spec.clone(), 1, Order::StartFirst);
     spec.env.insert("GREETING".into(), EnvValue::Plain("hello".into()));
     let new = web(spec, 1, Order::StartFirst);
@@ -1013,7 +1050,12 @@ fn a_set_no_longer_declared_is_removed_only_when_owned() {
 #[test]
 fn a_host_port_moved_to_another_set_is_freed_before_it_is_bound() {
     let mut spec = echo("hi");
-    spec.ports.push(PortSpec { container_port: 8080, protocol: "tcp".into(), host_port: Some(9000), host_ip: String::new() });
+    spec.ports.push(PortSpec {
+        container_port: 8080,
+        protocol: "tcp".into(),
+        host_port: Some(9000),
+        host_ip: String::new(),
+    });
     let old = web(spec.clone(), 1, Order::StartFirst);
     let new = DesiredSet::new(SetKey::new("shop", "storefront"), spec, 1, Order::StartFirst, Pull::IfNotPresent);
     let host = converged(std::slice::from_ref(&old));
@@ -1038,5 +1080,3 @@ fn step_kind(s: &Step) -> &'static str {
         Step::Remove { .. } => "remove",
     }
 }
-
-

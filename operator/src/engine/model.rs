@@ -270,11 +270,7 @@ impl ContainerSpec {
 
     /// Named volumes this spec mounts.
     pub fn volumes(&self) -> BTreeSet<String> {
-        self.mounts
-            .iter()
-            .filter(|m| m.kind == MountKind::Volume)
-            .filter_map(|m| m.source.clone())
-            .collect()
+        self.mounts.iter().filter(|m| m.kind == MountKind::Volume).filter_map(|m| m.source.clone()).collect()
     }
 }
 

@@ -42,18 +42,38 @@ impl Scope {
 #[serde(tag = "step", rename_all = "camelCase")]
 pub enum Step {
     /// Create the user-defined bridge network unless it exists.
-    EnsureNetwork { name: String },
+    EnsureNetwork {
+        name: String,
+    },
     /// Create the named volume unless it exists. There is no step that removes one.
-    EnsureVolume { name: String },
+    EnsureVolume {
+        name: String,
+    },
     /// Make the image present per the pull policy.
-    EnsureImage { image: String, pull: Pull },
+    EnsureImage {
+        image: String,
+        pull: Pull,
+    },
     /// Create the container (a name conflict with a container of the same labels is success).
-    Create { name: String, ordinal: u32 },
-    Start { name: String },
+    Create {
+        name: String,
+        ordinal: u32,
+    },
+    Start {
+        name: String,
+    },
     /// Wait until running and, with a healthcheck, healthy.
-    WaitReady { name: String },
-    Stop { id: String, name: String },
-    Remove { id: String, name: String },
+    WaitReady {
+        name: String,
+    },
+    Stop {
+        id: String,
+        name: String,
+    },
+    Remove {
+        id: String,
+        name: String,
+    },
 }
 
 /// Why a container is replaced or removed.
@@ -81,8 +101,12 @@ pub enum Action {
     Start,
     /// Finish a replacement whose new container already runs: wait for it, remove the old.
     Complete,
-    Replace { reasons: Vec<Reason> },
-    Remove { reason: Reason },
+    Replace {
+        reasons: Vec<Reason>,
+    },
+    Remove {
+        reason: Reason,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -145,7 +169,9 @@ pub fn plan_host(host: &str, desired: &[DesiredSet], observed: &[ObservedContain
     }
     // The plan must not depend on the order the host happens to list its containers in.
     for containers in by_set.values_mut() {
-        containers.sort_by(|a, b| (a.ordinal.is_none(), a.ordinal, &a.name, &a.id).cmp(&(b.ordinal.is_none(), b.ordinal, &b.name, &b.id)));
+        containers.sort_by(|a, b| {
+            (a.ordinal.is_none(), a.ordinal, &a.name, &a.id).cmp(&(b.ordinal.is_none(), b.ordinal, &b.name, &b.id))
+        });
     }
     let mut sets = Vec::new();
     let desired_keys: BTreeSet<&SetKey> = desired.iter().map(|d| &d.key).collect();
@@ -161,10 +187,7 @@ pub fn plan_host(host: &str, desired: &[DesiredSet], observed: &[ObservedContain
         if desired_keys.contains(key) || !scope.owns(key) {
             continue;
         }
-        let changes = containers
-            .iter()
-            .map(|c| remove(c, Reason::NotDesired))
-            .collect();
+        let changes = containers.iter().map(|c| remove(c, Reason::NotDesired)).collect();
         sets.push(SetPlan {
             set: (*key).clone(),
             revision: None,
@@ -184,7 +207,11 @@ pub fn plan_host(host: &str, desired: &[DesiredSet], observed: &[ObservedContain
 
 /// Flag the removal-only set plans whose containers hold a host port another desired set
 /// binds here.
-fn mark_port_freeing(sets: &mut [SetPlan], desired: &[DesiredSet], by_set: &BTreeMap<&SetKey, Vec<&ObservedContainer>>) {
+fn mark_port_freeing(
+    sets: &mut [SetPlan],
+    desired: &[DesiredSet],
+    by_set: &BTreeMap<&SetKey, Vec<&ObservedContainer>>,
+) {
     for sp in sets.iter_mut() {
         if !sp.changes.iter().all(|c| matches!(c.action, Action::Remove { .. })) {
             continue;
@@ -220,11 +247,7 @@ fn stop_and_remove(c: &ObservedContainer) -> Vec<Step> {
 
 fn create_and_start(d: &DesiredSet, ordinal: u32) -> Vec<Step> {
     let name = d.container_name(ordinal);
-    vec![
-        Step::Create { name: name.clone(), ordinal },
-        Step::Start { name: name.clone() },
-        Step::WaitReady { name },
-    ]
+    vec![Step::Create { name: name.clone(), ordinal }, Step::Start { name: name.clone() }, Step::WaitReady { name }]
 }
 
 fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer]) -> SetPlan {
@@ -339,7 +362,12 @@ fn plan_ordinal(d: &DesiredSet, ordinal: u32, here: &[&ObservedContainer], order
                 } else {
                     s.splice(0..0, olds);
                 }
-                return Some(Change { ordinal: Some(ordinal), container: name, action: Action::Replace { reasons }, steps: s });
+                return Some(Change {
+                    ordinal: Some(ordinal),
+                    container: name,
+                    action: Action::Replace { reasons },
+                    steps: s,
+                });
             }
             let olds: Vec<Step> = old_live.iter().flat_map(|c| stop_and_remove(c)).collect();
             steps.extend(dead);

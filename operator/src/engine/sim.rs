@@ -3,9 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{
-    DesiredSet, Health, HostBinding, ObservedContainer, SetKey, State, labels,
-};
+use super::model::{DesiredSet, Health, HostBinding, ObservedContainer, SetKey, State, labels};
 use super::plan::{HostPlan, Step};
 
 /// One container on the simulated host.
@@ -72,7 +70,13 @@ impl SimHost {
     }
 
     /// Add a container as if made by an earlier berth run (or by a person, with other labels).
-    pub fn add_container(&mut self, name: &str, labels: BTreeMap<String, String>, state: State, health: Option<Health>) {
+    pub fn add_container(
+        &mut self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        state: State,
+        health: Option<Health>,
+    ) {
         self.next_id += 1;
         let has_healthcheck = health.is_some();
         self.containers.push(SimContainer {
@@ -124,7 +128,11 @@ impl SimHost {
                 c.health = None;
             }
             Step::Remove { id, .. } => {
-                let i = self.containers.iter().position(|c| &c.id == id).ok_or_else(|| SimError::NoSuchContainer(id.clone()))?;
+                let i = self
+                    .containers
+                    .iter()
+                    .position(|c| &c.id == id)
+                    .ok_or_else(|| SimError::NoSuchContainer(id.clone()))?;
                 if self.containers[i].state == State::Running {
                     return Err(SimError::RemoveRunning(id.clone()));
                 }

@@ -83,7 +83,8 @@ fn collect_files(p: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<InputError
             };
             entries.sort();
             for e in entries {
-                let is_yaml = e.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "yaml" | "yml" | "json"));
+                let is_yaml =
+                    e.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "yaml" | "yml" | "json"));
                 let hidden = e.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
                 if hidden {
                     continue;
@@ -93,7 +94,9 @@ fn collect_files(p: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<InputError
                 }
             }
         }
-        Ok(m) if m.len() > MAX_FILE_BYTES => errors.push(err_file(p, format!("file is larger than {MAX_FILE_BYTES} bytes"))),
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            errors.push(err_file(p, format!("file is larger than {MAX_FILE_BYTES} bytes")))
+        }
         Ok(_) => files.push(p.to_path_buf()),
     }
 }
@@ -172,7 +175,9 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
         "DockerHost" => {
             let o: DockerHost = typed!(DockerHost);
             push_validation(&o.validate(), &origin, &object, errors);
-            if input.hosts.iter().any(|h| h.object.metadata.name == o.metadata.name && h.object.metadata.namespace == o.metadata.namespace) {
+            if input.hosts.iter().any(|h| {
+                h.object.metadata.name == o.metadata.name && h.object.metadata.namespace == o.metadata.namespace
+            }) {
                 errors.push(here(Some(object), Some("metadata.name"), "is declared twice".into()));
                 return;
             }
@@ -181,7 +186,9 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
         "ContainerSet" => {
             let o: ContainerSet = typed!(ContainerSet);
             push_validation(&o.validate(), &origin, &object, errors);
-            if input.sets.iter().any(|s| s.object.metadata.name == o.metadata.name && s.object.metadata.namespace == o.metadata.namespace) {
+            if input.sets.iter().any(|s| {
+                s.object.metadata.name == o.metadata.name && s.object.metadata.namespace == o.metadata.namespace
+            }) {
                 errors.push(here(Some(object), Some("metadata.name"), "is declared twice".into()));
                 return;
             }

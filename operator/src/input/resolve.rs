@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use berth_crd::quantity::{parse_cpus, parse_duration, parse_memory};
-use berth_crd::{ContainerSet, ContainerTemplate, DockerHost, MountKind as CrdMountKind, PullPolicy, RestartPolicy, StrategyType};
+use berth_crd::{
+    ContainerSet, ContainerTemplate, DockerHost, MountKind as CrdMountKind, PullPolicy, RestartPolicy, StrategyType,
+};
 use bollard::auth::DockerCredentials;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::{Selector, SelectorExt};
@@ -16,7 +18,8 @@ use serde::Deserialize;
 use super::{Input, InputError, InputErrors, Located};
 use crate::docker::{Endpoint, SetRuntime, TlsFiles};
 use crate::engine::{
-    ContainerSpec, DesiredSet, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope, SecretString, SetKey,
+    ContainerSpec, DesiredSet, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope, SecretString,
+    SetKey,
 };
 
 /// One engine to converge.
@@ -52,19 +55,30 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
 
     for h in &input.hosts {
         match host_endpoint(h, input, &mut tls_dir) {
-            Ok(endpoint) => hosts.push((Some(h), HostTarget {
-                name: h.object.metadata.name.clone().unwrap_or_default(),
-                endpoint,
-                desired: Vec::new(),
-                scope: Scope::default(),
-            })),
+            Ok(endpoint) => hosts.push((
+                Some(h),
+                HostTarget {
+                    name: h.object.metadata.name.clone().unwrap_or_default(),
+                    endpoint,
+                    desired: Vec::new(),
+                    scope: Scope::default(),
+                },
+            )),
             Err(e) => errors.push(e),
         }
     }
     if input.hosts.is_empty() {
         match Endpoint::from_env() {
-            Ok(endpoint) => hosts.push((None, HostTarget { name: "local".into(), endpoint, desired: Vec::new(), scope: Scope::default() })),
-            Err(message) => errors.push(InputError { origin: "environment".into(), object: None, field: Some("DOCKER_HOST".into()), message }),
+            Ok(endpoint) => hosts.push((
+                None,
+                HostTarget { name: "local".into(), endpoint, desired: Vec::new(), scope: Scope::default() },
+            )),
+            Err(message) => errors.push(InputError {
+                origin: "environment".into(),
+                object: None,
+                field: Some("DOCKER_HOST".into()),
+                message,
+            }),
         }
     }
 
@@ -163,7 +177,11 @@ fn desired_set(cs: &ContainerSet, key: SetKey, spec: ContainerSpec) -> DesiredSe
     DesiredSet::new(key, spec, cs.spec.replicas_per_host.max(0) as u32, order, pull)
 }
 
-fn host_endpoint(h: &Located<DockerHost>, input: &Input, tls_dir: &mut Option<tempfile::TempDir>) -> Result<Endpoint, InputError> {
+fn host_endpoint(
+    h: &Located<DockerHost>,
+    input: &Input,
+    tls_dir: &mut Option<tempfile::TempDir>,
+) -> Result<Endpoint, InputError> {
     let spec = &h.object.spec;
     let ns = h.object.metadata.namespace.clone().unwrap_or_default();
     let name = h.object.metadata.name.clone().unwrap_or_default();
@@ -191,7 +209,12 @@ fn host_endpoint(h: &Located<DockerHost>, input: &Input, tls_dir: &mut Option<te
         files.push((key, value));
     }
     if tls_dir.is_none() {
-        *tls_dir = Some(tempfile::Builder::new().prefix("berth-tls-").tempdir().map_err(|e| err("spec.tls", format!("cannot create a temp folder: {e}")))?);
+        *tls_dir = Some(
+            tempfile::Builder::new()
+                .prefix("berth-tls-")
+                .tempdir()
+                .map_err(|e| err("spec.tls", format!("cannot create a temp folder: {e}")))?,
+        );
     }
     let dir = tls_dir.as_ref().expect("just created").path().join(format!("{ns}.{name}"));
     std::fs::create_dir_all(&dir).map_err(|e| err("spec.tls", e.to_string()))?;
@@ -362,7 +385,11 @@ fn normalize_registry(s: &str) -> String {
 }
 
 /// Credentials for the template's image from its `imagePullSecrets`, first match wins.
-fn pull_credentials(t: &ContainerTemplate, namespace: &str, input: &Input) -> Result<Option<DockerCredentials>, (String, String)> {
+fn pull_credentials(
+    t: &ContainerTemplate,
+    namespace: &str,
+    input: &Input,
+) -> Result<Option<DockerCredentials>, (String, String)> {
     if t.image_pull_secrets.is_empty() {
         return Ok(None);
     }
@@ -376,13 +403,17 @@ fn pull_credentials(t: &ContainerTemplate, namespace: &str, input: &Input) -> Re
         };
         let ty = secret.object.type_.as_deref().unwrap_or("Opaque");
         if ty != "kubernetes.io/dockerconfigjson" {
-            return Err((field, format!("Secret {namespace}/{} has type {ty:?}, expected \"kubernetes.io/dockerconfigjson\"", r.name)));
+            return Err((
+                field,
+                format!("Secret {namespace}/{} has type {ty:?}, expected \"kubernetes.io/dockerconfigjson\"", r.name),
+            ));
         }
         let Some(json) = secret_value(&secret.object, ".dockerconfigjson") else {
             return Err((field, format!("Secret {namespace}/{} has no key \".dockerconfigjson\"", r.name)));
         };
-        let config: DockerConfigJson = serde_json::from_str(&json)
-            .map_err(|e| (field.clone(), format!("Secret {namespace}/{}: .dockerconfigjson is not valid: {e}", r.name)))?;
+        let config: DockerConfigJson = serde_json::from_str(&json).map_err(|e| {
+            (field.clone(), format!("Secret {namespace}/{}: .dockerconfigjson is not valid: {e}", r.name))
+        })?;
         for (server, auth) in config.auths {
             if normalize_registry(&server) != registry {
                 continue;
@@ -390,16 +421,21 @@ fn pull_credentials(t: &ContainerTemplate, namespace: &str, input: &Input) -> Re
             let (mut username, mut password) = (auth.username, auth.password);
             if let (None, Some(encoded)) = (&username, &auth.auth) {
                 use base64::Engine;
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .map_err(|_| (field.clone(), format!("Secret {namespace}/{}: auths.{server}.auth is not base64", r.name)))?;
+                let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| {
+                    (field.clone(), format!("Secret {namespace}/{}: auths.{server}.auth is not base64", r.name))
+                })?;
                 let text = String::from_utf8_lossy(&decoded).into_owned();
                 if let Some((u, p)) = text.split_once(':') {
                     username = Some(u.to_string());
                     password = Some(p.to_string());
                 }
             }
-            return Ok(Some(DockerCredentials { username, password, serveraddress: Some(server), ..Default::default() }));
+            return Ok(Some(DockerCredentials {
+                username,
+                password,
+                serveraddress: Some(server),
+                ..Default::default()
+            }));
         }
     }
     Ok(None)
