@@ -6,6 +6,8 @@
 //! - [`cli`]: the `berth` command line.
 
 pub mod cli;
+pub mod controller;
 pub mod docker;
 pub mod engine;
 pub mod input;
+pub mod telemetry;

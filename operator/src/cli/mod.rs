@@ -39,6 +39,30 @@ pub enum Command {
     Logs(LogsArgs),
     /// Print the CustomResourceDefinitions (berth.dev/v1alpha1) as YAML.
     Crd,
+    /// Run the in-cluster controller (KUBECONFIG, or the pod's service account).
+    Operator(OperatorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// Watch only this namespace (default: all).
+    #[arg(long)]
+    pub namespace: Vec<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http_addr: std::net::SocketAddr,
+    /// The Lease replicas compete for; only its holder touches hosts.
+    #[arg(long, default_value = "berth-operator")]
+    pub lease_name: String,
+    /// The Lease's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "berth-system")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (default: the pod name, else the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a Lease claim holds without renewal.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_seconds: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -125,6 +149,28 @@ pub struct LogsArgs {
     pub files: Vec<PathBuf>,
 }
 
+async fn operator(a: OperatorArgs) -> anyhow::Result<ExitCode> {
+    let identity = a.identity.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| format!("berth-{}", std::process::id()))
+    });
+    let client =
+        kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?;
+    let opts = crate::controller::Options {
+        namespaces: a.namespace,
+        http_addr: a.http_addr,
+        lease: crate::controller::leader::LeaseConfig {
+            name: a.lease_name,
+            namespace: a.lease_namespace,
+            identity,
+            duration: std::time::Duration::from_secs(a.lease_seconds),
+        },
+    };
+    crate::controller::run(client, opts).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Parse arguments and run. Errors are printed here; the exit code says how it went.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -133,6 +179,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Delete(a) => apply::delete(a).await,
         Command::Status(a) => status::status(a).await,
         Command::Logs(a) => logs::logs(a).await,
+        Command::Operator(a) => operator(a).await,
         Command::Crd => {
             print!("{}", berth_crd::crds_yaml());
             Ok(ExitCode::SUCCESS)

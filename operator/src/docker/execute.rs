@@ -18,7 +18,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use super::{DockerError, convert, status_of};
@@ -117,7 +117,7 @@ async fn run_sets(
             .cloned()
             .unwrap_or_else(|| SetRuntime { progress_deadline: Duration::from_secs(600), credentials: None });
         let ctx = StepContext { docker, host: &plan.host, set: &sp.set, desired: d, runtime: rt, progress };
-        run_set(ctx, sp, permits.clone())
+        run_set(ctx, sp, permits.clone()).boxed()
     });
     futures::future::join_all(runs).await
 }
@@ -142,27 +142,8 @@ async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) ->
     }
     let failed = AtomicBool::new(false);
     let limit = if sp.sequential { 1 } else { sp.changes.len().max(1) };
-    let results: Vec<Result<bool, DockerError>> = futures::stream::iter(&sp.changes)
-        .map(|change| {
-            let (ctx, failed, permits) = (&ctx, &failed, permits.clone());
-            async move {
-                if failed.load(Ordering::SeqCst) {
-                    return Ok(false);
-                }
-                let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
-                if failed.load(Ordering::SeqCst) {
-                    return Ok(false);
-                }
-                let r = run_change(ctx, change).await;
-                if r.is_err() {
-                    failed.store(true, Ordering::SeqCst);
-                }
-                r.map(|()| true)
-            }
-        })
-        .buffer_unordered(limit)
-        .collect()
-        .await;
+    let tasks: Vec<_> = sp.changes.iter().map(|change| change_task(&ctx, change, &failed, permits.clone())).collect();
+    let results: Vec<Result<bool, DockerError>> = futures::stream::iter(tasks).buffer_unordered(limit).collect().await;
     for r in results {
         match r {
             Ok(true) => outcome.done += 1,
@@ -185,6 +166,31 @@ fn describe_prepare(step: &Step) -> &'static str {
         Step::EnsureImage { .. } => "preparing the image",
         _ => "preparing",
     }
+}
+
+/// One change as a task: skipped when an earlier change of the set failed. Boxed, with named
+/// lifetimes, so callers can prove their futures `Send` (rust-lang/rust#102211).
+fn change_task<'a>(
+    ctx: &'a StepContext<'a>,
+    change: &'a Change,
+    failed: &'a AtomicBool,
+    permits: Arc<Semaphore>,
+) -> futures::future::BoxFuture<'a, Result<bool, DockerError>> {
+    async move {
+        if failed.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
+        if failed.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let r = run_change(ctx, change).await;
+        if r.is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
+        r.map(|()| true)
+    }
+    .boxed()
 }
 
 async fn run_change(ctx: &StepContext<'_>, change: &Change) -> Result<(), DockerError> {

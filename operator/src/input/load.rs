@@ -20,7 +20,12 @@ pub struct Origin {
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (document {})", self.file.display(), self.document)
+        if self.document == 0 {
+            // Objects read from the Kubernetes API have no file position.
+            write!(f, "{}", self.file.display())
+        } else {
+            write!(f, "{} (document {})", self.file.display(), self.document)
+        }
     }
 }
 
@@ -39,6 +44,29 @@ pub struct Input {
     /// By (namespace, name).
     pub secrets: BTreeMap<(String, String), Located<Secret>>,
     pub config_maps: BTreeMap<(String, String), Located<ConfigMap>>,
+}
+
+impl Input {
+    /// The input of one reconcile in the operator: objects read from the Kubernetes API.
+    pub fn from_cluster(
+        sets: Vec<ContainerSet>,
+        hosts: Vec<DockerHost>,
+        secrets: Vec<Secret>,
+        config_maps: Vec<ConfigMap>,
+    ) -> Input {
+        let origin = || Origin { file: PathBuf::from("kubernetes"), document: 0 };
+        let key =
+            |m: &kube::api::ObjectMeta| (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default());
+        Input {
+            hosts: hosts.into_iter().map(|object| Located { origin: origin(), object }).collect(),
+            sets: sets.into_iter().map(|object| Located { origin: origin(), object }).collect(),
+            secrets: secrets.into_iter().map(|o| (key(&o.metadata), Located { origin: origin(), object: o })).collect(),
+            config_maps: config_maps
+                .into_iter()
+                .map(|o| (key(&o.metadata), Located { origin: origin(), object: o }))
+                .collect(),
+        }
+    }
 }
 
 /// Largest file berth reads: bigger is surely not a manifest, and bounds memory.

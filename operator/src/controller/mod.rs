@@ -1,0 +1,284 @@
+//! `berth operator`: the in-cluster front end. The engine is the same as the CLI's; this is
+//! one more adapter, from the Kubernetes API instead of files.
+//!
+//! - [`set`]: the ContainerSet controller (reconcile, finalizer, status, Events);
+//! - [`host`]: the DockerHost controller (probe, status);
+//! - [`pool`]: kept Docker connections, and engine events as reconcile triggers;
+//! - [`leader`]: Lease-based leader election, so several replicas can run;
+//! - [`status`]: status and conditions as a pure function.
+//!
+//! Re-triggers of a set: its own changes; changes of a DockerHost it selects; changes of a
+//! Secret or ConfigMap it references (a changed value is a new revision); Docker events of its
+//! containers; and a periodic resync as the safety net.
+
+pub mod host;
+pub mod leader;
+pub mod pool;
+pub mod set;
+pub mod status;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_crd::{ContainerSet, DockerHost};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::store::Store;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+use tokio_stream_shim::UnboundedReceiverStream;
+
+use crate::telemetry::http::Readiness;
+use crate::telemetry::{self, Metrics};
+use pool::HostPool;
+
+/// The field manager of every status write.
+pub const FIELD_MANAGER: &str = "berth";
+
+/// Errors of a reconcile; the variant names are the `error` label of the metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("input: {0}")]
+    Input(#[from] crate::input::InputErrors),
+    #[error("cleanup: {0}")]
+    Cleanup(String),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::Input(_) => "input",
+            Error::Cleanup(_) => "cleanup",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub pool: Arc<HostPool>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    probed: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    /// Note that a DockerHost (`namespace/name`) has been probed at least once.
+    pub fn probed(&self, host: &str) {
+        self.probed.lock().expect("never poisoned").insert(host.to_string());
+    }
+}
+
+/// How `berth operator` runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch only these namespaces (all when empty).
+    pub namespaces: Vec<String>,
+    pub http_addr: SocketAddr,
+    pub lease: leader::LeaseConfig,
+}
+
+struct Ready {
+    leading: Arc<std::sync::atomic::AtomicBool>,
+    synced: Arc<std::sync::atomic::AtomicBool>,
+    hosts: Store<DockerHost>,
+    ctx: Arc<Context>,
+}
+
+impl Readiness for Ready {
+    fn ready(&self) -> Result<(), String> {
+        // A standby is ready: ready to take over. The leader is ready once it sees its world.
+        if !self.leading.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        if !self.synced.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("watches not synced yet (or not the leader)".into());
+        }
+        let probed = self.ctx.probed.lock().expect("never poisoned");
+        let missing: Vec<String> = self
+            .hosts
+            .state()
+            .iter()
+            .map(|h| format!("{}/{}", h.namespace().unwrap_or_default(), h.name_any()))
+            .filter(|k| !probed.contains(k))
+            .collect();
+        if missing.is_empty() { Ok(()) } else { Err(format!("hosts not probed yet: {}", missing.join(", "))) }
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run until SIGTERM/SIGINT or until leadership is lost.
+pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = mpsc::unbounded_channel::<ObjectRef<ContainerSet>>();
+    let reporter = Reporter { controller: "berth".into(), instance: Some(opts.lease.identity.clone()) };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        pool: HostPool::new(tx),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics: metrics.clone(),
+        probed: Mutex::new(HashSet::new()),
+    });
+
+    // One namespace at most for now; several watch streams per kind would need merging.
+    let ns = match opts.namespaces.as_slice() {
+        [] => None,
+        [one] => Some(one.as_str()),
+        _ => anyhow::bail!("--namespace may be given once (or not at all, for every namespace)"),
+    };
+    let sets: Api<ContainerSet> = api(&client, ns);
+    let hosts: Api<DockerHost> = api(&client, ns);
+    let secrets: Api<Secret> = api(&client, ns);
+    let config_maps: Api<ConfigMap> = api(&client, ns);
+
+    let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let host_controller = Controller::new(hosts.clone(), watcher::Config::default());
+    let ready =
+        Ready { leading: leading.clone(), synced: synced.clone(), hosts: host_controller.store(), ctx: ctx.clone() };
+    telemetry::http::serve(opts.http_addr, metrics.clone(), Arc::new(ready)).await?;
+
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), &opts.lease.namespace);
+    tracing::info!(identity = %opts.lease.identity, lease = %opts.lease.name, "waiting to lead");
+    leader::acquire(&lease_api, &opts.lease).await;
+    leading.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!(identity = %opts.lease.identity, "leading: reconciling");
+
+    let set_controller = Controller::new(sets, watcher::Config::default());
+    let set_store = set_controller.store();
+    let store_for_hosts = set_store.clone();
+    let store_for_secrets = set_store.clone();
+    let store_for_cms = set_store.clone();
+    let set_controller = set_controller
+        .watches(hosts, watcher::Config::default(), move |host: DockerHost| sets_selecting(&store_for_hosts, &host))
+        .watches(secrets, watcher::Config::default(), move |s: Secret| {
+            sets_referencing(&store_for_secrets, &s.metadata, RefKind::Secret)
+        })
+        .watches(config_maps, watcher::Config::default(), move |c: ConfigMap| {
+            sets_referencing(&store_for_cms, &c.metadata, RefKind::ConfigMap)
+        })
+        .reconcile_on(UnboundedReceiverStream(rx).inspect({
+            let m = metrics.clone();
+            move |_| {
+                m.drift_events.inc();
+            }
+        }))
+        .shutdown_on_signal();
+
+    let sets_run = set_controller.run(set::reconcile, set::error_policy, ctx.clone()).for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "containerset controller");
+        }
+    });
+    let hosts_run = host_controller
+        .shutdown_on_signal()
+        .run(host::reconcile, host::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "dockerhost controller");
+            }
+        });
+    let mark_synced = async {
+        set_store.wait_until_ready().await.ok();
+        synced.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!("watches synced");
+        futures::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = futures::future::join(sets_run, hosts_run) => tracing::info!("shutting down"),
+        _ = leader::hold(&lease_api, &opts.lease) => {
+            anyhow::bail!("lost the lease {}: another replica leads now; exiting so that only one acts", opts.lease.name)
+        }
+        _ = mark_synced => {}
+    }
+    Ok(())
+}
+
+fn sets_selecting(store: &Store<ContainerSet>, host: &DockerHost) -> Vec<ObjectRef<ContainerSet>> {
+    let labels = host.metadata.labels.clone().unwrap_or_default();
+    store
+        .state()
+        .iter()
+        .filter(|cs| cs.namespace() == host.namespace())
+        .filter(|cs| Selector::try_from(cs.spec.host_selector.clone()).is_ok_and(|s| s.matches(&labels)))
+        .map(|cs| ObjectRef::from(cs.as_ref()))
+        .collect()
+}
+
+#[derive(Clone, Copy)]
+enum RefKind {
+    Secret,
+    ConfigMap,
+}
+
+fn sets_referencing(
+    store: &Store<ContainerSet>,
+    meta: &kube::api::ObjectMeta,
+    kind: RefKind,
+) -> Vec<ObjectRef<ContainerSet>> {
+    let name = meta.name.clone().unwrap_or_default();
+    store
+        .state()
+        .iter()
+        .filter(|cs| cs.metadata.namespace == meta.namespace)
+        .filter(|cs| {
+            let t = &cs.spec.template;
+            let env = t.env.iter().filter_map(|e| e.value_from.as_ref());
+            match kind {
+                RefKind::Secret => {
+                    t.image_pull_secrets.iter().any(|s| s.name == name)
+                        || env.clone().any(|v| v.secret_key_ref.as_ref().is_some_and(|r| r.name == name))
+                }
+                RefKind::ConfigMap => {
+                    env.clone().any(|v| v.config_map_key_ref.as_ref().is_some_and(|r| r.name == name))
+                }
+            }
+        })
+        .map(|cs| ObjectRef::from(cs.as_ref()))
+        .collect()
+}
+
+/// How long a Lease claim holds by default.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// `tokio::sync::mpsc::UnboundedReceiver` as a `Stream`, without pulling in tokio-stream.
+mod tokio_stream_shim {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct UnboundedReceiverStream<T>(pub tokio::sync::mpsc::UnboundedReceiver<T>);
+
+    impl<T> futures::Stream for UnboundedReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! One connection per DockerHost, kept and reused, and the engine's event stream of each
+//! turned into reconcile triggers.
+//!
+//! A connection is keyed by the host's name and endpoint; a changed endpoint (or TLS
+//! material) makes a new one. For every connection a task follows `/events` filtered on
+//! berth's label: a managed container that dies, is destroyed, renamed, updated or paused
+//! wakes the owning set's reconcile at once instead of on the next resync.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bollard::Docker;
+use bollard::query_parameters::EventsOptionsBuilder;
+use futures::StreamExt;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::{Mutex, mpsc};
+
+use berth_crd::ContainerSet;
+
+use crate::docker::{self, DockerError, Endpoint};
+use crate::engine::labels;
+
+/// Docker event actions that mean a managed container changed behind berth's back (or by
+/// berth itself, which costs one no-op reconcile).
+const TRIGGERS: [&str; 6] = ["die", "destroy", "rename", "update", "pause", "oom"];
+
+struct Connection {
+    endpoint: String,
+    docker: Docker,
+    events: tokio::task::JoinHandle<()>,
+}
+
+/// The live connections.
+pub struct HostPool {
+    connections: Mutex<HashMap<String, Connection>>,
+    triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>,
+}
+
+impl HostPool {
+    /// A pool whose event followers send the sets to reconcile into `triggers`.
+    pub fn new(triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>) -> Arc<HostPool> {
+        Arc::new(HostPool { connections: Mutex::new(HashMap::new()), triggers })
+    }
+
+    /// The connection to `host` at `endpoint`, made (and its event follower started) if new.
+    /// `key` identifies the TLS material, so rotated certificates reconnect.
+    pub async fn get(&self, host: &str, endpoint: &Endpoint, key: &str) -> Result<Docker, DockerError> {
+        let id = format!("{endpoint}|{key}");
+        let mut conns = self.connections.lock().await;
+        if let Some(c) = conns.get(host)
+            && c.endpoint == id
+            && !c.events.is_finished()
+        {
+            return Ok(c.docker.clone());
+        }
+        let docker = docker::connect(endpoint).await?;
+        let events = tokio::spawn(follow_events(host.to_string(), docker.clone(), self.triggers.clone()));
+        if let Some(old) = conns.insert(host.to_string(), Connection { endpoint: id, docker: docker.clone(), events }) {
+            old.events.abort();
+        }
+        Ok(docker)
+    }
+
+    /// Drop a host's connection (after an error, so the next use reconnects).
+    pub async fn forget(&self, host: &str) {
+        if let Some(c) = self.connections.lock().await.remove(host) {
+            c.events.abort();
+        }
+    }
+}
+
+async fn follow_events(host: String, docker: Docker, triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>) {
+    let filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
+    ]);
+    let opts = EventsOptionsBuilder::default().filters(&filters).build();
+    let mut stream = docker.events(Some(opts));
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(host, error = %e, "docker event stream ended");
+                return;
+            }
+        };
+        let action = event.action.unwrap_or_default();
+        if !TRIGGERS.iter().any(|t| action == *t) {
+            continue;
+        }
+        let attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+        let (Some(ns), Some(set)) = (attrs.get(labels::NAMESPACE), attrs.get(labels::SET)) else { continue };
+        tracing::debug!(host, action, namespace = %ns, set = %set, "docker event");
+        if triggers.send(ObjectRef::new(set).within(ns)).is_err() {
+            return; // the controller is gone
+        }
+    }
+}

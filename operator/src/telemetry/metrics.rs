@@ -1,0 +1,86 @@
+//! Prometheus metrics. Labels are kinds and reasons only, never object names, so the series
+//! count stays bounded however many sets and hosts there are.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `containerset` or `dockerhost`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    /// The error variant, e.g. `kube`, `host`, `finalizer`.
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    /// `create`, `start`, `stop`, `remove`, ...
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<KindLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Family<KindLabels, Histogram>,
+    pub docker_steps: Family<StepLabels, Counter>,
+    pub containers: Family<StateLabels, Gauge>,
+    pub drift_events: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("berth");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        });
+        let docker_steps = Family::<StepLabels, Counter>::default();
+        let containers = Family::<StateLabels, Gauge>::default();
+        let drift_events = Counter::default();
+        registry.register("reconciles", "Reconciles run, by resource kind", reconciles.clone());
+        registry.register("reconcile_errors", "Reconciles that failed, by kind and error", errors.clone());
+        registry.register("reconcile_duration_seconds", "Time a reconcile took", duration.clone());
+        registry.register("docker_steps", "Docker operations carried out, by step", docker_steps.clone());
+        registry.register("managed_containers", "Managed containers last observed, by state", containers.clone());
+        registry.register("drift_events", "Engine events about managed containers", drift_events.clone());
+        Metrics { registry, reconciles, errors, duration, docker_steps, containers, drift_events }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, kind: &str, took: Duration) {
+        let l = KindLabels { kind: kind.to_string() };
+        self.reconciles.get_or_create(&l).inc();
+        self.duration.get_or_create(&l).observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, kind: &str, error: &str) {
+        self.errors.get_or_create(&ErrorLabels { kind: kind.to_string(), error: error.to_string() }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,222 @@
+//! `berth operator` end to end: the unmodified binary, a strict fake Kubernetes API over real
+//! HTTP (through a kubeconfig, as against a cluster), and the real Docker engine.
+//!
+//! One scenario per test: create a set → containers and status Ready; change an env value →
+//! a new revision replaces them; change a referenced Secret → rollout; remove a container
+//! behind berth's back → healed from the engine's events; delete the set → containers gone,
+//! the named volume kept; two replicas → one leads, the other takes over when it dies.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_crd::{ContainerSet, DockerHost};
+use berth_fake_api::FakeApi;
+use berth_tests::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+/// The fake API with berth's CRDs installed and a namespace for the test.
+async fn cluster(ns: &str) -> (FakeApi, kube::Client) {
+    let fake = FakeApi::start();
+    let client = fake.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in berth_crd::crds() {
+        crds.create(&PostParams::default(), &crd).await.expect("create CRD");
+    }
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    nss.create(&PostParams::default(), &n).await.expect("create namespace");
+    (fake, client)
+}
+
+fn operator(fake: &FakeApi, dir: &Path, ns: &str, identity: &str, port: u16) -> BerthProcess {
+    let dir = dir.join(identity);
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = fake.write_kubeconfig(&dir);
+    let kc = kubeconfig.to_str().unwrap().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    spawn_berth(
+        ["operator", "--http-addr", &addr, "--lease-namespace", ns, "--identity", identity, "--lease-seconds", "3"],
+        &[("KUBECONFIG", kc.as_str()), ("RUST_LOG", "berth=info")],
+    )
+}
+
+async fn create_host(client: &kube::Client, ns: &str) {
+    let host: DockerHost = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "DockerHost",
+        "metadata": {"name": "local", "namespace": ns, "labels": {"role": "web"}},
+        "spec": {"endpoint": format!("unix://{}", local_socket_path().display())}
+    }))
+    .unwrap();
+    Api::<DockerHost>::namespaced(client.clone(), ns).create(&PostParams::default(), &host).await.expect("create host");
+}
+
+fn echo_set(ns: &str, name: &str, replicas: u32, greeting: &str, volume: Option<&str>) -> ContainerSet {
+    let mut template = json!({
+        "image": ECHO_IMAGE, "imagePullPolicy": "Never", "stopGracePeriodSeconds": 5,
+        "env": [{"name": "GREETING", "value": greeting}],
+        "ports": [{"containerPort": 8080}],
+        "healthcheck": {"test": ["CMD", "/echo", "--probe"], "interval": "200ms", "retries": 3}
+    });
+    if let Some(v) = volume {
+        template["mounts"] = json!([{"type": "volume", "source": v, "target": "/data"}]);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "ContainerSet",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"hostSelector": {"matchLabels": {"role": "web"}}, "replicasPerHost": replicas,
+                  "strategy": {"progressDeadlineSeconds": 30}, "template": template}
+    }))
+    .unwrap()
+}
+
+fn condition(cs: &ContainerSet, kind: &str) -> Option<String> {
+    cs.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind).map(|c| c.status.clone())
+}
+
+async fn wait_ready(sets: &Api<ContainerSet>, name: &str, revision_not: Option<&str>) -> ContainerSet {
+    eventually(&format!("ContainerSet {name} Ready"), Duration::from_secs(60), || async {
+        let cs = sets.get(name).await.ok()?;
+        let st = cs.status.as_ref()?;
+        let fresh = st.observed_generation == cs.metadata.generation;
+        let new_rev = revision_not.is_none_or(|r| st.current_revision.as_deref() != Some(r));
+        (fresh && new_rev && condition(&cs, "Ready").as_deref() == Some("True")).then_some(cs)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
+    ensure_echo_image();
+    let docker = docker().await;
+    let ns = NamespaceGuard::new("op");
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, client) = cluster(ns.name()).await;
+    create_host(&client, ns.name()).await;
+    let volume = format!("{}-data", ns.name());
+    let sets: Api<ContainerSet> = Api::namespaced(client.clone(), ns.name());
+    sets.create(&PostParams::default(), &echo_set(ns.name(), "web", 2, "hi", Some(&volume))).await.unwrap();
+
+    let port = free_port();
+    let _op = operator(&fake, dir.path(), ns.name(), "op-a", port);
+
+    // Converge: two containers, status Ready, finalizer on, host probed.
+    let cs = wait_ready(&sets, "web", None).await;
+    let st = cs.status.clone().unwrap();
+    assert_eq!((st.ready_replicas, st.desired_replicas), (2, 2));
+    assert!(cs.metadata.finalizers.unwrap_or_default().contains(&"berth.dev/cleanup".to_string()));
+    let first = names_ids_states(&docker, ns.name()).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    let hosts: Api<DockerHost> = Api::namespaced(client.clone(), ns.name());
+    let host = eventually("DockerHost status", Duration::from_secs(30), || async {
+        let h = hosts.get("local").await.ok()?;
+        h.status.clone().filter(|s| s.engine_version.is_some()).map(|_| h)
+    })
+    .await;
+    let hs = host.status.unwrap();
+    assert_eq!(hs.conditions[0].status, "True");
+    assert!(hs.api_version.is_some() && hs.cpus.is_some());
+    let (code, _) = http_request(&format!("127.0.0.1:{port}"), "GET", "/readyz", &[]).expect("readyz answers");
+    assert_eq!(code, 200);
+    let (_, metrics) = http_request(&format!("127.0.0.1:{port}"), "GET", "/metrics", &[]).unwrap();
+    assert!(metrics.contains("berth_reconciles_total{kind=\"containerset\"}"), "{metrics}");
+
+    // Converged means quiet: no write to the API for a while (status unchanged).
+    let writes = fake.count_writes();
+    let quiet_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < quiet_until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let extra: Vec<_> = fake.request_log().into_iter().filter(|r| r.is_write()).skip(writes).collect();
+    assert!(extra.iter().all(|r| r.path.contains("/leases/")), "only lease renewals once converged: {extra:?}");
+
+    // An env change is a new revision, rolled out by replacement.
+    let rev1 = st.current_revision.clone().unwrap();
+    let patch = json!({"spec": {"template": {"env": [{"name": "GREETING", "value": "hello"}]}}});
+    sets.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let cs = wait_ready(&sets, "web", Some(&rev1)).await;
+    let second = names_ids_states(&docker, ns.name()).await;
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|c| !first.iter().any(|f| f.1 == c.1)), "all replaced: {first:?} → {second:?}");
+    let addr = container_addr(&docker, &second[0].0).await;
+    assert_eq!(http_request(&addr, "GET", "/env/GREETING", &[]).unwrap().1, "hello");
+
+    // A changed Secret value is a new revision too.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "app", "namespace": ns.name()}, "stringData": {"token": "one"}})).unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let patch = json!({"spec": {"template": {"env": [
+        {"name": "GREETING", "value": "hello"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "app", "key": "token"}}}]}}});
+    sets.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let rev2 = cs.status.unwrap().current_revision.unwrap();
+    let cs = wait_ready(&sets, "web", Some(&rev2)).await;
+    let rev3 = cs.status.unwrap().current_revision.unwrap();
+    secrets.patch("app", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"token": "two"}}))).await.unwrap();
+    wait_ready(&sets, "web", Some(&rev3)).await;
+    let third = names_ids_states(&docker, ns.name()).await;
+    let addr = container_addr(&docker, &third[0].0).await;
+    assert_eq!(http_request(&addr, "GET", "/env/TOKEN", &[]).unwrap().1, "two");
+
+    // Removed behind berth's back: healed from the engine's event, not a resync.
+    let victim = third[0].clone();
+    let removed_at = Instant::now();
+    docker
+        .remove_container(&victim.1, Some(bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build()))
+        .await
+        .unwrap();
+    eventually("the removed container is replaced", Duration::from_secs(20), || async {
+        let now = names_ids_states(&docker, ns.name()).await;
+        (now.len() == 2 && now.iter().all(|c| c.2 == "running") && !now.iter().any(|c| c.1 == victim.1)).then_some(())
+    })
+    .await;
+    eprintln!("healed a removed container in {:?}", removed_at.elapsed());
+    assert!(removed_at.elapsed() < Duration::from_secs(15), "healed well before the 300 s resync");
+
+    // Delete: the finalizer removes the containers; the named volume stays.
+    sets.delete("web", &DeleteParams::default()).await.unwrap();
+    eventually("the set is gone", Duration::from_secs(30), || async { sets.get_opt("web").await.ok()?.is_none().then_some(()) }).await;
+    assert!(containers_in(&docker, ns.name()).await.is_empty());
+    docker.inspect_volume(&volume).await.expect("the named volume is kept");
+    docker.remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_one_leads_and_the_other_takes_over() {
+    ensure_echo_image();
+    let docker = docker().await;
+    let ns = NamespaceGuard::new("op-ha");
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, client) = cluster(ns.name()).await;
+    create_host(&client, ns.name()).await;
+    let sets: Api<ContainerSet> = Api::namespaced(client.clone(), ns.name());
+    sets.create(&PostParams::default(), &echo_set(ns.name(), "web", 1, "hi", None)).await.unwrap();
+
+    let a = operator(&fake, dir.path(), ns.name(), "op-a", free_port());
+    let cs = wait_ready(&sets, "web", None).await;
+    let b = operator(&fake, dir.path(), ns.name(), "op-b", free_port());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
+    let holder = || async {
+        leases.get("berth-operator").await.ok().and_then(|l| l.spec?.holder_identity)
+    };
+    assert_eq!(holder().await.as_deref(), Some("op-a"));
+
+    // Only the leader acts: b stays standby while a renews.
+    let b_out = b.stderr();
+    assert!(!b_out.contains("leading"), "b must not lead while a holds the lease:\n{b_out}");
+
+    // Kill the leader; the standby takes over within a few lease periods and rolls out a change.
+    a.kill();
+    eventually("op-b holds the lease", Duration::from_secs(20), || async { (holder().await.as_deref() == Some("op-b")).then_some(()) }).await;
+    let rev = cs.status.unwrap().current_revision.unwrap();
+    let patch = json!({"spec": {"template": {"env": [{"name": "GREETING", "value": "after-failover"}]}}});
+    sets.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_ready(&sets, "web", Some(&rev)).await;
+    let now = names_ids_states(&docker, ns.name()).await;
+    let addr = container_addr(&docker, &now[0].0).await;
+    assert_eq!(http_request(&addr, "GET", "/env/GREETING", &[]).unwrap().1, "after-failover");
+    drop(b);
+}
