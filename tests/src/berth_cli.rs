@@ -34,11 +34,36 @@ pub fn berth_bin() -> PathBuf {
         let profile_dir = profile_dir();
         let bin = profile_dir.join("berth");
         let _lock = lock::exclusive("berth-bin");
-        build_berth(&profile_dir);
+        // `cargo test --workspace` has just built the binary with the test run's feature set;
+        // a nested `cargo build -p berth` would resolve features differently and rebuild half
+        // the graph (minutes). Build only when the binary is missing or older than a source.
+        if !is_fresh(&bin) {
+            build_berth(&profile_dir);
+        }
         assert!(bin.is_file(), "cargo built berth but {} does not exist", bin.display());
         bin
     })
     .clone()
+}
+
+/// The binary exists and is newer than every source file it is built from.
+fn is_fresh(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return false };
+    let root = repo_root();
+    let mut stack: Vec<PathBuf> =
+        ["operator/src", "crd/src", "operator/Cargo.toml", "crd/Cargo.toml", "Cargo.lock"].iter().map(|p| root.join(p)).collect();
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else { return false };
+        if meta.is_dir() {
+            match std::fs::read_dir(&p) {
+                Ok(rd) => stack.extend(rd.filter_map(|e| e.ok().map(|e| e.path()))),
+                Err(_) => return false,
+            }
+        } else if meta.modified().map_or(true, |m| m > built) {
+            return false;
+        }
+    }
+    true
 }
 
 fn build_berth(profile_dir: &Path) {
