@@ -101,10 +101,12 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
     sets.create(&PostParams::default(), &echo_set(ns.name(), "web", 2, "hi", Some(&volume))).await.unwrap();
 
     let port = free_port();
-    let _op = operator(&fake, dir.path(), ns.name(), "op-a", port);
+    let op = operator(&fake, dir.path(), ns.name(), "op-a", port);
 
     // Converge: two containers, status Ready, finalizer on, host probed.
+    let started = Instant::now();
     let cs = wait_ready(&sets, "web", None).await;
+    eprintln!("operator start to set Ready: {:?}", started.elapsed());
     let st = cs.status.clone().unwrap();
     assert_eq!((st.ready_replicas, st.desired_replicas), (2, 2));
     assert!(cs.metadata.finalizers.unwrap_or_default().contains(&"berth.dev/cleanup".to_string()));
@@ -123,6 +125,15 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
     assert_eq!(code, 200);
     let (_, metrics) = http_request(&format!("127.0.0.1:{port}"), "GET", "/metrics", &[]).unwrap();
     assert!(metrics.contains("berth_reconciles_total{kind=\"containerset\"}"), "{metrics}");
+    assert!(metrics.contains("berth_managed_containers{state=\"running\"}"), "{metrics}");
+    assert!(metrics.contains("berth_docker_steps_total{step=\"create\"}"), "{metrics}");
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", op.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .unwrap_or_default();
+    eprintln!("operator RSS after converging: {rss_kib} KiB");
 
     // Converged means quiet: no write to the API for a while (status unchanged).
     let writes = fake.count_writes();
@@ -136,8 +147,10 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
     // An env change is a new revision, rolled out by replacement.
     let rev1 = st.current_revision.clone().unwrap();
     let patch = json!({"spec": {"template": {"env": [{"name": "GREETING", "value": "hello"}]}}});
+    let changed_at = Instant::now();
     sets.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let cs = wait_ready(&sets, "web", Some(&rev1)).await;
+    eprintln!("env change to rolled out (2 replicas, health-gated): {:?}", changed_at.elapsed());
     let second = names_ids_states(&docker, ns.name()).await;
     assert_eq!(second.len(), 2);
     assert!(second.iter().all(|c| !first.iter().any(|f| f.1 == c.1)), "all replaced: {first:?} → {second:?}");
@@ -146,7 +159,10 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
 
     // A changed Secret value is a new revision too.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "app", "namespace": ns.name()}, "stringData": {"token": "one"}})).unwrap();
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "app", "namespace": ns.name()}, "stringData": {"token": "one"}}),
+    )
+    .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
     let patch = json!({"spec": {"template": {"env": [
         {"name": "GREETING", "value": "hello"},
@@ -155,7 +171,10 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
     let rev2 = cs.status.unwrap().current_revision.unwrap();
     let cs = wait_ready(&sets, "web", Some(&rev2)).await;
     let rev3 = cs.status.unwrap().current_revision.unwrap();
-    secrets.patch("app", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"token": "two"}}))).await.unwrap();
+    secrets
+        .patch("app", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"token": "two"}})))
+        .await
+        .unwrap();
     wait_ready(&sets, "web", Some(&rev3)).await;
     let third = names_ids_states(&docker, ns.name()).await;
     let addr = container_addr(&docker, &third[0].0).await;
@@ -165,7 +184,10 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
     let victim = third[0].clone();
     let removed_at = Instant::now();
     docker
-        .remove_container(&victim.1, Some(bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build()))
+        .remove_container(
+            &victim.1,
+            Some(bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
         .await
         .unwrap();
     eventually("the removed container is replaced", Duration::from_secs(20), || async {
@@ -178,7 +200,10 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
 
     // Delete: the finalizer removes the containers; the named volume stays.
     sets.delete("web", &DeleteParams::default()).await.unwrap();
-    eventually("the set is gone", Duration::from_secs(30), || async { sets.get_opt("web").await.ok()?.is_none().then_some(()) }).await;
+    eventually("the set is gone", Duration::from_secs(30), || async {
+        sets.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
     assert!(containers_in(&docker, ns.name()).await.is_empty());
     docker.inspect_volume(&volume).await.expect("the named volume is kept");
     docker.remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await.unwrap();
@@ -199,9 +224,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
     let cs = wait_ready(&sets, "web", None).await;
     let b = operator(&fake, dir.path(), ns.name(), "op-b", free_port());
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
-    let holder = || async {
-        leases.get("berth-operator").await.ok().and_then(|l| l.spec?.holder_identity)
-    };
+    let holder = || async { leases.get("berth-operator").await.ok().and_then(|l| l.spec?.holder_identity) };
     assert_eq!(holder().await.as_deref(), Some("op-a"));
 
     // Only the leader acts: b stays standby while a renews.
@@ -210,7 +233,10 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
 
     // Kill the leader; the standby takes over within a few lease periods and rolls out a change.
     a.kill();
-    eventually("op-b holds the lease", Duration::from_secs(20), || async { (holder().await.as_deref() == Some("op-b")).then_some(()) }).await;
+    eventually("op-b holds the lease", Duration::from_secs(20), || async {
+        (holder().await.as_deref() == Some("op-b")).then_some(())
+    })
+    .await;
     let rev = cs.status.unwrap().current_revision.unwrap();
     let patch = json!({"spec": {"template": {"env": [{"name": "GREETING", "value": "after-failover"}]}}});
     sets.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();

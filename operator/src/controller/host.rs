@@ -39,7 +39,14 @@ pub async fn reconcile(host: Arc<DockerHost>, ctx: Arc<Context>) -> Result<Actio
             match ctx.pool.get(&name, &target.endpoint, "").await {
                 Err(e) => Err(e.to_string()),
                 Ok(d) => match (d.version().await, d.info().await, docker::observe(&d).await) {
-                    (Ok(v), Ok(i), Ok(o)) => Ok((v, i, o.len())),
+                    (Ok(v), Ok(i), Ok(o)) => {
+                        let mut by_state = std::collections::BTreeMap::new();
+                        for c in &o {
+                            *by_state.entry(c.state.to_string()).or_insert(0) += 1;
+                        }
+                        ctx.count_containers(&format!("{ns}/{name}"), by_state);
+                        Ok((v, i, o.len()))
+                    }
                     (Err(e), _, _) | (_, Err(e), _) => {
                         ctx.pool.forget(&name).await;
                         Err(docker::message_of(&e))

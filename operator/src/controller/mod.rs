@@ -74,12 +74,33 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     probed: Mutex<HashSet<String>>,
+    /// Managed containers per host and state, last probed; summed into a gauge.
+    containers: Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, i64>>>,
 }
 
 impl Context {
     /// Note that a DockerHost (`namespace/name`) has been probed at least once.
     pub fn probed(&self, host: &str) {
         self.probed.lock().expect("never poisoned").insert(host.to_string());
+    }
+
+    /// Record a host's managed containers by state and refresh the gauge across hosts.
+    pub fn count_containers(&self, host: &str, by_state: std::collections::BTreeMap<String, i64>) {
+        let mut all = self.containers.lock().expect("never poisoned");
+        all.insert(host.to_string(), by_state);
+        let mut total: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for counts in all.values() {
+            for (state, n) in counts {
+                *total.entry(state.as_str()).or_default() += n;
+            }
+        }
+        self.metrics.containers.clear();
+        for (state, n) in total {
+            self.metrics
+                .containers
+                .get_or_create(&crate::telemetry::metrics::StateLabels { state: state.to_string() })
+                .set(n);
+        }
     }
 }
 
@@ -145,6 +166,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
         recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
         probed: Mutex::new(HashSet::new()),
+        containers: Mutex::new(std::collections::HashMap::new()),
     });
 
     // One namespace at most for now; several watch streams per kind would need merging.
