@@ -193,7 +193,10 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     leading.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(identity = %opts.lease.identity, "leading: reconciling");
 
-    let set_controller = Controller::new(sets, watcher::Config::default());
+    // Debounce: berth's own steps emit engine events too (a failed start emits `die`); without
+    // it a set that cannot converge would be retried in a tight loop instead of backing off.
+    let set_controller = Controller::new(sets, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)));
     let set_store = set_controller.store();
     let store_for_hosts = set_store.clone();
     let store_for_secrets = set_store.clone();
