@@ -13,6 +13,7 @@
 //! - [`wait`]: polling for conditions with deadlines (tests never sleep instead) and HTTP probes.
 
 pub mod berth_cli;
+pub mod cluster;
 pub mod engine;
 pub mod fixtures;
 pub mod image;
@@ -22,13 +23,16 @@ pub mod paths;
 pub mod proxy;
 pub mod registry;
 mod rt;
+pub mod testbed;
 pub mod wait;
 
 pub use berth_cli::{BerthOutput, BerthProcess, berth, berth_async, berth_bin, berth_command, spawn_berth};
+pub use cluster::{fake_cluster, spawn_operator};
 pub use engine::{docker, docker_at, docker_host, local_socket_path};
 pub use fixtures::{EchoSet, container_addr, containers_in, free_port, names_ids_states};
 pub use image::{ECHO_BODY, ECHO_IMAGE, ECHO_PORT, ensure_echo_image};
 pub use namespace::{NamespaceGuard, cleanup_containers, unique_ns};
 pub use proxy::{CountingProxy, Request};
 pub use registry::{Registry, basic_auth, push_image};
+pub use testbed::{RemoteHost, StartTimings, cleanup_stale};
 pub use wait::{eventually, eventually_sync, http_get, http_request};

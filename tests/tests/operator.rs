@@ -6,43 +6,14 @@
 //! behind berth's back → healed from the engine's events; delete the set → containers gone,
 //! the named volume kept; two replicas → one leads, the other takes over when it dies.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_crd::{ContainerSet, DockerHost};
-use berth_fake_api::FakeApi;
 use berth_tests::*;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-/// The fake API with berth's CRDs installed and a namespace for the test.
-async fn cluster(ns: &str) -> (FakeApi, kube::Client) {
-    let fake = FakeApi::start();
-    let client = fake.client().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in berth_crd::crds() {
-        crds.create(&PostParams::default(), &crd).await.expect("create CRD");
-    }
-    let nss: Api<Namespace> = Api::all(client.clone());
-    let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-    nss.create(&PostParams::default(), &n).await.expect("create namespace");
-    (fake, client)
-}
-
-fn operator(fake: &FakeApi, dir: &Path, ns: &str, identity: &str, port: u16) -> BerthProcess {
-    let dir = dir.join(identity);
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = fake.write_kubeconfig(&dir);
-    let kc = kubeconfig.to_str().unwrap().to_string();
-    let addr = format!("127.0.0.1:{port}");
-    spawn_berth(
-        ["operator", "--http-addr", &addr, "--lease-namespace", ns, "--identity", identity, "--lease-seconds", "3"],
-        &[("KUBECONFIG", kc.as_str()), ("RUST_LOG", "berth=info")],
-    )
-}
 
 async fn create_host(client: &kube::Client, ns: &str) {
     let host: DockerHost = serde_json::from_value(json!({
@@ -94,14 +65,14 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
     let docker = docker().await;
     let ns = NamespaceGuard::new("op");
     let dir = tempfile::tempdir().unwrap();
-    let (fake, client) = cluster(ns.name()).await;
+    let (fake, client) = fake_cluster(ns.name()).await;
     create_host(&client, ns.name()).await;
     let volume = format!("{}-data", ns.name());
     let sets: Api<ContainerSet> = Api::namespaced(client.clone(), ns.name());
     sets.create(&PostParams::default(), &echo_set(ns.name(), "web", 2, "hi", Some(&volume))).await.unwrap();
 
     let port = free_port();
-    let op = operator(&fake, dir.path(), ns.name(), "op-a", port);
+    let op = spawn_operator(&fake, dir.path(), ns.name(), "op-a", port);
 
     // Converge: two containers, status Ready, finalizer on, host probed.
     let started = Instant::now();
@@ -215,14 +186,14 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
     let docker = docker().await;
     let ns = NamespaceGuard::new("op-ha");
     let dir = tempfile::tempdir().unwrap();
-    let (fake, client) = cluster(ns.name()).await;
+    let (fake, client) = fake_cluster(ns.name()).await;
     create_host(&client, ns.name()).await;
     let sets: Api<ContainerSet> = Api::namespaced(client.clone(), ns.name());
     sets.create(&PostParams::default(), &echo_set(ns.name(), "web", 1, "hi", None)).await.unwrap();
 
-    let a = operator(&fake, dir.path(), ns.name(), "op-a", free_port());
+    let a = spawn_operator(&fake, dir.path(), ns.name(), "op-a", free_port());
     let cs = wait_ready(&sets, "web", None).await;
-    let b = operator(&fake, dir.path(), ns.name(), "op-b", free_port());
+    let b = spawn_operator(&fake, dir.path(), ns.name(), "op-b", free_port());
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
     let holder = || async { leases.get("berth-operator").await.ok().and_then(|l| l.spec?.holder_identity) };
     assert_eq!(holder().await.as_deref(), Some("op-a"));
