@@ -98,6 +98,7 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
     assert!(metrics.contains("berth_reconciles_total{kind=\"containerset\"}"), "{metrics}");
     assert!(metrics.contains("berth_managed_containers{state=\"running\"}"), "{metrics}");
     assert!(metrics.contains("berth_docker_steps_total{step=\"create\"}"), "{metrics}");
+    assert!(metrics.contains("berth_docker_requests_total{method=\"GET\"}"), "{metrics}");
     let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", op.pid()))
         .ok()
         .and_then(|s| {

@@ -93,13 +93,14 @@ pub async fn reconcile(host: Arc<DockerHost>, ctx: Arc<Context>) -> Result<Actio
         write_status(&host, &ctx, &status).await?;
     }
     ctx.metrics.reconciled("dockerhost", started.elapsed());
+    ctx.succeeded(&format!("host/{ns}/{name}"));
     Ok(Action::requeue(PROBE_EVERY))
 }
 
 pub fn error_policy(host: Arc<DockerHost>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(host = %host.name_any(), %error, "host reconcile failed");
     ctx.metrics.failed("dockerhost", error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(ctx.backoff(&format!("host/{}/{}", host.namespace().unwrap_or_default(), host.name_any())))
 }
 
 async fn write_status(host: &DockerHost, ctx: &Context, status: &DockerHostStatus) -> Result<(), Error> {

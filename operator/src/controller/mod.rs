@@ -74,6 +74,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     probed: Mutex<HashSet<String>>,
+    /// Consecutive failed reconciles per object, for exponential backoff.
+    failures: Mutex<std::collections::HashMap<String, u32>>,
     /// Managed containers per host and state, last probed; summed into a gauge.
     containers: Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, i64>>>,
 }
@@ -82,6 +84,19 @@ impl Context {
     /// Note that a DockerHost (`namespace/name`) has been probed at least once.
     pub fn probed(&self, host: &str) {
         self.probed.lock().expect("never poisoned").insert(host.to_string());
+    }
+
+    /// Backoff after a failed reconcile of `key`: 2 s, 4 s, … up to 5 minutes.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().expect("never poisoned");
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(2u64.saturating_pow((*n).min(9))).min(Duration::from_secs(300))
+    }
+
+    /// A reconcile of `key` succeeded: the next failure starts the backoff afresh.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("never poisoned").remove(key);
     }
 
     /// Record a host's managed containers by state and refresh the gauge across hosts.
@@ -162,11 +177,12 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     let reporter = Reporter { controller: "berth".into(), instance: Some(opts.lease.identity.clone()) };
     let ctx = Arc::new(Context {
         client: client.clone(),
-        pool: HostPool::new(tx),
+        pool: HostPool::new(tx, metrics.clone()),
         recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
         probed: Mutex::new(HashSet::new()),
         containers: Mutex::new(std::collections::HashMap::new()),
+        failures: Mutex::new(std::collections::HashMap::new()),
     });
 
     // One namespace at most for now; several watch streams per kind would need merging.

@@ -19,6 +19,8 @@ use berth_crd::ContainerSet;
 
 use crate::docker::{self, DockerError, Endpoint};
 use crate::engine::labels;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::MethodLabels;
 
 /// Docker event actions that mean a managed container changed behind berth's back (or by
 /// berth itself, which costs one no-op reconcile).
@@ -34,12 +36,13 @@ struct Connection {
 pub struct HostPool {
     connections: Mutex<HashMap<String, Connection>>,
     triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>,
+    metrics: Arc<Metrics>,
 }
 
 impl HostPool {
     /// A pool whose event followers send the sets to reconcile into `triggers`.
-    pub fn new(triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>) -> Arc<HostPool> {
-        Arc::new(HostPool { connections: Mutex::new(HashMap::new()), triggers })
+    pub fn new(triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>, metrics: Arc<Metrics>) -> Arc<HostPool> {
+        Arc::new(HostPool { connections: Mutex::new(HashMap::new()), triggers, metrics })
     }
 
     /// The connection to `host` at `endpoint`, made (and its event follower started) if new.
@@ -53,7 +56,12 @@ impl HostPool {
         {
             return Ok(c.docker.clone());
         }
-        let docker = docker::connect(endpoint).await?;
+        let metrics = self.metrics.clone();
+        // Count every request by method (labels stay bounded: a handful of methods).
+        let docker = docker::connect(endpoint).await?.with_request_modifier(move |req| {
+            metrics.docker_requests.get_or_create(&MethodLabels { method: req.method().to_string() }).inc();
+            req
+        });
         let events = tokio::spawn(follow_events(host.to_string(), docker.clone(), self.triggers.clone()));
         if let Some(old) = conns.insert(host.to_string(), Connection { endpoint: id, docker: docker.clone(), events }) {
             old.events.abort();

@@ -36,6 +36,7 @@ const RETRY: Duration = Duration::from_secs(5);
 pub async fn reconcile(cs: Arc<ContainerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let ns = cs.namespace().unwrap_or_else(|| "default".into());
+    let name = cs.name_any();
     let api: Api<ContainerSet> = Api::namespaced(ctx.client.clone(), &ns);
     // Boxed futures: the compiler cannot otherwise prove the reconcile future `Send` for
     // every lifetime (rust-lang/rust#102211).
@@ -53,13 +54,17 @@ pub async fn reconcile(cs: Arc<ContainerSet>, ctx: Arc<Context>) -> Result<Actio
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics.reconciled("containerset", started.elapsed());
+    if result.is_ok() {
+        ctx.succeeded(&format!("set/{ns}/{name}"));
+    }
     result
 }
 
 pub fn error_policy(cs: Arc<ContainerSet>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(set = %cs.name_any(), namespace = ?cs.namespace(), %error, "reconcile failed");
     ctx.metrics.failed("containerset", error.metric_label());
-    Action::requeue(RETRY)
+    let key = format!("set/{}/{}", cs.namespace().unwrap_or_default(), cs.name_any());
+    Action::requeue(ctx.backoff(&key))
 }
 
 /// Everything a reconcile of this set reads from the API server.

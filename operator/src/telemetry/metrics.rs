@@ -30,6 +30,12 @@ pub struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// The HTTP method of a Docker API request.
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: String,
 }
@@ -41,6 +47,7 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<KindLabels, Histogram>,
     pub docker_steps: Family<StepLabels, Counter>,
+    pub docker_requests: Family<MethodLabels, Counter>,
     pub containers: Family<StateLabels, Gauge>,
     pub drift_events: Counter,
 }
@@ -54,15 +61,17 @@ impl Default for Metrics {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
         });
         let docker_steps = Family::<StepLabels, Counter>::default();
+        let docker_requests = Family::<MethodLabels, Counter>::default();
         let containers = Family::<StateLabels, Gauge>::default();
         let drift_events = Counter::default();
         registry.register("reconciles", "Reconciles run, by resource kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by kind and error", errors.clone());
         registry.register("reconcile_duration_seconds", "Time a reconcile took", duration.clone());
         registry.register("docker_steps", "Docker operations carried out, by step", docker_steps.clone());
+        registry.register("docker_requests", "Docker API requests sent, by HTTP method", docker_requests.clone());
         registry.register("managed_containers", "Managed containers last observed, by state", containers.clone());
         registry.register("drift_events", "Engine events about managed containers", drift_events.clone());
-        Metrics { registry, reconciles, errors, duration, docker_steps, containers, drift_events }
+        Metrics { registry, reconciles, errors, duration, docker_steps, docker_requests, containers, drift_events }
     }
 }
 
