@@ -77,6 +77,21 @@ impl HostPool {
     }
 }
 
+/// Whether an exec's command line is the healthcheck of the spec in the container's label.
+/// The engine reports the command as its arguments joined by spaces; a `CMD-SHELL` check runs
+/// as `/bin/sh -c <command>`.
+pub fn is_healthcheck(command: &str, spec_label: Option<&str>) -> bool {
+    let Some(spec) = spec_label.and_then(|s| serde_json::from_str::<crate::engine::ContainerSpec>(s).ok()) else {
+        return false;
+    };
+    let Some(test) = spec.healthcheck.map(|h| h.test) else { return false };
+    match test.split_first() {
+        Some((kind, args)) if kind == "CMD" => args.join(" ") == command,
+        Some((kind, args)) if kind == "CMD-SHELL" => format!("/bin/sh -c {}", args.join(" ")) == command,
+        _ => false,
+    }
+}
+
 async fn follow_events(host: String, docker: Docker, triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>) {
     let filters = HashMap::from([
         ("type".to_string(), vec!["container".to_string()]),
@@ -93,14 +108,34 @@ async fn follow_events(host: String, docker: Docker, triggers: mpsc::UnboundedSe
             }
         };
         let action = event.action.unwrap_or_default();
-        if !TRIGGERS.iter().any(|t| action == *t) {
+        let attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+        let relevant = match action.strip_prefix("exec_start: ") {
+            // An exec is drift, unless it is the container's own healthcheck running.
+            Some(command) => !is_healthcheck(command, attrs.get(labels::SPEC).map(String::as_str)),
+            None => TRIGGERS.iter().any(|t| action == *t),
+        };
+        if !relevant {
             continue;
         }
-        let attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
         let (Some(ns), Some(set)) = (attrs.get(labels::NAMESPACE), attrs.get(labels::SET)) else { continue };
         tracing::debug!(host, action, namespace = %ns, set = %set, "docker event");
         if triggers.send(ObjectRef::new(set).within(ns)).is_err() {
             return; // the controller is gone
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_healthcheck;
+
+    #[test]
+    fn a_healthcheck_exec_is_not_drift() {
+        let spec = r#"{"image":"e:1","restartPolicy":"no","healthcheck":{"test":["CMD","/echo","--probe"]}}"#;
+        assert!(is_healthcheck("/echo --probe", Some(spec)));
+        assert!(!is_healthcheck("/bin/sh", Some(spec)));
+        let shell = r#"{"image":"e:1","restartPolicy":"no","healthcheck":{"test":["CMD-SHELL","curl -f localhost"]}}"#;
+        assert!(is_healthcheck("/bin/sh -c curl -f localhost", Some(shell)));
+        assert!(!is_healthcheck("/echo --probe", None));
     }
 }
