@@ -218,3 +218,35 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
     assert_eq!(http_request(&addr, "GET", "/env/GREETING", &[]).unwrap().1, "after-failover");
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_host_is_reported_and_the_others_still_converge() {
+    ensure_echo_image();
+    let docker = docker().await;
+    let ns = NamespaceGuard::new("op-broken");
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, client) = fake_cluster(ns.name()).await;
+    create_host(&client, ns.name()).await;
+    // A TCP host whose TLS Secret does not exist: it cannot even be connected to.
+    let ghost: DockerHost = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "DockerHost",
+        "metadata": {"name": "ghost", "namespace": ns.name(), "labels": {"role": "web"}},
+        "spec": {"endpoint": "tcp://10.250.250.2:2376", "tls": {"secretName": "missing"}}
+    }))
+    .unwrap();
+    Api::<DockerHost>::namespaced(client.clone(), ns.name()).create(&PostParams::default(), &ghost).await.unwrap();
+    let sets: Api<ContainerSet> = Api::namespaced(client.clone(), ns.name());
+    sets.create(&PostParams::default(), &echo_set(ns.name(), "web", 1, "hi", None)).await.unwrap();
+    let _op = spawn_operator(&fake, dir.path(), ns.name(), "op-a", free_port());
+
+    let message = eventually("Degraded naming the broken host", Duration::from_secs(60), || async {
+        let cs = sets.get("web").await.ok()?;
+        let st = cs.status.as_ref()?;
+        let degraded = st.conditions.iter().find(|c| c.type_ == "Degraded" && c.status == "True")?;
+        (st.ready_replicas == 1).then(|| degraded.message.clone())
+    })
+    .await;
+    assert!(message.contains("host ghost") && message.contains("missing"), "{message}");
+    let running = names_ids_states(&docker, ns.name()).await;
+    assert_eq!(running.len(), 1, "the local host converged anyway: {running:?}");
+}

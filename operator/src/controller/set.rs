@@ -106,7 +106,10 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         let msg = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         return refuse(cs, ctx, &msg).await;
     }
-    let input = gather(cs, ctx).await?;
+    let mut input = gather(cs, ctx).await?;
+    // A DockerHost that cannot be resolved (say, its TLS Secret is missing) is that host's
+    // problem: report it for this set if selected, and go on with the other hosts.
+    let broken = split_broken_hosts(&mut input, cs);
     let resolved = match input::resolve(&input, false) {
         Ok(r) => r,
         Err(errors) => {
@@ -123,10 +126,11 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let revision =
         resolved.hosts.iter().find_map(|h| h.desired.iter().find(|d| d.key == key)).map(|d| d.revision.clone());
     let options = ExecOptions { concurrency: 8, sets: resolved.runtime.clone() };
-    let reports = futures::future::join_all(
+    let mut reports = futures::future::join_all(
         resolved.hosts.iter().map(|target| converge_host(target, ctx, &options, cs.spec.paused, &key).boxed()),
     )
     .await;
+    reports.extend(broken);
 
     for r in &reports {
         if let Some(c) = &r.changed {
@@ -142,6 +146,38 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let converged = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
     write_status(cs, ctx, status).await?;
     Ok(Action::requeue(if converged { RESYNC } else { RETRY }))
+}
+
+/// Remove from `input` the DockerHosts that do not resolve on their own; those this set
+/// selects become host reports with the reason.
+fn split_broken_hosts(input: &mut Input, cs: &ContainerSet) -> Vec<HostReport> {
+    let selector = kube::core::Selector::try_from(cs.spec.host_selector.clone()).ok();
+    let secrets: Vec<Secret> = input.secrets.values().map(|s| s.object.clone()).collect();
+    let mut broken = Vec::new();
+    input.hosts.retain(|h| {
+        let alone = Input::from_cluster(Vec::new(), vec![h.object.clone()], secrets.clone(), Vec::new());
+        match input::resolve(&alone, false) {
+            Ok(_) => true,
+            Err(e) => {
+                let labels = h.object.metadata.labels.clone().unwrap_or_default();
+                if selector.as_ref().is_some_and(|s| kube::core::SelectorExt::matches(s, &labels)) {
+                    broken.push(HostReport {
+                        host: h.object.name_any(),
+                        desired: cs.spec.replicas_per_host.max(0) as u32,
+                        error: Some(
+                            e.0.iter()
+                                .map(|x| format!("{}: {}", x.field.as_deref().unwrap_or("spec"), x.message))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        ),
+                        ..Default::default()
+                    });
+                }
+                false
+            }
+        }
+    });
+    broken
 }
 
 /// Observe, plan and (unless paused) execute one host; report what is there afterwards.
