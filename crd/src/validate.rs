@@ -14,7 +14,6 @@ use std::str::FromStr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::ResourceExt;
 
 use crate::patterns::*;
 use crate::quantity::{parse_cpus, parse_duration, parse_memory};
@@ -158,7 +157,6 @@ impl Validate for ContainerSet {
                 format!("must be at least 1, got {}", s.progress_deadline_seconds),
             );
         }
-        let _ = self.name_any();
         e.0
     }
 }

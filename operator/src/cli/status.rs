@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::apply::{load_input, observe_all};
 use super::{StatusArgs, StatusFormat};
-use crate::engine::{Health, SetKey};
+use crate::engine::Health;
 
 /// One set's state across hosts.
 #[derive(Serialize)]
@@ -101,7 +101,6 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: host {}: {e}", v.target.name);
         }
     }
-    let _ = SetKey::new("", "");
     Ok(if unreachable { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
