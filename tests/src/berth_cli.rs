@@ -50,8 +50,10 @@ pub fn berth_bin() -> PathBuf {
 fn is_fresh(bin: &Path) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return false };
     let root = repo_root();
-    let mut stack: Vec<PathBuf> =
-        ["operator/src", "crd/src", "operator/Cargo.toml", "crd/Cargo.toml", "Cargo.lock"].iter().map(|p| root.join(p)).collect();
+    let mut stack: Vec<PathBuf> = ["operator/src", "crd/src", "operator/Cargo.toml", "crd/Cargo.toml", "Cargo.lock"]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
     while let Some(p) = stack.pop() {
         let Ok(meta) = std::fs::metadata(&p) else { return false };
         if meta.is_dir() {
