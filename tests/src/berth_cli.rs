@@ -68,18 +68,13 @@ fn is_fresh(bin: &Path) -> bool {
     true
 }
 
-fn build_berth(profile_dir: &Path) {
-    let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
-        Some("debug") | None => "dev".to_string(),
-        Some(other) => other.to_string(),
-    };
-    let target_dir = profile_dir.parent().expect("the profile directory has a parent (the target directory)");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let mut cmd = Command::new(cargo);
-    // cargo sets these for the running test (CARGO_MANIFEST_DIR=<repo>/tests,
-    // CARGO_PKG_NAME=berth-tests, ...). Build scripts such as ring's declare
-    // `rerun-if-env-changed` on them, so passing them on makes this build re-run those
-    // scripts and rebuild ring, rustls, kube... and the next `cargo test` rebuild them back.
+/// Remove the variables cargo sets for the running test from a command that runs cargo.
+///
+/// cargo sets them for the test (CARGO_MANIFEST_DIR=<repo>/tests, CARGO_PKG_NAME=berth-tests,
+/// ...). Build scripts such as ring's declare `rerun-if-env-changed` on them, so passing them
+/// on makes a nested build re-run those scripts and rebuild ring, rustls, kube... and the next
+/// `cargo test` rebuild them back.
+pub fn without_cargo_test_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("CARGO_PKG_")
@@ -98,6 +93,17 @@ fn build_berth(profile_dir: &Path) {
             cmd.env_remove(key.as_ref());
         }
     }
+}
+
+fn build_berth(profile_dir: &Path) {
+    let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") | None => "dev".to_string(),
+        Some(other) => other.to_string(),
+    };
+    let target_dir = profile_dir.parent().expect("the profile directory has a parent (the target directory)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut cmd = Command::new(cargo);
+    without_cargo_test_env(&mut cmd);
     let out = cmd
         .current_dir(repo_root())
         .args(["build", "--quiet", "-p", "berth", "--bin", "berth", "--profile"])

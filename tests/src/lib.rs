@@ -17,7 +17,7 @@ pub mod cluster;
 pub mod engine;
 pub mod fixtures;
 pub mod image;
-mod lock;
+pub mod lock;
 pub mod namespace;
 pub mod paths;
 pub mod proxy;

@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use crate::paths::target_dir;
 
 /// Holds the lock until dropped.
-pub(crate) struct FileLock {
+pub struct FileLock {
     file: File,
 }
 
@@ -23,7 +23,7 @@ impl Drop for FileLock {
 ///
 /// `flock` locks belong to the open file description, so two threads of one process
 /// exclude each other too.
-pub(crate) fn exclusive(name: &str) -> FileLock {
+pub fn exclusive(name: &str) -> FileLock {
     let path = target_dir().join(format!("{name}.lock"));
     let file = OpenOptions::new()
         .create(true)

@@ -15,14 +15,14 @@
 //! to install.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use berth_tests::berth;
+use berth_tests::berth_cli::without_cargo_test_env;
 use berth_tests::paths::{repo_root, target_dir};
+use berth_tests::{berth, lock};
 use serde_json::{Value, json};
 
 /// The Kubernetes version the manifests are validated against.
@@ -145,29 +145,6 @@ fn differences(a: &Value, b: &Value, path: &str) -> Vec<String> {
     }
 }
 
-/// An exclusive `flock` on `target/<name>.lock` across test processes, held until dropped.
-struct FileLock(File);
-
-impl FileLock {
-    fn exclusive(name: &str) -> FileLock {
-        let path = target_dir().join(format!("{name}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("cannot open lock file {}: {e}", path.display()));
-        file.lock().unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
-        FileLock(file)
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // kustomize
 // ---------------------------------------------------------------------------------------
@@ -263,7 +240,7 @@ fn validator_python() -> PathBuf {
             }
             let venv = target_dir().join("kubernetes-validate-venv");
             let python = venv.join("bin/python");
-            let _lock = FileLock::exclusive("kubernetes-validate-venv");
+            let _lock = lock::exclusive("kubernetes-validate-venv");
             // Another process may have installed it while we waited for the lock.
             if python.is_file() && importable(&python) {
                 return python;
@@ -687,30 +664,11 @@ const DOCKER_INSTALL: &str = "the Docker CLI and an engine (scripts/start-docker
 fn operator_image_is_small_non_root_and_runs() {
     let tag = image_tag();
     {
-        let _lock = FileLock::exclusive("operator-image");
+        let _lock = lock::exclusive("operator-image");
         let script = repo_root().join("scripts/build-operator-image.sh");
         let mut cmd = Command::new("bash");
         cmd.arg(&script).arg(&tag).current_dir(repo_root());
-        // cargo sets these for the running test; build scripts (ring's) declare
-        // rerun-if-env-changed on some, so passing them on would rebuild them on every run.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_BIN_")
-                || matches!(
-                    key.as_ref(),
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_MANIFEST_LINKS"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
-                )
-            {
-                cmd.env_remove(key.as_ref());
-            }
-        }
+        without_cargo_test_env(&mut cmd);
         let out = run(&mut cmd, "bash");
         assert!(out.status.success(), "{} failed:\n{}", script.display(), describe(&cmd, &out));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), tag, "the script prints the tag it built");
