@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::status::{HostReport, invalid_status, set_status};
 use super::{Context, Error, FIELD_MANAGER};
-use crate::docker::{self, ExecOptions, execute::Quiet};
+use crate::docker::{self, ExecOptions};
 use crate::engine::{Action as PlanAction, plan_host};
 use crate::input::{self, HostTarget, Input};
 
@@ -208,7 +208,7 @@ async fn converge_host(
     let plan = plan_host(&target.name, &target.desired, &observed, &target.scope);
     let mut after = observed;
     if !plan.is_empty() && !paused {
-        let outcome = docker::execute_host(&docker, &plan, &target.desired, options, &Quiet).await;
+        let outcome = docker::execute_host(&docker, &plan, &target.desired, options, ctx.metrics.as_ref()).await;
         for s in &outcome.sets {
             if let Some(e) = &s.error {
                 report.error = Some(format!("{}: {e}", s.set));
@@ -230,23 +230,23 @@ async fn converge_host(
             "host {}: {created} to create, {replaced} to replace, {removed} to remove; {done} done",
             target.name
         ));
-        for (step, n) in docker::execute::step_counts(&plan) {
-            ctx.metrics
-                .docker_steps
-                .get_or_create(&crate::telemetry::metrics::StepLabels { step: step.to_string() })
-                .inc_by(n as u64);
-        }
         after = match docker::observe(&docker).await {
             Ok(o) => o,
             Err(e) => {
                 report.error = Some(e.to_string());
-                Vec::new()
+                return report;
             }
         };
         report.pending = plan_host(&target.name, &target.desired, &after, &target.scope).change_count();
     } else {
         report.pending = plan.change_count();
     }
+    // Every observation covers all managed containers of the host: keep the gauge fresh.
+    let mut by_state = std::collections::BTreeMap::new();
+    for c in &after {
+        *by_state.entry(c.state.to_string()).or_insert(0) += 1;
+    }
+    ctx.count_containers(&format!("{}/{}", key.namespace, target.name), by_state);
     report.containers = after.into_iter().filter(|c| &c.set == key).collect();
     report
 }

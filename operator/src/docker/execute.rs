@@ -5,7 +5,7 @@
 //! so at most one ordinal is down). A change's steps run in order. The first failure stops
 //! the set's rollout: changes not yet begun are skipped, so the old containers keep serving.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -53,10 +53,6 @@ pub trait Progress: Send + Sync {
     fn step_finished(&self, _host: &str, _set: &SetKey, _step: &Step, _elapsed: Duration) {}
     fn pull_progress(&self, _host: &str, _image: &str, _layer: &str, _status: &str, _current: i64, _total: i64) {}
 }
-
-/// No progress output.
-pub struct Quiet;
-impl Progress for Quiet {}
 
 /// How a set's plan went on one host.
 #[derive(Clone, Debug)]
@@ -412,25 +408,4 @@ async fn last_log_lines(docker: &Docker, name: &str) -> String {
     let chunks: Vec<_> = docker.logs(name, Some(opts)).take(20).collect().await;
     let text: String = chunks.into_iter().filter_map(Result::ok).map(|c| c.to_string()).collect();
     text.trim().replace('\n', " | ")
-}
-
-/// Count the steps of each kind, for summaries.
-pub fn step_counts(plan: &HostPlan) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    for sp in &plan.sets {
-        for s in sp.prepare.iter().chain(sp.changes.iter().flat_map(|c| c.steps.iter())) {
-            let k = match s {
-                Step::EnsureNetwork { .. } => "network",
-                Step::EnsureVolume { .. } => "volume",
-                Step::EnsureImage { .. } => "image",
-                Step::Create { .. } => "create",
-                Step::Start { .. } => "start",
-                Step::WaitReady { .. } => "wait",
-                Step::Stop { .. } => "stop",
-                Step::Remove { .. } => "remove",
-            };
-            *m.entry(k).or_default() += 1;
-        }
-    }
-    m
 }

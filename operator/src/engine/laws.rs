@@ -924,7 +924,7 @@ fn an_env_change_replaces_every_replica_and_explains_the_field() {
             }
         );
         // StartFirst: the new container serves before the old one stops.
-        let kinds: Vec<&str> = ch.steps.iter().map(step_kind).collect();
+        let kinds: Vec<&str> = ch.steps.iter().map(Step::kind).collect();
         assert_eq!(kinds, ["create", "start", "waitReady", "stop", "remove"]);
     }
 
@@ -1019,7 +1019,7 @@ fn a_fixed_host_port_forces_stop_first_and_says_why() {
     assert_eq!(sp.order, Order::StopFirst);
     assert!(sp.sequential);
     assert!(sp.forced_stop_first.as_deref().unwrap().contains("9000/tcp"), "{:?}", sp.forced_stop_first);
-    let kinds: Vec<&str> = sp.changes[0].steps.iter().map(step_kind).collect();
+    let kinds: Vec<&str> = sp.changes[0].steps.iter().map(Step::kind).collect();
     assert_eq!(kinds, ["stop", "remove", "create", "start", "waitReady"]);
     apply(&mut host, &plan, std::slice::from_ref(&new), None).unwrap();
     assert!(plan_for(&host, std::slice::from_ref(&new)).is_empty());
@@ -1065,18 +1065,5 @@ fn a_host_port_moved_to_another_set_is_freed_before_it_is_bound() {
     for choices in [None, Some(&[0][..]), Some(&[1][..])] {
         let mut h = host.clone();
         apply(&mut h, &plan, std::slice::from_ref(&new), choices).unwrap();
-    }
-}
-
-fn step_kind(s: &Step) -> &'static str {
-    match s {
-        Step::EnsureNetwork { .. } => "ensureNetwork",
-        Step::EnsureVolume { .. } => "ensureVolume",
-        Step::EnsureImage { .. } => "ensureImage",
-        Step::Create { .. } => "create",
-        Step::Start { .. } => "start",
-        Step::WaitReady { .. } => "waitReady",
-        Step::Stop { .. } => "stop",
-        Step::Remove { .. } => "remove",
     }
 }

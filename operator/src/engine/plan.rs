@@ -76,6 +76,22 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// The step's kind, as in its JSON tag: `create`, `waitReady`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::EnsureNetwork { .. } => "ensureNetwork",
+            Step::EnsureVolume { .. } => "ensureVolume",
+            Step::EnsureImage { .. } => "ensureImage",
+            Step::Create { .. } => "create",
+            Step::Start { .. } => "start",
+            Step::WaitReady { .. } => "waitReady",
+            Step::Stop { .. } => "stop",
+            Step::Remove { .. } => "remove",
+        }
+    }
+}
+
 /// Why a container is replaced or removed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
