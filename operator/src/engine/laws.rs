@@ -560,6 +560,29 @@ fn shuffled<T: Clone>(xs: &[T], seed: u64) -> Vec<T> {
     out
 }
 
+/// Apply `plan` in order and in the interleaving `choices` picks; after every step the set
+/// has at least `floor` ready containers, and the host ends converged.
+fn ready_never_below(
+    host: &SimHost,
+    plan: &HostPlan,
+    new: &DesiredSet,
+    scope: &Scope,
+    floor: usize,
+    choices: &[usize],
+) -> Result<(), TestCaseError> {
+    let desired = std::slice::from_ref(new);
+    for order in [None, Some(choices)] {
+        let mut h = host.clone();
+        apply_steps(&mut h, &schedule(plan, order), desired, &mut |h| {
+            let ready = h.ready_count(&new.key);
+            if ready < floor { Err(format!("{ready} ready, fewer than {floor}")) } else { Ok(()) }
+        })
+        .map_err(fail)?;
+        prop_assert!(plan_host(HOST, desired, &h.observe(), scope).is_empty());
+    }
+    Ok(())
+}
+
 fn fail(e: String) -> TestCaseError {
     TestCaseError::fail(e)
 }
@@ -690,16 +713,7 @@ proptest! {
             prop_assert_eq!(sp.order, Order::StartFirst);
             prop_assert!(sp.forced_stop_first.is_none());
         }
-        for schedule in [None, Some(choices.as_slice())] {
-            let mut h = host.clone();
-            let key = new.key.clone();
-            apply_steps(&mut h, &self::schedule(&plan, schedule), desired, &mut |h| {
-                let ready = h.ready_count(&key);
-                if ready < floor { Err(format!("{ready} ready, fewer than {floor}")) } else { Ok(()) }
-            })
-            .map_err(fail)?;
-            prop_assert!(plan_host(HOST, desired, &h.observe(), &scope).is_empty());
-        }
+        ready_never_below(&host, &plan, &new, &scope, floor, &choices)?;
     }
 
     /// Law 4, StopFirst: replacements run one at a time, so at most one ordinal is down:
@@ -726,16 +740,7 @@ proptest! {
             prop_assert_eq!(sp.order, Order::StopFirst);
             prop_assert!(sp.sequential);
         }
-        for schedule in [None, Some(choices.as_slice())] {
-            let mut h = host.clone();
-            let key = new.key.clone();
-            apply_steps(&mut h, &self::schedule(&plan, schedule), desired, &mut |h| {
-                let ready = h.ready_count(&key);
-                if ready < floor { Err(format!("{ready} ready, fewer than {floor}")) } else { Ok(()) }
-            })
-            .map_err(fail)?;
-            prop_assert!(plan_host(HOST, desired, &h.observe(), &scope).is_empty());
-        }
+        ready_never_below(&host, &plan, &new, &scope, floor, &choices)?;
     }
 
     /// Law 5: volumes only ever appear (checked on every step), every volume a desired spec
