@@ -9,5 +9,6 @@ pub mod cli;
 pub mod controller;
 pub mod docker;
 pub mod engine;
+pub mod fleet;
 pub mod input;
 pub mod telemetry;

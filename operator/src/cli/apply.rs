@@ -1,31 +1,33 @@
 //! `apply`, `plan` and `delete`: read input, observe every host, plan, and (for apply and
-//! delete) execute. They share one pipeline; only what happens to the plan differs.
+//! delete) execute. They share one pipeline (`crate::fleet`); only what happens to the plan
+//! differs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::process::ExitCode;
 use std::time::Instant;
-
-use bollard::Docker;
 
 use super::progress::TerminalProgress;
 use super::render;
 use super::{ApplyArgs, DeleteArgs, InputArgs, PlanArgs, PlanFormat};
-use crate::docker::{self, ExecOptions, HostOutcome, status_of};
-use crate::engine::{HostPlan, ObservedContainer, plan_host};
-use crate::input::{self, HostTarget, Resolved};
+use crate::docker::{self, ExecOptions, status_of};
+use crate::engine::SetKey;
+use crate::engine::history::HistoryWrite;
+use crate::fleet::history::{HistoryStore, HostVolumes};
+use crate::fleet::{self, FleetReport, Prepared, SetResult};
+use crate::input::{self, Input, Resolved};
 
-/// One host as observed for this run.
-pub(super) struct HostView {
-    pub target: HostTarget,
-    pub docker: Option<Docker>,
-    pub observed: Result<Vec<ObservedContainer>, String>,
-}
+pub(super) use crate::fleet::{HostView, observe_all};
 
 /// Read and check all input. No host is contacted before this succeeds.
 pub(super) fn load_input(args: &InputArgs, prune: bool) -> anyhow::Result<Resolved> {
+    load(args, prune).map(|(_, r)| r)
+}
+
+/// The input as read, and resolved.
+pub(super) fn load(args: &InputArgs, prune: bool) -> anyhow::Result<(Input, Resolved)> {
     let (input, mut errors) = input::load::load_partial(&args.files);
     match input::resolve(&input, prune) {
-        Ok(resolved) if errors.is_empty() => Ok(resolved),
+        Ok(resolved) if errors.is_empty() => Ok((input, resolved)),
         Ok(_) => Err(input::InputErrors(errors).into()),
         Err(input::InputErrors(more)) => {
             for e in more {
@@ -38,36 +40,74 @@ pub(super) fn load_input(args: &InputArgs, prune: bool) -> anyhow::Result<Resolv
     }
 }
 
-/// Connect to and observe every host, concurrently. A host that fails is reported, not fatal.
-pub(super) async fn observe_all(targets: Vec<HostTarget>) -> Vec<HostView> {
-    let views = targets.into_iter().map(|target| async move {
-        let docker = match docker::connect(&target.endpoint).await {
-            Ok(d) => d,
-            Err(e) => return HostView { target, docker: None, observed: Err(e.to_string()) },
-        };
-        let observed = docker::observe(&docker).await.map_err(|e| e.to_string());
-        HostView { target, docker: Some(docker), observed }
-    });
-    futures::future::join_all(views).await
+/// Revision history on the run's hosts: each set's records on the hosts it is placed on.
+pub(super) fn host_history(views: &[HostView]) -> HostVolumes {
+    let mut placed: HashMap<SetKey, Vec<String>> = HashMap::new();
+    for v in views.iter().filter(|v| v.docker.is_some()) {
+        for d in &v.target.desired {
+            placed.entry(d.key.clone()).or_default().push(v.target.name.clone());
+        }
+    }
+    HostVolumes {
+        hosts: views.iter().filter_map(|v| Some((v.target.name.clone(), v.docker.clone()?))).collect(),
+        placed,
+    }
 }
 
-/// Plan every host that could be observed.
-pub(super) fn plan_all(views: &[HostView]) -> Vec<Option<HostPlan>> {
-    views
-        .iter()
-        .map(|v| v.observed.as_ref().ok().map(|obs| plan_host(&v.target.name, &v.target.desired, obs, &v.target.scope)))
-        .collect()
+/// Observe and plan, reading history where sets have changes pending.
+async fn prepare(input: &Input, resolved: &Resolved, prune: bool) -> (Vec<HostView>, HostVolumes, Prepared) {
+    let mut views = observe_all(resolved.hosts.clone()).await;
+    let store = host_history(&views);
+    let rebuild = |key: &SetKey, t: &serde_json::Value| input::resolve::rebuild(input, prune, key, t);
+    let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
+    (views, store, prepared)
+}
+
+/// What the plan cannot show: sets held at an earlier revision, sets that cannot run.
+fn held_notes(prepared: &Prepared) -> String {
+    let mut out = String::new();
+    let mut keys: Vec<&SetKey> = prepared.held.keys().chain(prepared.errors.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        if let Some(h) = prepared.held.get(key) {
+            out.push_str(&held_text(
+                key,
+                &h.record.hash,
+                h.record.number,
+                h.fallback.as_ref().map(|f| f.number),
+                h.record.message.as_deref(),
+            ));
+            out.push('\n');
+        }
+        if let Some(e) = prepared.errors.get(key) {
+            out.push_str(&format!("set {key}: {e}\n"));
+        }
+    }
+    out
+}
+
+fn held_text(key: &SetKey, hash: &str, number: u64, fallback: Option<u64>, message: Option<&str>) -> String {
+    let why = message.map(|m| format!(" ({m})")).unwrap_or_default();
+    let staying = match fallback {
+        Some(n) => format!("the set stays on revision {n}"),
+        None => "the set is left as it is".to_string(),
+    };
+    format!(
+        "set {key}: revision {number} ({hash}) failed or was rolled back{why}; {staying}. \
+         Change the spec to roll out again."
+    )
 }
 
 pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let resolved = load_input(&args.input, args.prune)?;
-    let views = observe_all(resolved.hosts.clone()).await;
-    let plans = plan_all(&views);
+    let (input, resolved) = load(&args.input, args.prune)?;
+    let (views, _, prepared) = prepare(&input, &resolved, args.prune).await;
+    let plans = &prepared.plans;
     match args.output {
-        PlanFormat::Text => print!("{}", render::plan_text(&views, &plans)),
-        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&render::plan_json(&views, &plans))?),
+        PlanFormat::Text => print!("{}{}", render::plan_text(&views, plans), held_notes(&prepared)),
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&render::plan_json(&views, plans))?),
     }
-    let unreachable = views.iter().any(|v| v.observed.is_err());
+    let unreachable = views.iter().any(|v| v.observed.is_err()) || !prepared.errors.is_empty();
     let pending = plans.iter().flatten().any(|p| !p.is_empty());
     Ok(if unreachable {
         ExitCode::from(1)
@@ -80,31 +120,51 @@ pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let resolved = load_input(&args.input, args.prune)?;
-    let views = observe_all(resolved.hosts.clone()).await;
-    let plans = plan_all(&views);
+    let (input, resolved) = load(&args.input, args.prune)?;
+    let (mut views, store, prepared) = prepare(&input, &resolved, args.prune).await;
     if args.dry_run {
-        print!("{}", render::plan_text(&views, &plans));
+        print!("{}{}", render::plan_text(&views, &prepared.plans), held_notes(&prepared));
         return Ok(if views.iter().any(|v| v.observed.is_err()) { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
-    let outcomes = execute(&views, &plans, &resolved, args.concurrency).await;
-    let ok = report(&views, &plans, &outcomes, started);
+    let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
+    let report = execute(&mut views, prepared, &resolved, &input, args.prune, &store, args.concurrency).await;
+    let ok = report_run(&views, &report, changes, started);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let mut resolved = load_input(&args.input, false)?;
+    let (input, mut resolved) = load(&args.input, false)?;
     // Volumes per host, remembered before the desired state is cleared.
     let volumes: Vec<BTreeSet<String>> =
         resolved.hosts.iter().map(|h| h.desired.iter().flat_map(|d| d.spec.volumes()).collect()).collect();
     for h in &mut resolved.hosts {
         h.desired.clear();
     }
-    let views = observe_all(resolved.hosts.clone()).await;
-    let plans = plan_all(&views);
-    let outcomes = execute(&views, &plans, &resolved, args.concurrency).await;
-    let mut ok = report(&views, &plans, &outcomes, started);
+    let (mut views, _, prepared) = prepare(&input, &resolved, false).await;
+    let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
+    // The history of a deleted set goes with it (from the hosts it was placed on).
+    let store = HostVolumes {
+        hosts: views.iter().filter_map(|v| Some((v.target.name.clone(), v.docker.clone()?))).collect(),
+        placed: resolved
+            .sets
+            .iter()
+            .map(|k| (k.clone(), views.iter().map(|v| v.target.name.clone()).collect()))
+            .collect(),
+    };
+    let report = execute(&mut views, prepared, &resolved, &input, false, &store, args.concurrency).await;
+    let mut ok = report_run(&views, &report, changes, started);
+    if ok {
+        for key in &resolved.sets {
+            if let Ok(history) = store.load(key).await {
+                for r in history.records() {
+                    if let Err(e) = store.write(key, &HistoryWrite::Delete(r.clone())).await {
+                        eprintln!("warning: {e}");
+                    }
+                }
+            }
+        }
+    }
     if args.volumes && ok {
         for (view, vols) in views.iter().zip(&volumes) {
             let Some(d) = &view.docker else { continue };
@@ -126,14 +186,18 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// Execute every host's plan concurrently.
+/// Execute a prepared run with a progress bar (or plain lines off a terminal).
 async fn execute(
-    views: &[HostView],
-    plans: &[Option<HostPlan>],
+    views: &mut [HostView],
+    prepared: Prepared,
     resolved: &Resolved,
+    input: &Input,
+    prune: bool,
+    store: &dyn HistoryStore,
     concurrency: u16,
-) -> Vec<Option<HostOutcome>> {
-    let total: usize = plans
+) -> FleetReport {
+    let total: usize = prepared
+        .plans
         .iter()
         .flatten()
         .map(|p| {
@@ -144,47 +208,73 @@ async fn execute(
         })
         .sum();
     if total > 0 {
-        print!("{}", render::plan_text(views, plans));
+        print!("{}", render::plan_text(views, &prepared.plans));
     }
+    print!("{}", held_notes(&prepared));
     let progress = TerminalProgress::new(total as u64);
     let options = ExecOptions { concurrency: concurrency as usize, sets: resolved.runtime.clone() };
-    let runs = views.iter().zip(plans).map(|(v, p)| {
-        let (progress, options) = (&progress, &options);
-        async move {
-            match (&v.docker, p) {
-                (Some(d), Some(plan)) if !plan.is_empty() => {
-                    Some(docker::execute_host(d, plan, &v.target.desired, options, progress).await)
-                }
-                _ => None,
-            }
-        }
-    });
-    let out = futures::future::join_all(runs).await;
+    let rebuild = |key: &SetKey, t: &serde_json::Value| input::resolve::rebuild(input, prune, key, t);
+    let ctx = fleet::RunContext {
+        sets: &resolved.set_infos,
+        store,
+        rebuild: &rebuild,
+        options: &options,
+        progress: &progress,
+    };
+    let report = fleet::execute(views, prepared, &ctx).await;
     progress.finish();
-    out
+    report
 }
 
 /// Print what happened. Returns whether everything succeeded.
-fn report(views: &[HostView], plans: &[Option<HostPlan>], outcomes: &[Option<HostOutcome>], started: Instant) -> bool {
+fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started: Instant) -> bool {
     let mut ok = true;
-    let mut changes = 0;
-    for ((v, p), o) in views.iter().zip(plans).zip(outcomes) {
+    for v in views {
         if let Err(e) = &v.observed {
             ok = false;
             eprintln!("error: host {}: {e}", v.target.name);
-            continue;
         }
-        changes += p.as_ref().map(HostPlan::change_count).unwrap_or(0);
-        if let Some(o) = o {
-            for s in &o.sets {
-                if let Some(e) = &s.error {
-                    ok = false;
-                    eprintln!(
-                        "error: host {}: set {}: {e}\n  the rollout stopped: {} change(s) done, {} failed, {} not started; \
-                         containers not yet replaced keep running",
-                        v.target.name, s.set, s.done, s.failed, s.skipped
-                    );
+    }
+    for (v, outcomes) in views.iter().zip(&report.outcomes) {
+        for s in outcomes.iter().flat_map(|o| &o.sets) {
+            if let Some(e) = &s.error {
+                ok = false;
+                eprintln!(
+                    "error: host {}: set {}: {e}\n  {} change(s) done, {} failed, {} not started; \
+                     containers not yet replaced keep running",
+                    v.target.name, s.set, s.done, s.failed, s.skipped
+                );
+            }
+        }
+    }
+    for s in &report.sets {
+        for h in &s.unreachable {
+            if views.iter().any(|v| &v.target.name == h && v.observed.is_ok()) {
+                ok = false;
+                eprintln!("error: set {}: host {h} was cut off during the rollout; the other hosts went on", s.key);
+            }
+        }
+        match &s.result {
+            SetResult::Converged => {}
+            SetResult::Paused { pending } => {
+                println!("set {}: paused (spec.paused); {pending} change(s) wait", s.key);
+            }
+            SetResult::Held { .. } => ok = false,
+            SetResult::Failed { failure, rolled_back_to, rollback_error } => {
+                ok = false;
+                eprintln!("error: set {}: revision {} failed: {failure}", s.key, s.revision.as_deref().unwrap_or("?"));
+                match (rolled_back_to, rollback_error) {
+                    (Some(n), None) => {
+                        eprintln!("  rolled back to revision {n} (autoRollback) on every host it reached")
+                    }
+                    (Some(n), Some(e)) => eprintln!("  rolling back to revision {n} failed: {e}"),
+                    (None, Some(e)) => eprintln!("  no rollback: {e}"),
+                    (None, None) => eprintln!("  the rollout stopped; hosts not yet reached keep the old revision"),
                 }
+            }
+            SetResult::Error(e) => {
+                ok = false;
+                eprintln!("error: set {}: {e}", s.key);
             }
         }
     }

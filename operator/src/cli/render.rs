@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use super::apply::HostView;
 use crate::engine::{Action, HostPlan, Reason, SetPlan};
+use crate::fleet::HostView;
 
 /// The plan as text, per host and per set.
 pub fn plan_text(views: &[HostView], plans: &[Option<HostPlan>]) -> String {

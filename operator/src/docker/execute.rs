@@ -65,6 +65,9 @@ pub struct SetOutcome {
     /// Changes that failed part-way (their finished steps stay done).
     pub failed: usize,
     pub error: Option<String>,
+    /// The container that did not become ready (exited, unhealthy, past the deadline): the
+    /// revision failed, as opposed to a step failing for a reason of the host's.
+    pub not_ready: Option<String>,
 }
 
 /// How a host's plan went.
@@ -128,7 +131,7 @@ struct StepContext<'a> {
 }
 
 async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) -> SetOutcome {
-    let mut outcome = SetOutcome { set: sp.set.clone(), done: 0, skipped: 0, failed: 0, error: None };
+    let mut outcome = SetOutcome { set: sp.set.clone(), done: 0, skipped: 0, failed: 0, error: None, not_ready: None };
     for step in &sp.prepare {
         if let Err(e) = run_step(&ctx, step).await {
             outcome.error = Some(format!("{}: {e}", describe_prepare(step)));
@@ -148,6 +151,9 @@ async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) ->
                 outcome.failed += 1;
                 if outcome.error.is_none() {
                     outcome.error = Some(e.to_string());
+                    if let DockerError::NotReady { name, .. } | DockerError::Deadline { name, .. } = &e {
+                        outcome.not_ready = Some(name.clone());
+                    }
                 }
             }
         }

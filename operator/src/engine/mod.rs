@@ -7,8 +7,10 @@
 //! enough to plan a fleet.
 
 pub mod diff;
+pub mod history;
 pub mod model;
 pub mod plan;
+pub mod rollout;
 pub mod sim;
 
 pub use model::*;

@@ -17,10 +17,12 @@ use serde::Deserialize;
 
 use super::{Input, InputError, InputErrors, Located};
 use crate::docker::{Endpoint, SetRuntime, TlsFiles};
+use crate::engine::rollout::{MaxUnavailable, RolloutPolicy};
 use crate::engine::{
     ContainerSpec, DesiredSet, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope, SecretString,
     SetKey,
 };
+use crate::fleet::SetInfo;
 
 /// One engine to converge.
 #[derive(Clone, Debug)]
@@ -42,6 +44,8 @@ pub struct Resolved {
     pub runtime: HashMap<SetKey, SetRuntime>,
     /// Every set the input declares.
     pub sets: Vec<SetKey>,
+    /// How each set rolls out, and its template as declared (for history).
+    pub set_infos: HashMap<SetKey, SetInfo>,
     /// Holds client certificates written from Secrets for the duration of the run.
     pub tls_dir: Option<tempfile::TempDir>,
 }
@@ -83,6 +87,7 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
     }
 
     let mut runtime = HashMap::new();
+    let mut set_infos = HashMap::new();
     let mut set_keys = Vec::new();
     let mut namespaces = BTreeSet::new();
     for s in &input.sets {
@@ -120,6 +125,7 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
             }
         };
         let d = desired_set(&s.object, key.clone(), spec);
+        set_infos.insert(key.clone(), set_info(&s.object));
         runtime.insert(
             key.clone(),
             SetRuntime {
@@ -161,7 +167,59 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
     if !errors.is_empty() {
         return Err(InputErrors(errors));
     }
-    Ok(Resolved { hosts: hosts.into_iter().map(|(_, t)| t).collect(), runtime, sets: set_keys, tls_dir })
+    Ok(Resolved { hosts: hosts.into_iter().map(|(_, t)| t).collect(), runtime, sets: set_keys, set_infos, tls_dir })
+}
+
+fn set_info(cs: &ContainerSet) -> SetInfo {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let st = &cs.spec.strategy;
+    let max_unavailable = match &st.max_unavailable {
+        None => MaxUnavailable::default(),
+        Some(IntOrString::Int(n)) => MaxUnavailable::Hosts((*n).max(0) as u32),
+        // Validation admits `N%` only.
+        Some(IntOrString::String(s)) => MaxUnavailable::Percent(s.trim_end_matches('%').parse().unwrap_or(100)),
+    };
+    SetInfo {
+        policy: RolloutPolicy {
+            max_unavailable,
+            min_ready: Duration::from_secs(st.min_ready_seconds.unwrap_or(0).max(0) as u64),
+            paused: cs.spec.paused,
+            auto_rollback: st.auto_rollback,
+            history_limit: cs.spec.revision_history_limit.max(1) as usize,
+        },
+        template: serde_json::to_value(&cs.spec.template).unwrap_or_default(),
+    }
+}
+
+/// The desired state per host of set `key` with a recorded `template` in place of the
+/// declared one, resolved like the rest of the input (Secrets and ConfigMaps as they are now).
+pub fn rebuild(
+    input: &Input,
+    prune: bool,
+    key: &SetKey,
+    template: &serde_json::Value,
+) -> Result<HashMap<String, DesiredSet>, String> {
+    let template: ContainerTemplate =
+        serde_json::from_value(template.clone()).map_err(|e| format!("the recorded template does not parse: {e}"))?;
+    let mut input = input.clone();
+    let set = input
+        .sets
+        .iter_mut()
+        .find(|s| {
+            s.object.metadata.name.as_deref() == Some(key.name.as_str())
+                && s.object.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
+        })
+        .ok_or_else(|| format!("set {key} is not in the input"))?;
+    set.object.spec.template = template;
+    let resolved = resolve(&input, prune).map_err(|e| e.to_string())?;
+    Ok(resolved
+        .hosts
+        .into_iter()
+        .filter_map(|h| {
+            let name = h.name;
+            h.desired.into_iter().find(|d| &d.key == key).map(|d| (name, d))
+        })
+        .collect())
 }
 
 fn desired_set(cs: &ContainerSet, key: SetKey, spec: ContainerSpec) -> DesiredSet {

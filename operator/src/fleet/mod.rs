@@ -1,0 +1,53 @@
+//! Converging a fleet: the hosts of a run, observed, planned, and rolled out set by set.
+//!
+//! Both modes come through here: `berth apply` with hosts from files, the operator with one
+//! ContainerSet and its DockerHosts. The engine decides (what changes on a host, in which
+//! waves, what history says); this module does the waiting and calls the Docker adapter.
+//!
+//! A run: [`observe_all`] → [`prepare`] (plan every host; for a set with pending changes,
+//! read its history: a revision that failed or was rolled back is *held* and the set stays on
+//! (or returns to) its last ready revision) → [`execute`] (removals first, then each set's
+//! waves, `maxUnavailable` disruptive hosts at a time, each gated on readiness and
+//! `minReadySeconds`; a failed revision is recorded and, with `autoRollback`, every host it
+//! reached goes back).
+
+pub mod history;
+mod run;
+
+use bollard::Docker;
+
+pub use run::{
+    Failure, FleetReport, Held, Prepared, Rebuild, RunContext, SetInfo, SetReport, SetResult, execute, prepare,
+};
+
+use crate::docker;
+use crate::engine::{HostPlan, ObservedContainer, plan_host};
+use crate::input::HostTarget;
+
+/// One host as observed for this run.
+pub struct HostView {
+    pub target: HostTarget,
+    pub docker: Option<Docker>,
+    pub observed: Result<Vec<ObservedContainer>, String>,
+}
+
+/// Connect to and observe every host, concurrently. A host that fails is reported, not fatal.
+pub async fn observe_all(targets: Vec<HostTarget>) -> Vec<HostView> {
+    let views = targets.into_iter().map(|target| async move {
+        let docker = match docker::connect(&target.endpoint).await {
+            Ok(d) => d,
+            Err(e) => return HostView { target, docker: None, observed: Err(e.to_string()) },
+        };
+        let observed = docker::observe(&docker).await.map_err(|e| e.to_string());
+        HostView { target, docker: Some(docker), observed }
+    });
+    futures::future::join_all(views).await
+}
+
+/// Plan every host that could be observed.
+pub fn plan_all(views: &[HostView]) -> Vec<Option<HostPlan>> {
+    views
+        .iter()
+        .map(|v| v.observed.as_ref().ok().map(|obs| plan_host(&v.target.name, &v.target.desired, obs, &v.target.scope)))
+        .collect()
+}

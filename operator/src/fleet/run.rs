@@ -1,0 +1,583 @@
+//! The run itself: prepare (plan, consult history) and execute (waves, gates, rollback).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::FutureExt;
+use k8s_openapi::jiff::Timestamp;
+
+use super::history::{HistoryError, HistoryStore};
+use super::{HostView, plan_all};
+use crate::docker::{self, ExecOptions, HostOutcome, Progress};
+use crate::engine::history::{History, HistoryWrite, Outcome, RevisionRecord, collectable_images};
+use crate::engine::rollout::{HostRole, RolloutHost, RolloutPolicy, host_role, waves};
+use crate::engine::{DesiredSet, HostPlan, SetKey, SetPlan, Step, plan_host};
+
+/// What a run needs to know of each set beyond its desired state per host.
+#[derive(Clone, Debug)]
+pub struct SetInfo {
+    pub policy: RolloutPolicy,
+    /// The set's `spec.template` as declared, recorded in history (image pinned as run).
+    pub template: serde_json::Value,
+}
+
+/// Turns a recorded template back into the set's desired state per host (by host name), the
+/// way the run's input resolves (Secrets and ConfigMaps as they are now).
+pub type Rebuild<'a> =
+    dyn Fn(&SetKey, &serde_json::Value) -> Result<HashMap<String, DesiredSet>, String> + Send + Sync + 'a;
+
+/// A set whose desired revision is held back by its history.
+#[derive(Clone, Debug)]
+pub struct Held {
+    /// The record of the desired revision (Failed or RolledBack).
+    pub record: RevisionRecord,
+    /// The ready revision the set stays on instead, if there is one and it could be rebuilt.
+    pub fallback: Option<RevisionRecord>,
+}
+
+/// The run, planned.
+pub struct Prepared {
+    /// Per view, its plan (None: the host could not be observed).
+    pub plans: Vec<Option<HostPlan>>,
+    pub held: HashMap<SetKey, Held>,
+    pub histories: HashMap<SetKey, History>,
+    /// Sets that cannot run this time (history unreadable, a held template that no longer
+    /// resolves); their plans are dropped.
+    pub errors: HashMap<SetKey, String>,
+}
+
+/// Plan the run. History is read only for sets with pending changes, so a converged fleet
+/// costs one list per host and nothing else.
+pub async fn prepare(
+    views: &mut [HostView],
+    sets: &HashMap<SetKey, SetInfo>,
+    store: &dyn HistoryStore,
+    rebuild: &Rebuild<'_>,
+) -> Prepared {
+    let plans = plan_all(views);
+    let mut pending: BTreeSet<SetKey> = BTreeSet::new();
+    for p in plans.iter().flatten() {
+        for sp in &p.sets {
+            if sp.revision.is_some() && sets.contains_key(&sp.set) {
+                pending.insert(sp.set.clone());
+            }
+        }
+    }
+    let mut prepared = Prepared { plans, held: HashMap::new(), histories: HashMap::new(), errors: HashMap::new() };
+    let mut substituted = false;
+    for key in pending {
+        let history = match store.load(&key).await {
+            Ok(h) => h,
+            Err(e) => {
+                prepared.errors.insert(key, e.to_string());
+                continue;
+            }
+        };
+        if let Some(revision) = desired_revision(views, &key)
+            && let Some(record) = history.held(&revision).cloned()
+        {
+            let fallback = history.last_ready(&revision).cloned();
+            let mut held = Held { record, fallback: None };
+            if let Some(fb) = fallback.filter(|_| sets[&key].policy.auto_rollback) {
+                match rebuild(&key, &fb.template) {
+                    Ok(by_host) => {
+                        substitute(views, &key, &by_host);
+                        substituted = true;
+                        held.fallback = Some(fb);
+                    }
+                    Err(e) => {
+                        prepared.errors.insert(key.clone(), format!("revision {} cannot be rebuilt: {e}", fb.number));
+                    }
+                }
+            }
+            prepared.held.insert(key.clone(), held);
+        }
+        prepared.histories.insert(key, history);
+    }
+    if substituted {
+        prepared.plans = plan_all(views);
+    }
+    // A held set without a way back, or with an error, changes nothing this run.
+    for (key, held) in &prepared.held {
+        if held.fallback.is_none() {
+            drop_set(&mut prepared.plans, key);
+        }
+    }
+    for key in prepared.errors.keys() {
+        drop_set(&mut prepared.plans, key);
+    }
+    prepared
+}
+
+fn drop_set(plans: &mut [Option<HostPlan>], key: &SetKey) {
+    for p in plans.iter_mut().flatten() {
+        p.sets.retain(|sp| &sp.set != key || sp.revision.is_none());
+    }
+}
+
+/// The set's desired revision, as its first placed host has it.
+fn desired_revision(views: &[HostView], key: &SetKey) -> Option<String> {
+    views.iter().find_map(|v| v.target.desired.iter().find(|d| &d.key == key)).map(|d| d.revision.clone())
+}
+
+/// Put another revision of `key` in place on every host.
+fn substitute(views: &mut [HostView], key: &SetKey, by_host: &HashMap<String, DesiredSet>) {
+    for v in views.iter_mut() {
+        v.target.desired.retain(|d| &d.key != key);
+        if let Some(d) = by_host.get(&v.target.name) {
+            v.target.desired.push(d.clone());
+        }
+    }
+}
+
+/// Why a rollout stopped: the host, the container, what happened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub host: String,
+    pub container: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.container {
+            Some(c) => write!(f, "host {}: container {c}: {}", self.host, self.message),
+            None => write!(f, "host {}: {}", self.host, self.message),
+        }
+    }
+}
+
+/// How one set's part of the run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SetResult {
+    /// Every reachable host runs the revision the run aimed for.
+    Converged,
+    /// `spec.paused`: the changes wait.
+    Paused { pending: usize },
+    /// The declared revision failed before (or was rolled back) and is not retried until the
+    /// spec changes; the set stays on `fallback` if there is one.
+    Held { revision: String, number: u64, fallback: Option<u64>, message: Option<String> },
+    /// The revision failed in this run.
+    Failed { failure: Failure, rolled_back_to: Option<u64>, rollback_error: Option<String> },
+    /// A step failed for a reason that is not the revision's (a pull, the engine); retried
+    /// next time.
+    Error(String),
+}
+
+/// One set's part of the run.
+#[derive(Clone, Debug)]
+pub struct SetReport {
+    pub key: SetKey,
+    /// The revision the run aimed for (a fallback when held).
+    pub revision: Option<String>,
+    pub result: SetResult,
+    /// Hosts of the set that could not be reached; the others went on.
+    pub unreachable: Vec<String>,
+    /// History as it stands after the run, when the run read it.
+    pub history: Option<History>,
+}
+
+/// What a run did.
+pub struct FleetReport {
+    /// Per view: what its execution did.
+    pub outcomes: Vec<Vec<HostOutcome>>,
+    pub sets: Vec<SetReport>,
+}
+
+/// Records `(host, image)` for each pull the executor reports.
+struct PullRecorder<'a> {
+    inner: &'a dyn Progress,
+    pulls: Mutex<BTreeSet<(String, String)>>,
+}
+
+impl Progress for PullRecorder<'_> {
+    fn step_started(&self, host: &str, set: &SetKey, step: &Step) {
+        self.inner.step_started(host, set, step)
+    }
+    fn step_finished(&self, host: &str, set: &SetKey, step: &Step, elapsed: Duration) {
+        self.inner.step_finished(host, set, step, elapsed)
+    }
+    fn pull_progress(&self, host: &str, image: &str, layer: &str, status: &str, current: i64, total: i64) {
+        self.pulls.lock().expect("never poisoned").insert((host.to_string(), image.to_string()));
+        self.inner.pull_progress(host, image, layer, status, current, total)
+    }
+}
+
+/// Everything `execute` needs besides the views.
+pub struct RunContext<'a> {
+    pub sets: &'a HashMap<SetKey, SetInfo>,
+    pub store: &'a dyn HistoryStore,
+    pub rebuild: &'a Rebuild<'a>,
+    pub options: &'a ExecOptions,
+    pub progress: &'a dyn Progress,
+}
+
+/// Execute a prepared run: removals first (they free host ports), then every set's waves,
+/// sets side by side.
+pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContext<'_>) -> FleetReport {
+    let progress = PullRecorder { inner: ctx.progress, pulls: Mutex::new(BTreeSet::new()) };
+    let mut outcomes: Vec<Vec<HostOutcome>> = views.iter().map(|_| Vec::new()).collect();
+
+    // Removals of sets no longer placed on a host, and port-freeing ones, all at once.
+    let removals = views.iter().zip(&prepared.plans).map(|(v, p)| {
+        let sets: Vec<SetPlan> =
+            p.iter().flat_map(|p| &p.sets).filter(|sp| sp.revision.is_none() || sp.frees_ports).cloned().collect();
+        let progress = &progress;
+        async move {
+            match (&v.docker, sets.is_empty()) {
+                (Some(d), false) => {
+                    let plan = HostPlan { host: v.target.name.clone(), sets };
+                    Some(docker::execute_host(d, &plan, &v.target.desired, ctx.options, progress).await)
+                }
+                _ => None,
+            }
+        }
+    });
+    for (i, o) in futures::future::join_all(removals).await.into_iter().enumerate() {
+        outcomes[i].extend(o);
+    }
+
+    // Every set in the run, each with its waves.
+    let mut keys: Vec<SetKey> = ctx.sets.keys().cloned().collect();
+    keys.sort();
+    let views_ref: &[HostView] = views;
+    let runs = keys.iter().map(|key| run_set(views_ref, &prepared, key, ctx, &progress).boxed());
+    let results = futures::future::join_all(runs).await;
+    let mut reports = Vec::new();
+    let mut substitutions = Vec::new();
+    for (report, host_outcomes, subst) in results {
+        for (i, o) in host_outcomes {
+            outcomes[i].push(o);
+        }
+        if let Some(s) = subst {
+            substitutions.push(s);
+        }
+        reports.push(report);
+    }
+    // A rollback changed what the set's hosts should run: the views say so from now on.
+    for (key, by_host) in substitutions {
+        substitute(views, &key, &by_host);
+    }
+    FleetReport { outcomes, sets: reports }
+}
+
+type SetRun = (SetReport, Vec<(usize, HostOutcome)>, Option<(SetKey, HashMap<String, DesiredSet>)>);
+
+async fn run_set(
+    views: &[HostView],
+    prepared: &Prepared,
+    key: &SetKey,
+    ctx: &RunContext<'_>,
+    progress: &PullRecorder<'_>,
+) -> SetRun {
+    let info = &ctx.sets[key];
+    let revision = desired_revision(views, key);
+    let mut report = SetReport {
+        key: key.clone(),
+        revision: revision.clone(),
+        result: SetResult::Converged,
+        unreachable: views
+            .iter()
+            .filter(|v| v.observed.is_err() && v.target.scope.owns(key))
+            .map(|v| v.target.name.clone())
+            .collect(),
+        history: prepared.histories.get(key).cloned(),
+    };
+    let mut outcomes = Vec::new();
+    if let Some(e) = prepared.errors.get(key) {
+        report.result = SetResult::Error(e.clone());
+        return (report, outcomes, None);
+    }
+    let held = prepared.held.get(key);
+    if let Some(h) = held {
+        report.result = SetResult::Held {
+            revision: h.record.hash.clone(),
+            number: h.record.number,
+            fallback: h.fallback.as_ref().map(|f| f.number),
+            message: h.record.message.clone(),
+        };
+    }
+    // The hosts where this set changes, with their plans.
+    let work: Vec<(usize, SetPlan)> = prepared
+        .plans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let sp = p.as_ref()?.sets.iter().find(|sp| &sp.set == key && sp.revision.is_some())?;
+            (!sp.changes.is_empty() && views[i].docker.is_some()).then(|| (i, sp.clone()))
+        })
+        .collect();
+    if work.is_empty() {
+        return (report, outcomes, None);
+    }
+    if info.policy.paused {
+        report.result = SetResult::Paused { pending: work.iter().map(|(_, sp)| sp.changes.len()).sum() };
+        return (report, outcomes, None);
+    }
+    let revision = revision.unwrap_or_default();
+    let mut history = prepared.histories.get(key).cloned().unwrap_or_default();
+    // A new revision is recorded before the first container of it is made.
+    let rolling_new = held.is_none() && history.latest().is_none_or(|l| l.hash != revision);
+    if rolling_new {
+        let record = new_record(views, key, &revision, info, Outcome::Progressing, None);
+        if let Err(e) = write_all(ctx.store, key, &mut history, record, info.policy.history_limit).await {
+            report.result = SetResult::Error(e.to_string());
+            return (report, outcomes, None);
+        }
+    }
+
+    let roles: Vec<RolloutHost> = work
+        .iter()
+        .map(|(i, sp)| {
+            let observed = views[*i].observed.as_deref().unwrap_or(&[]);
+            RolloutHost {
+                host: views[*i].target.name.clone(),
+                role: host_role(sp, observed),
+                started: observed.iter().any(|c| &c.set == key && c.revision == revision),
+            }
+        })
+        .collect();
+    let disruptive = roles.iter().filter(|r| r.role == HostRole::Disruptive).count();
+    let plan_of = |name: &str| work.iter().find(|(i, _)| views[*i].target.name == name).expect("a wave host has work");
+
+    let mut failure: Option<Failure> = None;
+    let mut transient: Option<String> = None;
+    let mut touched: Vec<usize> = Vec::new();
+    for wave in waves(&roles, info.policy.max_unavailable.wave_size(disruptive)) {
+        let runs = wave.iter().map(|name| {
+            let (i, sp) = plan_of(name);
+            let v = &views[*i];
+            let plan = HostPlan { host: v.target.name.clone(), sets: vec![sp.clone()] };
+            async move {
+                let d = v.docker.as_ref().expect("work hosts are connected");
+                (*i, docker::execute_host(d, &plan, &v.target.desired, ctx.options, progress).await)
+            }
+            .boxed()
+        });
+        let results = futures::future::join_all(runs).await;
+        let mut ran_ok = Vec::new();
+        for (i, outcome) in results {
+            touched.push(i);
+            let v = &views[i];
+            match outcome.sets.iter().find(|s| s.error.is_some()) {
+                None => ran_ok.push(i),
+                Some(s) => {
+                    let message = s.error.clone().unwrap_or_default();
+                    if s.not_ready.is_some() {
+                        failure.get_or_insert(Failure {
+                            host: v.target.name.clone(),
+                            container: s.not_ready.clone(),
+                            message,
+                        });
+                    } else if docker::observe(v.docker.as_ref().expect("connected")).await.is_err() {
+                        // Cut off mid-rollout: report it, let the other hosts go on.
+                        report.unreachable.push(v.target.name.clone());
+                    } else {
+                        transient.get_or_insert(format!("host {}: {message}", v.target.name));
+                    }
+                }
+            }
+            outcomes.push((i, outcome));
+        }
+        if failure.is_none() && transient.is_none() && !info.policy.min_ready.is_zero() {
+            // minReadySeconds: the new containers must still be ready after it.
+            tokio::time::sleep(info.policy.min_ready).await;
+            for i in ran_ok {
+                if let Some(f) = still_ready(&views[i], key, &revision, info.policy.min_ready).await {
+                    failure.get_or_insert(f);
+                }
+            }
+        }
+        if failure.is_some() || transient.is_some() {
+            break;
+        }
+    }
+
+    let mut substitution = None;
+    if let Some(f) = failure {
+        let mut rolled_back_to = None;
+        let mut rollback_error = None;
+        if held.is_none() {
+            let record = new_record(views, key, &revision, info, Outcome::Failed, Some(f.to_string()));
+            if let Err(e) = write_all(ctx.store, key, &mut history, record, info.policy.history_limit).await {
+                rollback_error = Some(e.to_string());
+            }
+        }
+        if info.policy.auto_rollback && held.is_none() {
+            match history.last_ready(&revision).cloned() {
+                None => rollback_error = Some("no earlier revision was ready everywhere".into()),
+                Some(fb) => match (ctx.rebuild)(key, &fb.template) {
+                    Err(e) => rollback_error = Some(format!("revision {} cannot be rebuilt: {e}", fb.number)),
+                    Ok(by_host) => {
+                        tracing::warn!(set = %key, failed = %revision, back_to = fb.number, "rolling back");
+                        let errs = roll_back(views, key, &by_host, &touched, ctx, progress, &mut outcomes).await;
+                        rollback_error = (!errs.is_empty()).then(|| errs.join("; "));
+                        rolled_back_to = Some(fb.number);
+                        substitution = Some((key.clone(), by_host));
+                    }
+                },
+            }
+        }
+        report.result = SetResult::Failed { failure: f, rolled_back_to, rollback_error };
+    } else if let Some(t) = transient {
+        report.result = SetResult::Error(t);
+    } else if report.unreachable.is_empty() && held.is_none() {
+        let mut record = new_record(views, key, &revision, info, Outcome::Ready, None);
+        record.pulled_on = progress
+            .pulls
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .filter(|(h, img)| img == &record.image && work.iter().any(|(i, _)| &views[*i].target.name == h))
+            .map(|(h, _)| h.clone())
+            .collect();
+        let before = history.clone();
+        let writes = before.record(record, info.policy.history_limit);
+        for w in &writes {
+            if let Err(e) = ctx.store.write(key, w).await {
+                report.result = SetResult::Error(e.to_string());
+            }
+        }
+        collect_images(views, &writes, &before).await;
+        history = apply_writes(&before, &writes);
+    }
+    report.history = Some(history);
+    (report, outcomes, substitution)
+}
+
+/// After `minReadySeconds`, one list: every container of the revision is still ready.
+async fn still_ready(view: &HostView, key: &SetKey, revision: &str, min_ready: Duration) -> Option<Failure> {
+    let d = view.docker.as_ref()?;
+    let observed = match docker::observe(d).await {
+        Ok(o) => o,
+        Err(e) => return Some(Failure { host: view.target.name.clone(), container: None, message: e.to_string() }),
+    };
+    observed.iter().filter(|c| &c.set == key && c.revision == revision).find(|c| !c.is_ready()).map(|c| Failure {
+        host: view.target.name.clone(),
+        container: Some(c.name.clone()),
+        message: format!(
+            "not ready {}s after it started (minReadySeconds): {}{}",
+            min_ready.as_secs(),
+            c.state,
+            c.health.map(|h| format!(", {h:?}").to_lowercase()).unwrap_or_default()
+        ),
+    })
+}
+
+/// Return the hosts a failed revision reached to the fallback revision, all at once: each
+/// already lost what the failed revision took.
+async fn roll_back(
+    views: &[HostView],
+    key: &SetKey,
+    by_host: &HashMap<String, DesiredSet>,
+    touched: &[usize],
+    ctx: &RunContext<'_>,
+    progress: &dyn Progress,
+    outcomes: &mut Vec<(usize, HostOutcome)>,
+) -> Vec<String> {
+    let runs = touched.iter().map(|&i| {
+        let v = &views[i];
+        async move {
+            let d = v.docker.as_ref()?;
+            let mut desired: Vec<DesiredSet> = v.target.desired.iter().filter(|d| &d.key != key).cloned().collect();
+            desired.extend(by_host.get(&v.target.name).cloned());
+            let observed = match docker::observe(d).await {
+                Ok(o) => o,
+                Err(e) => return Some(Err(format!("host {}: {e}", v.target.name))),
+            };
+            let mut plan = plan_host(&v.target.name, &desired, &observed, &v.target.scope);
+            plan.sets.retain(|sp| &sp.set == key);
+            let outcome = docker::execute_host(d, &plan, &desired, ctx.options, progress).await;
+            Some(Ok((i, outcome)))
+        }
+        .boxed()
+    });
+    let mut errors = Vec::new();
+    for r in futures::future::join_all(runs).await.into_iter().flatten() {
+        match r {
+            Ok((i, outcome)) => {
+                for (set, e) in outcome.errors() {
+                    errors.push(format!("host {}: {set}: {e}", views[i].target.name));
+                }
+                outcomes.push((i, outcome));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    errors
+}
+
+/// The record of `revision` as this run knows it.
+fn new_record(
+    views: &[HostView],
+    key: &SetKey,
+    revision: &str,
+    info: &SetInfo,
+    outcome: Outcome,
+    message: Option<String>,
+) -> RevisionRecord {
+    let image = views
+        .iter()
+        .find_map(|v| v.target.desired.iter().find(|d| &d.key == key))
+        .map(|d| d.spec.image.clone())
+        .unwrap_or_default();
+    let mut template = info.template.clone();
+    if let Some(obj) = template.as_object_mut() {
+        obj.insert("image".into(), image.clone().into());
+    }
+    RevisionRecord {
+        number: 0,
+        hash: revision.to_string(),
+        template,
+        digest: image.split_once('@').map(|(_, d)| d.to_string()),
+        image,
+        time: Timestamp::now().to_string(),
+        outcome,
+        message,
+        pulled_on: Vec::new(),
+    }
+}
+
+async fn write_all(
+    store: &dyn HistoryStore,
+    key: &SetKey,
+    history: &mut History,
+    record: RevisionRecord,
+    limit: usize,
+) -> Result<(), HistoryError> {
+    let writes = history.record(record, limit);
+    for w in &writes {
+        store.write(key, w).await?;
+    }
+    *history = apply_writes(history, &writes);
+    Ok(())
+}
+
+fn apply_writes(history: &History, writes: &[HistoryWrite]) -> History {
+    let mut records = history.records().to_vec();
+    for w in writes {
+        match w {
+            HistoryWrite::Put(r) => {
+                records.retain(|x| x.hash != r.hash);
+                records.push(r.clone());
+            }
+            HistoryWrite::Delete(r) => records.retain(|x| x.hash != r.hash),
+        }
+    }
+    History::new(records)
+}
+
+/// Remove images berth pulled for revisions the history no longer keeps. Docker refuses to
+/// remove an image a container uses; that is fine, it is tried again after the next trim.
+async fn collect_images(views: &[HostView], writes: &[HistoryWrite], before: &History) {
+    for v in views {
+        let Some(d) = &v.docker else { continue };
+        for image in collectable_images(writes, before, &v.target.name) {
+            match d.remove_image(&image, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
+                Ok(_) => tracing::info!(host = %v.target.name, image, "removed an image no kept revision uses"),
+                Err(e) => tracing::debug!(host = %v.target.name, image, error = %docker::message_of(&e), "image kept"),
+            }
+        }
+    }
+}
