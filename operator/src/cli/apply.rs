@@ -11,7 +11,7 @@ use super::render;
 use super::{ApplyArgs, DeleteArgs, InputArgs, PlanArgs, PlanFormat};
 use crate::docker::{self, ExecOptions, status_of};
 use crate::engine::SetKey;
-use crate::engine::history::HistoryWrite;
+use crate::engine::history::{HistoryWrite, Outcome};
 use crate::fleet::history::{HistoryStore, HostVolumes};
 use crate::fleet::{self, FleetReport, Prepared, SetResult};
 use crate::input::{self, Input, Resolved};
@@ -87,15 +87,20 @@ fn held_notes(prepared: &Prepared) -> String {
     out
 }
 
-fn held_text(key: &SetKey, hash: &str, number: u64, fallback: Option<u64>, message: Option<&str>) -> String {
-    let why = message.map(|m| format!(" ({m})")).unwrap_or_default();
-    let staying = match fallback {
-        Some(n) => format!("the set stays on revision {n}"),
-        None => "the set is left as it is".to_string(),
+fn held_text(key: &SetKey, h: &fleet::Held) -> String {
+    let r = &h.record;
+    let what = match r.outcome {
+        Outcome::RolledBack => "was rolled back",
+        _ => "failed",
+    };
+    let why = r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+    let staying = match &h.fallback {
+        Some(f) => format!("the set stays on revision {} ({})", f.number, f.hash),
+        None => "the set is left as it is (autoRollback is off)".to_string(),
     };
     format!(
-        "set {key}: revision {number} ({hash}) failed or was rolled back{why}; {staying}. \
-         Change the spec to roll out again."
+        "set {key}: revision {} ({}) {what}{why}\n  {staying}; change the spec to roll out again.",
+        r.number, r.hash
     )
 }
 
@@ -259,7 +264,8 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
             SetResult::Paused { pending } => {
                 println!("set {}: paused (spec.paused); {pending} change(s) wait", s.key);
             }
-            SetResult::Held { .. } => ok = false,
+            // A revision rolled back by hand stays back on purpose; a failed one is a problem.
+            SetResult::Held { by_hand, .. } => ok &= *by_hand,
             SetResult::Failed { failure, rolled_back_to, rollback_error } => {
                 ok = false;
                 eprintln!("error: set {}: revision {} failed: {failure}", s.key, s.revision.as_deref().unwrap_or("?"));

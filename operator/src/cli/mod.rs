@@ -6,6 +6,7 @@
 //! Exit codes: 0 success (for `plan`: converged), 1 error, 2 (`plan` only) changes pending.
 
 mod apply;
+mod history;
 mod logs;
 mod progress;
 mod render;
@@ -37,6 +38,10 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print the logs of every container of a set, each line prefixed with host and container.
     Logs(LogsArgs),
+    /// List a set's revisions: number, hash, outcome, time, image, where each runs.
+    History(HistoryArgs),
+    /// Return a set to an earlier revision (default: the last one that was ready everywhere).
+    Rollback(RollbackArgs),
     /// Print the CustomResourceDefinitions (berth.dev/v1alpha1) as YAML.
     Crd,
     /// Run the in-cluster controller (KUBECONFIG, or the pod's service account).
@@ -84,6 +89,30 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Concurrent container operations per host.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// The set: `NAME` (namespace `default`) or `NAMESPACE/NAME`.
+    pub set: String,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Print the records as JSON.
+    #[arg(long = "json")]
+    pub output_json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The set: `NAME` (namespace `default`) or `NAMESPACE/NAME`.
+    pub set: String,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// The revision number to return to (see `berth history`).
+    #[arg(long)]
+    pub to_revision: Option<u64>,
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 }
@@ -179,6 +208,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Delete(a) => apply::delete(a).await,
         Command::Status(a) => status::status(a).await,
         Command::Logs(a) => logs::logs(a).await,
+        Command::History(a) => history::history(a).await,
+        Command::Rollback(a) => history::rollback(a).await,
         Command::Operator(a) => operator(a).await,
         Command::Crd => {
             print!("{}", berth_crd::crds_yaml());

@@ -78,8 +78,11 @@ pub async fn prepare(
             && let Some(record) = history.held(&revision).cloned()
         {
             let fallback = history.last_ready(&revision).cloned();
+            // A revision rolled back by hand always returns; a failed one only with autoRollback
+            // (without it the hosts stay as the failure left them, for a person to look at).
+            let returns = record.outcome == Outcome::RolledBack || sets[&key].policy.auto_rollback;
             let mut held = Held { record, fallback: None };
-            if let Some(fb) = fallback.filter(|_| sets[&key].policy.auto_rollback) {
+            if let Some(fb) = fallback.filter(|_| returns) {
                 match rebuild(&key, &fb.template) {
                     Ok(by_host) => {
                         substitute(views, &key, &by_host);
@@ -142,8 +145,10 @@ pub struct Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.container {
-            Some(c) => write!(f, "host {}: container {c}: {}", self.host, self.message),
-            None => write!(f, "host {}: {}", self.host, self.message),
+            Some(c) if !self.message.contains(c.as_str()) => {
+                write!(f, "host {}: container {c}: {}", self.host, self.message)
+            }
+            _ => write!(f, "host {}: {}", self.host, self.message),
         }
     }
 }
@@ -157,7 +162,7 @@ pub enum SetResult {
     Paused { pending: usize },
     /// The declared revision failed before (or was rolled back) and is not retried until the
     /// spec changes; the set stays on `fallback` if there is one.
-    Held { revision: String, number: u64, fallback: Option<u64>, message: Option<String> },
+    Held { revision: String, number: u64, fallback: Option<u64>, message: Option<String>, by_hand: bool },
     /// The revision failed in this run.
     Failed { failure: Failure, rolled_back_to: Option<u64>, rollback_error: Option<String> },
     /// A step failed for a reason that is not the revision's (a pull, the engine); retried
@@ -296,6 +301,7 @@ async fn run_set(
             number: h.record.number,
             fallback: h.fallback.as_ref().map(|f| f.number),
             message: h.record.message.clone(),
+            by_hand: h.record.outcome == Outcome::RolledBack,
         };
     }
     // The hosts where this set changes, with their plans.

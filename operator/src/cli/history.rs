@@ -1,0 +1,132 @@
+//! `history` and `rollback`: a set's revisions as the hosts remember them, and going back.
+//!
+//! A rollback records the revision it returns to as the newest ready one and the revision it
+//! leaves as `RolledBack` after it, then applies as usual: the left revision is *held*, so a
+//! later `apply` of the same files keeps the set where the rollback put it. Changing the spec
+//! (a new revision) ends the hold.
+
+use anyhow::{Context as _, bail};
+use std::process::ExitCode;
+
+use super::apply::{self, HostView};
+use super::{HistoryArgs, RollbackArgs};
+use crate::engine::SetKey;
+use crate::engine::history::{History, Outcome};
+use crate::fleet::history::HistoryStore;
+
+/// `NAME` (namespace `default`) or `NAMESPACE/NAME`.
+pub(super) fn parse_set(s: &str) -> SetKey {
+    match s.split_once('/') {
+        Some((ns, name)) => SetKey::new(ns, name),
+        None => SetKey::new("default", s),
+    }
+}
+
+/// The history as a table; `running` says which revision hashes run on which hosts.
+pub(super) fn history_table(history: &History, views: &[HostView], key: &SetKey) -> String {
+    let mut out =
+        format!("{:<9} {:<11} {:<11} {:<26} {:<45} {}\n", "REVISION", "HASH", "OUTCOME", "TIME", "IMAGE", "RUNNING ON");
+    for r in history.records() {
+        let running: Vec<&str> = views
+            .iter()
+            .filter(|v| {
+                v.observed
+                    .as_ref()
+                    .is_ok_and(|o| o.iter().any(|c| &c.set == key && c.revision == r.hash && c.is_ready()))
+            })
+            .map(|v| v.target.name.as_str())
+            .collect();
+        out.push_str(&format!(
+            "{:<9} {:<11} {:<11} {:<26} {:<45} {}\n",
+            r.number,
+            r.hash,
+            format!("{:?}", r.outcome),
+            r.time,
+            r.image,
+            running.join(",")
+        ));
+        if let Some(m) = &r.message {
+            out.push_str(&format!("{:<9} {m}\n", ""));
+        }
+    }
+    out
+}
+
+pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let key = parse_set(&args.set);
+    let (_, resolved) = apply::load(&args.input, false)?;
+    if !resolved.sets.contains(&key) {
+        bail!("set {key} is not declared in the input");
+    }
+    let views = apply::observe_all(resolved.hosts.clone()).await;
+    for v in &views {
+        if let Err(e) = &v.observed {
+            eprintln!("warning: host {}: {e}", v.target.name);
+        }
+    }
+    let store = apply::host_history(&views);
+    let history = store.load(&key).await?;
+    if args.output_json {
+        println!("{}", serde_json::to_string_pretty(history.records())?);
+    } else if history.records().is_empty() {
+        println!("set {key}: no revisions recorded yet");
+    } else {
+        print!("{}", history_table(&history, &views, &key));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let key = parse_set(&args.set);
+    let (input, resolved) = apply::load(&args.input, false)?;
+    if !resolved.sets.contains(&key) {
+        bail!("set {key} is not declared in the input");
+    }
+    let views = apply::observe_all(resolved.hosts.clone()).await;
+    let store = apply::host_history(&views);
+    let history = store.load(&key).await?;
+    let from = history.latest().cloned().with_context(|| format!("set {key}: no revisions recorded yet"))?;
+    let target = match args.to_revision {
+        Some(n) => {
+            history.by_number(n).cloned().with_context(|| format!("set {key}: no revision {n} in the history"))?
+        }
+        None => history
+            .last_ready(&from.hash)
+            .cloned()
+            .with_context(|| format!("set {key}: no earlier revision was ready everywhere"))?,
+    };
+    if target.hash == from.hash {
+        bail!("set {key}: revision {} is the newest revision already", target.number);
+    }
+    let limit = resolved.set_infos.get(&key).map(|i| i.policy.history_limit).unwrap_or(10);
+    let mut h = history.clone();
+    let mut back = target.clone();
+    back.outcome = Outcome::Ready;
+    back.time = k8s_openapi::jiff::Timestamp::now().to_string();
+    let mut left = from.clone();
+    left.outcome = Outcome::RolledBack;
+    left.time = k8s_openapi::jiff::Timestamp::now().to_string();
+    left.message = Some(format!("rolled back to revision {} by hand", target.number));
+    for record in [back, left] {
+        let writes = h.record(record, limit.max(2));
+        let mut records = h.records().to_vec();
+        for w in &writes {
+            store.write(&key, w).await?;
+            match w {
+                crate::engine::history::HistoryWrite::Put(r) => {
+                    records.retain(|x| x.hash != r.hash);
+                    records.push(r.clone());
+                }
+                crate::engine::history::HistoryWrite::Delete(r) => records.retain(|x| x.hash != r.hash),
+            }
+        }
+        h = History::new(records);
+    }
+    println!(
+        "set {key}: rolling back from revision {} ({}) to {} ({})",
+        from.number, from.hash, target.number, target.hash
+    );
+    drop((views, input));
+    apply::apply(super::ApplyArgs { input: args.input, prune: false, dry_run: false, concurrency: args.concurrency })
+        .await
+}
