@@ -71,13 +71,7 @@ fn held_notes(prepared: &Prepared) -> String {
     keys.dedup();
     for key in keys {
         if let Some(h) = prepared.held.get(key) {
-            out.push_str(&held_text(
-                key,
-                &h.record.hash,
-                h.record.number,
-                h.fallback.as_ref().map(|f| f.number),
-                h.record.message.as_deref(),
-            ));
+            out.push_str(&held_text(key, h));
             out.push('\n');
         }
         if let Some(e) = prepared.errors.get(key) {
