@@ -14,6 +14,7 @@
 pub mod host;
 pub mod leader;
 pub mod pool;
+pub mod revisions;
 pub mod set;
 pub mod status;
 

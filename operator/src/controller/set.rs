@@ -19,10 +19,12 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::status::{HostReport, invalid_status, set_status};
+use super::revisions::ControllerRevisions;
+use super::status::{HostReport, RolloutNote, invalid_status, set_status};
 use super::{Context, Error, FIELD_MANAGER};
 use crate::docker::{self, ExecOptions};
-use crate::engine::{Action as PlanAction, plan_host};
+use crate::engine::{Action as PlanAction, HostPlan, SetKey, plan_host};
+use crate::fleet::{self, HostView, SetResult};
 use crate::input::{self, HostTarget, Input};
 
 /// The finalizer berth puts on every ContainerSet.
@@ -122,14 +124,60 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
             return refuse(cs, ctx, &msg).await;
         }
     };
-    let key = crate::engine::SetKey::new(cs.namespace().unwrap_or_default(), cs.name_any());
-    let revision =
+    let key = SetKey::new(cs.namespace().unwrap_or_default(), cs.name_any());
+    let declared =
         resolved.hosts.iter().find_map(|h| h.desired.iter().find(|d| d.key == key)).map(|d| d.revision.clone());
+    let mut views = futures::future::join_all(resolved.hosts.iter().map(|t| view_of(t, ctx).boxed())).await;
+    let store = ControllerRevisions::new(ctx.client.clone(), cs);
+    let rebuild = |k: &SetKey, t: &serde_json::Value| input::resolve::rebuild(&input, false, k, t);
+    let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
+    let plans = prepared.plans.clone();
     let options = ExecOptions { concurrency: 8, sets: resolved.runtime.clone() };
-    let mut reports = futures::future::join_all(
-        resolved.hosts.iter().map(|target| converge_host(target, ctx, &options, cs.spec.paused, &key).boxed()),
-    )
-    .await;
+    let run = fleet::RunContext {
+        sets: &resolved.set_infos,
+        store: &store,
+        rebuild: &rebuild,
+        options: &options,
+        progress: ctx.metrics.as_ref(),
+    };
+    let fleet_report = fleet::execute(&mut views, prepared, &run).boxed().await;
+    let set_report = fleet_report.sets.into_iter().find(|s| s.key == key);
+
+    let mut reports = Vec::new();
+    for (i, v) in views.iter().enumerate() {
+        let ran = &fleet_report.outcomes[i];
+        let mut report = HostReport {
+            host: v.target.name.clone(),
+            desired: v.target.desired.iter().find(|d| d.key == key).map(|d| d.replicas).unwrap_or(0),
+            ..Default::default()
+        };
+        let mut observed = v.observed.clone();
+        if !ran.is_empty()
+            && let Some(d) = &v.docker
+        {
+            observed = docker::observe(d).await.map_err(|e| e.to_string());
+            report.changed = plans[i].as_ref().and_then(|p| change_summary(p, &key, ran));
+        }
+        for (set, e) in ran.iter().flat_map(|o| o.errors()) {
+            report.error = Some(format!("{set}: {e}"));
+        }
+        match observed {
+            Ok(after) => {
+                report.pending = plan_host(&v.target.name, &v.target.desired, &after, &v.target.scope).change_count();
+                let mut by_state = std::collections::BTreeMap::new();
+                for c in &after {
+                    *by_state.entry(c.state.to_string()).or_insert(0) += 1;
+                }
+                ctx.count_containers(&format!("{}/{}", key.namespace, v.target.name), by_state);
+                report.containers = after.into_iter().filter(|c| c.set == key).collect();
+            }
+            Err(e) => {
+                ctx.pool.forget(&v.target.name).await;
+                report.error = Some(e);
+            }
+        }
+        reports.push(report);
+    }
     reports.extend(broken);
 
     for r in &reports {
@@ -140,12 +188,116 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
             publish(ctx, cs, EventType::Warning, "HostError", "Reconcile", format!("host {}: {e}", r.host)).await;
         }
     }
+    let target = views
+        .iter()
+        .find_map(|v| v.target.desired.iter().find(|d| d.key == key))
+        .map(|d| d.revision.clone())
+        .or(declared.clone())
+        .unwrap_or_default();
+    let note = rollout_note(&set_report, declared.as_deref().unwrap_or_default(), target);
+    if let Some(s) = &set_report
+        && let SetResult::Failed { failure, rolled_back_to, rollback_error } = &s.result
+    {
+        let mut msg = format!("revision {} failed: {failure}", declared.as_deref().unwrap_or("?"));
+        match (rolled_back_to, rollback_error) {
+            (Some(n), None) => msg.push_str(&format!("; rolled back to revision {n}")),
+            (Some(n), Some(e)) => msg.push_str(&format!("; rolling back to revision {n} failed: {e}")),
+            (None, Some(e)) => msg.push_str(&format!("; no rollback: {e}")),
+            (None, None) => {}
+        }
+        let reason = if rolled_back_to.is_some() { "RolledBack" } else { "RolloutFailed" };
+        publish(ctx, cs, EventType::Warning, reason, "Rollout", msg).await;
+    }
     let now = Timestamp::now();
-    let revision = revision.unwrap_or_default();
-    let status = set_status(cs.metadata.generation, &revision, cs.spec.paused, &reports, cs.status.as_ref(), now);
+    let status = set_status(cs.metadata.generation, &note, cs.spec.paused, &reports, cs.status.as_ref(), now);
     let converged = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    let settled =
+        matches!(set_report.as_ref().map(|s| &s.result), Some(SetResult::Held { .. } | SetResult::Failed { .. }));
     write_status(cs, ctx, status).await?;
-    Ok(Action::requeue(if converged { RESYNC } else { RETRY }))
+    Ok(Action::requeue(if converged || settled { RESYNC } else { RETRY }))
+}
+
+/// Connect through the pool and observe one host.
+async fn view_of(target: &HostTarget, ctx: &Context) -> HostView {
+    let docker = match ctx.pool.get(&target.name, &target.endpoint, "").await {
+        Ok(d) => d,
+        Err(e) => return HostView { target: target.clone(), docker: None, observed: Err(e.to_string()) },
+    };
+    let observed = docker::observe(&docker).await.map_err(|e| e.to_string());
+    if observed.is_err() {
+        ctx.pool.forget(&target.name).await;
+    }
+    HostView { target: target.clone(), docker: Some(docker), observed }
+}
+
+/// What a host's execution did to the set, in words (for an Event).
+fn change_summary(plan: &HostPlan, key: &SetKey, ran: &[docker::HostOutcome]) -> Option<String> {
+    let (mut created, mut replaced, mut removed) = (0, 0, 0);
+    for sp in plan.sets.iter().filter(|sp| &sp.set == key) {
+        for c in &sp.changes {
+            match c.action {
+                PlanAction::Create | PlanAction::Start => created += 1,
+                PlanAction::Replace { .. } | PlanAction::Complete => replaced += 1,
+                PlanAction::Remove { .. } => removed += 1,
+            }
+            tracing::info!(host = %plan.host, set = %sp.set, container = %c.container, action = ?c.action, "change");
+        }
+    }
+    let done: usize = ran.iter().flat_map(|o| &o.sets).filter(|s| &s.set == key).map(|s| s.done).sum();
+    (created + replaced + removed > 0).then(|| {
+        format!("host {}: {created} to create, {replaced} to replace, {removed} to remove; {done} done", plan.host)
+    })
+}
+
+/// The rollout's part of the status: which revision the hosts should run, and what went wrong.
+fn rollout_note(report: &Option<fleet::SetReport>, declared: &str, target: String) -> RolloutNote {
+    let mut note = RolloutNote { declared: declared.to_string(), target, problem: None, history: None };
+    let Some(r) = report else { return note };
+    note.history = r.history.as_ref().map(|h| {
+        h.records()
+            .iter()
+            .map(|r| berth_crd::RevisionRecord {
+                revision: r.number as i64,
+                hash: r.hash.clone(),
+                image: r.image.clone(),
+                digest: r.digest.clone(),
+                time: Some(r.time.clone()),
+                outcome: Some(format!("{:?}", r.outcome)),
+                message: r.message.clone(),
+            })
+            .collect()
+    });
+    note.problem = match &r.result {
+        SetResult::Failed { failure, rolled_back_to: Some(n), rollback_error: None } => Some((
+            "RolledBack".into(),
+            format!(
+                "revision {declared} failed ({failure}); every host it reached is back on revision {n}; change the spec to roll out again"
+            ),
+        )),
+        SetResult::Failed { failure, rolled_back_to, rollback_error } => Some((
+            "RolloutFailed".into(),
+            format!(
+                "revision {declared} failed ({failure}){}{}",
+                rolled_back_to.map(|n| format!("; rolling back to revision {n}")).unwrap_or_default(),
+                rollback_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+        )),
+        SetResult::Held { number, fallback, message, by_hand, .. } => Some((
+            if *by_hand { "RolledBackByHand" } else { "RevisionHeld" }.into(),
+            format!(
+                "revision {number} ({declared}) {}{}; {}; change the spec to roll out again",
+                if *by_hand { "was rolled back" } else { "failed" },
+                message.as_ref().map(|m| format!(": {m}")).unwrap_or_default(),
+                match fallback {
+                    Some(n) => format!("the set stays on revision {n}"),
+                    None => "the hosts are left as they are (autoRollback is off)".into(),
+                }
+            ),
+        )),
+        SetResult::Error(e) => Some(("RolloutError".into(), e.clone())),
+        SetResult::Converged | SetResult::Paused { .. } => None,
+    };
+    note
 }
 
 /// Remove from `input` the DockerHosts that do not resolve on their own; those this set

@@ -23,19 +23,42 @@ pub struct HostReport {
     pub changed: Option<String>,
 }
 
+/// The rollout's part of a status.
+#[derive(Clone, Debug, Default)]
+pub struct RolloutNote {
+    /// The revision the spec declares.
+    pub declared: String,
+    /// The revision the hosts should run: the declared one, or the one a failed revision fell
+    /// back to.
+    pub target: String,
+    /// A failed or held revision: the `Degraded` reason and message.
+    pub problem: Option<(String, String)>,
+    /// The revision history, when this reconcile read it (else the previous status's stays).
+    pub history: Option<Vec<berth_crd::RevisionRecord>>,
+}
+
+impl RolloutNote {
+    /// A plain rollout of `revision`, nothing held or failed.
+    pub fn of(revision: &str) -> Self {
+        RolloutNote { declared: revision.into(), target: revision.into(), ..Default::default() }
+    }
+}
+
 /// Build the status. `previous` keeps each condition's `lastTransitionTime` while its status
 /// stays the same, so an unchanged world writes an identical status (and no write at all).
 pub fn set_status(
     generation: Option<i64>,
-    revision: &str,
+    note: &RolloutNote,
     paused: bool,
     hosts: &[HostReport],
     previous: Option<&ContainerSetStatus>,
     now: Timestamp,
 ) -> ContainerSetStatus {
+    let revision = note.target.as_str();
     let mut status = ContainerSetStatus {
         observed_generation: generation,
-        update_revision: Some(revision.to_string()),
+        update_revision: Some(note.declared.clone()),
+        history: note.history.clone().or_else(|| previous.map(|p| p.history.clone())).unwrap_or_default(),
         ..Default::default()
     };
     let mut errors = Vec::new();
@@ -84,7 +107,9 @@ pub fn set_status(
             format!("{} of {} replicas ready at revision {revision}", status.ready_replicas, status.desired_replicas),
         )
     };
-    let progressing = if converged {
+    let progressing = if let Some((reason, _)) = &note.problem {
+        ("False", reason.as_str(), "the declared revision is not rolled out; see Degraded".to_string())
+    } else if converged {
         ("False", "RolloutComplete", format!("revision {revision} is rolled out"))
     } else if paused {
         ("False", "Paused", "the rollout is paused (spec.paused)".to_string())
@@ -93,10 +118,17 @@ pub fn set_status(
     } else {
         ("False", "RolloutStopped", "the rollout stopped at an error; see Degraded".to_string())
     };
-    let degraded = if errors.is_empty() {
-        ("False", "AsExpected", "no host reports a problem".to_string())
-    } else {
-        ("True", "HostError", errors.join("; "))
+    let degraded = match &note.problem {
+        Some((reason, message)) => {
+            let mut m = message.clone();
+            if !errors.is_empty() {
+                m.push_str("; ");
+                m.push_str(&errors.join("; "));
+            }
+            ("True", reason.as_str(), m)
+        }
+        None if errors.is_empty() => ("False", "AsExpected", "no host reports a problem".to_string()),
+        None => ("True", "HostError", errors.join("; ")),
     };
     let prev = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
     status.conditions = vec![
@@ -206,12 +238,12 @@ mod tests {
             containers: vec![running("r1", 0), running("r1", 1)],
             ..Default::default()
         }];
-        let s0 = set_status(Some(3), "r1", false, &hosts, None, t0);
+        let s0 = set_status(Some(3), &RolloutNote::of("r1"), false, &hosts, None, t0);
         assert_eq!(cond(&s0, "Ready").status, "True");
         assert_eq!(s0.current_revision.as_deref(), Some("r1"));
         assert_eq!(s0.ready_replicas_text.as_deref(), Some("2/2"));
         // Same world later: identical status, so no write.
-        let s1 = set_status(Some(3), "r1", false, &hosts, Some(&s0), t1);
+        let s1 = set_status(Some(3), &RolloutNote::of("r1"), false, &hosts, Some(&s0), t1);
         assert_eq!(s0, s1);
     }
 
@@ -222,7 +254,7 @@ mod tests {
             HostReport { host: "a".into(), desired: 1, containers: vec![running("r1", 0)], ..Default::default() },
             HostReport { host: "b".into(), desired: 1, error: Some("connection refused".into()), ..Default::default() },
         ];
-        let s = set_status(Some(1), "r1", false, &hosts, None, now);
+        let s = set_status(Some(1), &RolloutNote::of("r1"), false, &hosts, None, now);
         assert_eq!(cond(&s, "Ready").status, "False");
         assert_eq!(cond(&s, "Degraded").status, "True");
         assert!(cond(&s, "Degraded").message.contains("host b: connection refused"));
@@ -235,7 +267,7 @@ mod tests {
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let done = set_status(
             Some(1),
-            "r1",
+            &RolloutNote::of("r1"),
             false,
             &[HostReport { host: "a".into(), desired: 1, containers: vec![running("r1", 0)], ..Default::default() }],
             None,
@@ -243,7 +275,7 @@ mod tests {
         );
         let mid = set_status(
             Some(2),
-            "r2",
+            &RolloutNote::of("r2"),
             false,
             &[HostReport {
                 host: "a".into(),
@@ -258,5 +290,30 @@ mod tests {
         assert_eq!(mid.current_revision.as_deref(), Some("r1"));
         assert_eq!(mid.update_revision.as_deref(), Some("r2"));
         assert_eq!(cond(&mid, "Progressing").status, "True");
+    }
+
+    #[test]
+    fn a_rolled_back_revision_is_degraded_with_the_reason_and_ready_on_the_fallback() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let note = RolloutNote {
+            declared: "r2".into(),
+            target: "r1".into(),
+            problem: Some(("RolledBack".into(), "revision r2 failed (host a: unhealthy)".into())),
+            history: Some(vec![berth_crd::RevisionRecord { revision: 2, hash: "r2".into(), ..Default::default() }]),
+        };
+        let hosts =
+            [HostReport { host: "a".into(), desired: 1, containers: vec![running("r1", 0)], ..Default::default() }];
+        let s = set_status(Some(2), &note, false, &hosts, None, now);
+        assert_eq!(cond(&s, "Ready").status, "True", "the hosts run what they should: the fallback");
+        assert_eq!(cond(&s, "Degraded").status, "True");
+        assert_eq!(cond(&s, "Degraded").reason, "RolledBack");
+        assert!(cond(&s, "Degraded").message.contains("host a: unhealthy"));
+        assert_eq!(cond(&s, "Progressing").status, "False");
+        assert_eq!(s.update_revision.as_deref(), Some("r2"));
+        assert_eq!(s.current_revision.as_deref(), Some("r1"));
+        assert_eq!(s.history.len(), 1);
+        // A later reconcile that did not read history keeps it.
+        let later = set_status(Some(2), &RolloutNote { history: None, ..note }, false, &hosts, Some(&s), now);
+        assert_eq!(later.history, s.history);
     }
 }
