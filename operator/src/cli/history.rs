@@ -9,10 +9,33 @@ use anyhow::{Context as _, bail};
 use std::process::ExitCode;
 
 use super::apply::{self, HostView};
-use super::{HistoryArgs, RollbackArgs};
+use super::{HistoryArgs, InputArgs, RollbackArgs};
 use crate::engine::SetKey;
-use crate::engine::history::{History, Outcome};
+use crate::engine::history::{History, Outcome, RevisionRecord};
 use crate::fleet::history::HistoryStore;
+
+/// Which revision a rollback returns to: `--to-revision N`, else the newest revision that was
+/// ready everywhere other than the newest record.
+fn rollback_target(
+    history: &History,
+    key: &SetKey,
+    to: Option<u64>,
+) -> anyhow::Result<(RevisionRecord, RevisionRecord)> {
+    let from = history.latest().cloned().with_context(|| format!("set {key}: no revisions recorded yet"))?;
+    let target = match to {
+        Some(n) => {
+            history.by_number(n).cloned().with_context(|| format!("set {key}: no revision {n} in the history"))?
+        }
+        None => history
+            .last_ready(&from.hash)
+            .cloned()
+            .with_context(|| format!("set {key}: no earlier revision was ready everywhere"))?,
+    };
+    if target.hash == from.hash {
+        bail!("set {key}: revision {} is the newest revision already", target.number);
+    }
+    Ok((from, target))
+}
 
 /// `NAME` (namespace `default`) or `NAMESPACE/NAME`.
 pub(super) fn parse_set(s: &str) -> SetKey {
@@ -54,7 +77,11 @@ pub(super) fn history_table(history: &History, views: &[HostView], key: &SetKey)
 
 pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let key = parse_set(&args.set);
-    let (_, resolved) = apply::load(&args.input, false)?;
+    if args.files.is_empty() {
+        return cluster::history(&key, args.output_json).await;
+    }
+    let input_args = InputArgs { files: args.files.clone() };
+    let (_, resolved) = apply::load(&input_args, false)?;
     if !resolved.sets.contains(&key) {
         bail!("set {key} is not declared in the input");
     }
@@ -78,7 +105,11 @@ pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let key = parse_set(&args.set);
-    let (input, resolved) = apply::load(&args.input, false)?;
+    if args.files.is_empty() {
+        return cluster::rollback(&key, args.to_revision).await;
+    }
+    let input_args = InputArgs { files: args.files.clone() };
+    let (input, resolved) = apply::load(&input_args, false)?;
     if !resolved.sets.contains(&key) {
         bail!("set {key} is not declared in the input");
     }
@@ -127,6 +158,75 @@ pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         from.number, from.hash, target.number, target.hash
     );
     drop((views, input));
-    apply::apply(super::ApplyArgs { input: args.input, prune: false, dry_run: false, concurrency: args.concurrency })
+    apply::apply(super::ApplyArgs { input: input_args, prune: false, dry_run: false, concurrency: args.concurrency })
         .await
+}
+
+/// The same two commands against the cluster: history from ControllerRevisions, rollback by
+/// writing the template back to the ContainerSet.
+mod cluster {
+    use std::process::ExitCode;
+
+    use anyhow::Context as _;
+    use berth_crd::ContainerSet;
+    use kube::api::{Api, Patch, PatchParams};
+
+    use super::rollback_target;
+    use crate::controller::revisions::ControllerRevisions;
+    use crate::engine::SetKey;
+    use crate::fleet::history::HistoryStore;
+
+    async fn set(key: &SetKey) -> anyhow::Result<(Api<ContainerSet>, ContainerSet, kube::Client)> {
+        let client =
+            kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?;
+        let api: Api<ContainerSet> = Api::namespaced(client.clone(), &key.namespace);
+        let cs = api.get(&key.name).await.with_context(|| format!("ContainerSet {key}"))?;
+        Ok((api, cs, client))
+    }
+
+    pub async fn history(key: &SetKey, json: bool) -> anyhow::Result<ExitCode> {
+        let (_, cs, client) = set(key).await?;
+        let history = ControllerRevisions::new(client, &cs).load(key).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(history.records())?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let current = cs.status.as_ref().and_then(|s| s.current_revision.clone()).unwrap_or_default();
+        println!("{:<9} {:<11} {:<11} {:<26} {:<45} CURRENT", "REVISION", "HASH", "OUTCOME", "TIME", "IMAGE");
+        for r in history.records() {
+            println!(
+                "{:<9} {:<11} {:<11} {:<26} {:<45} {}",
+                r.number,
+                r.hash,
+                format!("{:?}", r.outcome),
+                r.time,
+                r.image,
+                if r.hash == current { "*" } else { "" }
+            );
+            if let Some(m) = &r.message {
+                println!("{:<9} {m}", "");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn rollback(key: &SetKey, to: Option<u64>) -> anyhow::Result<ExitCode> {
+        let (api, cs, client) = set(key).await?;
+        let history = ControllerRevisions::new(client, &cs).load(key).await?;
+        let (from, target) = rollback_target(&history, key, to)?;
+        // Write the template back as the user would: a spec change the operator rolls out
+        // (as the newest revision) and GitOps tools see as drift from git.
+        // The whole template is replaced (a merge patch would keep fields the target lacks).
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            { "op": "replace", "path": "/spec/template", "value": target.template }
+        ]))?;
+        api.patch(&key.name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .with_context(|| format!("writing revision {}'s template to ContainerSet {key}", target.number))?;
+        println!(
+            "set {key}: template of revision {} ({}) written back (was revision {} ({})); the operator rolls it out",
+            target.number, target.hash, from.number, from.hash
+        );
+        Ok(ExitCode::SUCCESS)
+    }
 }

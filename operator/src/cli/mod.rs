@@ -97,8 +97,10 @@ pub struct ApplyArgs {
 pub struct HistoryArgs {
     /// The set: `NAME` (namespace `default`) or `NAMESPACE/NAME`.
     pub set: String,
-    #[command(flatten)]
-    pub input: InputArgs,
+    /// Files declaring the set and its hosts (standalone). Without them, the set is read from
+    /// the Kubernetes API (KUBECONFIG) and its ControllerRevisions listed.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1..)]
+    pub files: Vec<PathBuf>,
     /// Print the records as JSON.
     #[arg(long = "json")]
     pub output_json: bool,
@@ -108,8 +110,11 @@ pub struct HistoryArgs {
 pub struct RollbackArgs {
     /// The set: `NAME` (namespace `default`) or `NAMESPACE/NAME`.
     pub set: String,
-    #[command(flatten)]
-    pub input: InputArgs,
+    /// Files declaring the set and its hosts (standalone: the revision is applied to them).
+    /// Without them, the revision's template is written back to the ContainerSet in the
+    /// cluster (KUBECONFIG), where GitOps tools see the change and the operator rolls it out.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1..)]
+    pub files: Vec<PathBuf>,
     /// The revision number to return to (see `berth history`).
     #[arg(long)]
     pub to_revision: Option<u64>,
