@@ -131,6 +131,15 @@ pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// One apply pass over input already read (for `watch`): returns whether it all succeeded.
+pub(super) async fn converge_once(input: &Input, resolved: &Resolved, prune: bool, concurrency: u16) -> bool {
+    let started = Instant::now();
+    let (mut views, store, prepared) = prepare(input, resolved, prune).await;
+    let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
+    let report = execute(&mut views, prepared, resolved, input, prune, &store, concurrency).await;
+    report_run(&views, &report, changes, started)
+}
+
 pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (input, mut resolved) = load(&args.input, false)?;

@@ -11,6 +11,7 @@ mod logs;
 mod progress;
 mod render;
 mod status;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print the logs of every container of a set, each line prefixed with host and container.
     Logs(LogsArgs),
+    /// Keep the files' hosts converged: apply, then again whenever a file changes or a managed
+    /// container is changed behind berth's back (the engines' events), until Ctrl-C.
+    Watch(WatchArgs),
     /// List a set's revisions: number, hash, outcome, time, image, where each runs.
     History(HistoryArgs),
     /// Return a set to an earlier revision (default: the last one that was ready everywhere).
@@ -89,6 +93,21 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Concurrent container operations per host.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// YAML files or folders to keep converged (re-read when they change).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Also remove berth's containers of sets the files no longer declare (in their namespaces).
+    #[arg(long)]
+    pub prune: bool,
+    /// A full pass at least this often, whatever the events say.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub resync_seconds: u64,
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 }
@@ -213,6 +232,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Delete(a) => apply::delete(a).await,
         Command::Status(a) => status::status(a).await,
         Command::Logs(a) => logs::logs(a).await,
+        Command::Watch(a) => watch::watch(a).await,
         Command::History(a) => history::history(a).await,
         Command::Rollback(a) => history::rollback(a).await,
         Command::Operator(a) => operator(a).await,

@@ -1,0 +1,175 @@
+//! `watch`: keep a folder of files and its hosts converged — GitOps on one machine.
+//!
+//! One apply pass, then wait for a reason to do another: a file under the given paths changed
+//! (polled by modification time and size, twice a second, so it works on any filesystem), a
+//! managed container on one of the hosts died, was removed, renamed, updated, exec'd into or
+//! copied into (the engine's event stream), or the resync interval passed (the safety net for
+//! anything the events missed). Triggers that arrive together make one pass. Invalid files are
+//! reported and nothing is touched until they are fixed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use bollard::query_parameters::EventsOptionsBuilder;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::apply;
+use super::{InputArgs, WatchArgs};
+use crate::docker;
+use crate::engine::{SetKey, labels};
+use crate::input::HostTarget;
+
+/// Why a pass runs.
+#[derive(Debug)]
+enum Trigger {
+    Files,
+    Engine { host: String, set: SetKey, action: String, container: String },
+}
+
+/// The modification stamp of every file under `paths`.
+fn stamp(paths: &[PathBuf]) -> BTreeMap<PathBuf, (SystemTime, u64)> {
+    fn walk(p: &Path, out: &mut BTreeMap<PathBuf, (SystemTime, u64)>) {
+        let Ok(meta) = std::fs::metadata(p) else { return };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(p) {
+                for e in entries.flatten() {
+                    walk(&e.path(), out);
+                }
+            }
+        } else {
+            out.insert(p.to_path_buf(), (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len()));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out
+}
+
+/// Follow one host's events of managed containers; each relevant one is a trigger. Ends when
+/// the stream does (the host went away); the next pass starts a new follower.
+async fn follow(host: String, target: HostTarget, tx: mpsc::UnboundedSender<Trigger>) {
+    let Ok(d) = docker::connect(&target.endpoint).await else { return };
+    let filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
+    ]);
+    let mut events = d.events(Some(EventsOptionsBuilder::default().filters(&filters).build()));
+    while let Some(Ok(e)) = events.next().await {
+        let action = e.action.unwrap_or_default();
+        let attrs = e.actor.and_then(|a| a.attributes).unwrap_or_default();
+        let relevant = match action.strip_prefix("exec_start: ") {
+            Some(cmd) => !crate::controller::pool::is_healthcheck(cmd, attrs.get(labels::SPEC).map(String::as_str)),
+            None => matches!(
+                action.as_str(),
+                "die" | "destroy" | "rename" | "update" | "pause" | "oom" | "kill" | "extract-to-dir"
+            ),
+        };
+        if relevant {
+            let container = attrs.get("name").cloned().unwrap_or_default();
+            let set = SetKey::new(
+                attrs.get(labels::NAMESPACE).cloned().unwrap_or_default(),
+                attrs.get(labels::SET).cloned().unwrap_or_default(),
+            );
+            if tx.send(Trigger::Engine { host: host.clone(), set, action, container }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
+    // Files: poll their stamps.
+    {
+        let tx = tx.clone();
+        let files = args.files.clone();
+        tokio::spawn(async move {
+            let mut last = stamp(&files);
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = stamp(&files);
+                if now != last {
+                    last = now;
+                    if tx.send(Trigger::Files).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    let resync = Duration::from_secs(args.resync_seconds);
+    let mut followers: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let input_args = InputArgs { files: args.files.clone() };
+    println!("watching {} (resync every {}s); Ctrl-C stops", display(&args.files), args.resync_seconds);
+    let mut sets: Vec<SetKey> = Vec::new();
+    loop {
+        match apply::load(&input_args, args.prune) {
+            Err(e) => {
+                match e.downcast_ref::<crate::input::InputErrors>() {
+                    Some(list) => list.0.iter().for_each(|item| eprintln!("error: {item}")),
+                    None => eprintln!("error: {e:#}"),
+                }
+                eprintln!("the input has problems; no host was touched. Waiting for the files to change.");
+            }
+            Ok((input, resolved)) => {
+                // One event follower per host, restarted when it ended or the endpoint changed.
+                for t in &resolved.hosts {
+                    let endpoint = t.endpoint.to_string();
+                    let alive = followers.get(&t.name).is_some_and(|(e, h)| e == &endpoint && !h.is_finished());
+                    if !alive {
+                        let handle = tokio::spawn(follow(t.name.clone(), t.clone(), tx.clone()));
+                        followers.insert(t.name.clone(), (endpoint, handle));
+                    }
+                }
+                sets = resolved.sets.clone();
+                apply::converge_once(&input, &resolved, args.prune, args.concurrency).await;
+            }
+        }
+        // Wait for a reason (an event of another set's container is none), then take every
+        // trigger that came with it.
+        let mut why = Vec::new();
+        loop {
+            let first = tokio::select! {
+                t = rx.recv() => t,
+                _ = tokio::time::sleep(resync) => None,
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            };
+            let Some(t) = first else { break };
+            why.push(t);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while let Ok(t) = rx.try_recv() {
+                why.push(t);
+            }
+            why.retain(|t| match t {
+                Trigger::Files => true,
+                Trigger::Engine { set, .. } => {
+                    args.prune && sets.iter().any(|s| s.namespace == set.namespace) || sets.contains(set)
+                }
+            });
+            if !why.is_empty() {
+                break;
+            }
+        }
+        let reasons: Vec<String> = why
+            .iter()
+            .map(|t| match t {
+                Trigger::Files => "files changed".to_string(),
+                Trigger::Engine { host, action, container, .. } => format!("{host}: {container} {action}"),
+            })
+            .collect();
+        if reasons.is_empty() {
+            tracing::debug!("resync");
+        } else {
+            println!("-- {}", reasons.join("; "));
+        }
+    }
+}
+
+fn display(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
