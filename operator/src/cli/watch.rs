@@ -133,10 +133,11 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
         // Wait for a reason (an event of another set's container is none), then take every
         // trigger that came with it.
         let mut why = Vec::new();
+        let deadline = tokio::time::Instant::now() + resync;
         loop {
             let first = tokio::select! {
                 t = rx.recv() => t,
-                _ = tokio::time::sleep(resync) => None,
+                _ = tokio::time::sleep_until(deadline) => None,
                 _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
             };
             let Some(t) = first else { break };
