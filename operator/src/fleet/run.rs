@@ -226,8 +226,14 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
 
     // Removals of sets no longer placed on a host, and port-freeing ones, all at once.
     let removals = views.iter().zip(&prepared.plans).map(|(v, p)| {
-        let sets: Vec<SetPlan> =
-            p.iter().flat_map(|p| &p.sets).filter(|sp| sp.revision.is_none() || sp.frees_ports).cloned().collect();
+        // A paused set keeps even the containers it would remove.
+        let paused = |k: &SetKey| ctx.sets.get(k).is_some_and(|i| i.policy.paused);
+        let sets: Vec<SetPlan> = p
+            .iter()
+            .flat_map(|p| &p.sets)
+            .filter(|sp| (sp.revision.is_none() || sp.frees_ports) && !paused(&sp.set))
+            .cloned()
+            .collect();
         let progress = &progress;
         async move {
             match (&v.docker, sets.is_empty()) {
