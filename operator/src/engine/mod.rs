@@ -8,6 +8,7 @@
 
 pub mod diff;
 pub mod model;
+pub mod pin;
 pub mod plan;
 pub mod sim;
 
