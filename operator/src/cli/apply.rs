@@ -61,13 +61,22 @@ pub(super) fn plan_all(views: &[HostView]) -> Vec<Option<HostPlan>> {
 
 pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let resolved = load_input(&args.input, args.prune)?;
-    let views = observe_all(resolved.hosts.clone()).await;
+    let mut views = observe_all(resolved.hosts.clone()).await;
+    let pins = docker::pin::pin_images(
+        views
+            .iter_mut()
+            .map(|v| docker::pin::PinHost::new(&mut v.target, v.docker.as_ref(), v.observed.as_deref().ok())),
+        &resolved.image_policies,
+        &resolved.runtime,
+    )
+    .await;
     let plans = plan_all(&views);
+    eprint!("{pins}");
     match args.output {
         PlanFormat::Text => print!("{}", render::plan_text(&views, &plans)),
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&render::plan_json(&views, &plans))?),
     }
-    let unreachable = views.iter().any(|v| v.observed.is_err());
+    let unreachable = views.iter().any(|v| v.observed.is_err()) || pins.problems().next().is_some();
     let pending = plans.iter().flatten().any(|p| !p.is_empty());
     Ok(if unreachable {
         ExitCode::from(1)
@@ -81,14 +90,25 @@ pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let resolved = load_input(&args.input, args.prune)?;
-    let views = observe_all(resolved.hosts.clone()).await;
+    let mut views = observe_all(resolved.hosts.clone()).await;
+    let pins = docker::pin::pin_images(
+        views
+            .iter_mut()
+            .map(|v| docker::pin::PinHost::new(&mut v.target, v.docker.as_ref(), v.observed.as_deref().ok())),
+        &resolved.image_policies,
+        &resolved.runtime,
+    )
+    .await;
     let plans = plan_all(&views);
+    eprint!("{pins}");
+    let pinned = pins.problems().next().is_none();
     if args.dry_run {
         print!("{}", render::plan_text(&views, &plans));
-        return Ok(if views.iter().any(|v| v.observed.is_err()) { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        let failed = views.iter().any(|v| v.observed.is_err()) || !pinned;
+        return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
     let outcomes = execute(&views, &plans, &resolved, args.concurrency).await;
-    let ok = report(&views, &plans, &outcomes, started);
+    let ok = report(&views, &plans, &outcomes, started) && pinned;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
