@@ -108,7 +108,7 @@ pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
     let outcomes = execute(&views, &plans, &resolved, args.concurrency).await;
-    let ok = report(&views, &plans, &outcomes, started) && pinned;
+    let ok = report(&views, &plans, &outcomes, started, pinned);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -124,7 +124,7 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let views = observe_all(resolved.hosts.clone()).await;
     let plans = plan_all(&views);
     let outcomes = execute(&views, &plans, &resolved, args.concurrency).await;
-    let mut ok = report(&views, &plans, &outcomes, started);
+    let mut ok = report(&views, &plans, &outcomes, started, true);
     if args.volumes && ok {
         for (view, vols) in views.iter().zip(&volumes) {
             let Some(d) = &view.docker else { continue };
@@ -184,9 +184,15 @@ async fn execute(
     out
 }
 
-/// Print what happened. Returns whether everything succeeded.
-fn report(views: &[HostView], plans: &[Option<HostPlan>], outcomes: &[Option<HostOutcome>], started: Instant) -> bool {
-    let mut ok = true;
+/// Print what happened. Returns whether everything succeeded (and `ok` was true: false when
+/// an earlier stage already failed and said so).
+fn report(
+    views: &[HostView],
+    plans: &[Option<HostPlan>],
+    outcomes: &[Option<HostOutcome>],
+    started: Instant,
+    mut ok: bool,
+) -> bool {
     let mut changes = 0;
     for ((v, p), o) in views.iter().zip(plans).zip(outcomes) {
         if let Err(e) = &v.observed {

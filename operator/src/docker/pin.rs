@@ -196,7 +196,8 @@ pub async fn pin_images<'a>(
                 PinOutcome::Local { host }
             }
             (PinDecision::Resolve, Some(Err(error))) => {
-                tracing::warn!(set = %key, image = %declared, %host, %error, "cannot pin; the set is left as it is");
+                // Reported to the caller (the CLI prints it, the operator makes it an Event).
+                tracing::info!(set = %key, image = %declared, %host, %error, "cannot pin; the set is left as it is");
                 PinOutcome::Held(PinProblem { set: key.clone(), host, error })
             }
         };
