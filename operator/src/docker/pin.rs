@@ -17,7 +17,7 @@ use bollard::Docker;
 use super::SetRuntime;
 use super::digest::{DigestSource, Resolution, ResolveError, resolve_digest};
 use crate::engine::pin::{ImagePolicy, PinDecision, decide, digest_of, hold, repin};
-use crate::engine::{ObservedContainer, SetKey};
+use crate::engine::{ContainerSpec, ObservedContainer, SetKey};
 use crate::input::HostTarget;
 
 /// One host as pinning sees it: its desired state and scope (rewritten in place) and, when it
@@ -142,25 +142,31 @@ pub async fn pin_images<'a>(
     runtime: &HashMap<SetKey, SetRuntime>,
 ) -> PinReport {
     let mut hosts: Vec<PinHost<'a>> = hosts.into_iter().collect();
-    // Each set once, in the order the hosts first name it, with its declared spec.
-    let mut sets: Vec<(SetKey, crate::engine::ContainerSpec)> = Vec::new();
-    for h in hosts.iter() {
+    // Each set once, in the order the hosts first name it, with its declared spec and the
+    // first host of the set that was observed: that one answers for the set.
+    let mut sets: Vec<(SetKey, ContainerSpec, Option<usize>)> = Vec::new();
+    let mut index: HashMap<&SetKey, usize> = HashMap::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let reachable = h.docker.is_some() && h.observed.is_some();
         for d in &h.target.desired {
-            if !sets.iter().any(|(k, _)| k == &d.key) {
-                sets.push((d.key.clone(), d.spec.clone()));
+            let at = *index.entry(&d.key).or_insert_with(|| {
+                sets.push((d.key.clone(), d.spec.clone(), None));
+                sets.len() - 1
+            });
+            if reachable && sets[at].2.is_none() {
+                sets[at].2 = Some(i);
             }
         }
     }
-
+    let mut observed: HashMap<&SetKey, Vec<&ObservedContainer>> = HashMap::new();
+    for c in hosts.iter().flat_map(|h| h.observed.unwrap_or_default()) {
+        observed.entry(&c.set).or_default().push(c);
+    }
     let decisions: Vec<(SetKey, String, PinDecision, Option<usize>)> = sets
         .into_iter()
-        .map(|(key, spec)| {
-            let observed = hosts.iter().flat_map(|h| h.observed.unwrap_or_default()).filter(|c| c.set == key);
-            let decision = decide(&spec, observed, policies.get(&key).copied().unwrap_or_default());
-            // The first host of the set that was observed answers for it.
-            let asked = hosts.iter().position(|h| {
-                h.docker.is_some() && h.observed.is_some() && h.target.desired.iter().any(|d| d.key == key)
-            });
+        .map(|(key, spec, asked)| {
+            let running = observed.get(&key).into_iter().flatten().copied();
+            let decision = decide(&spec, running, policies.get(&key).copied().unwrap_or_default());
             (key, spec.image, decision, asked)
         })
         .collect();
@@ -218,4 +224,75 @@ pub async fn pin_images<'a>(
         report.sets.push(SetPin { set: key, declared, outcome });
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::docker::Endpoint;
+    use crate::engine::pin::pinned_reference;
+    use crate::engine::sim::SimHost;
+    use crate::engine::{DesiredSet, EnvValue, Order, Pull, Scope, plan_host};
+
+    const TAGGED: &str = "127.0.0.1:5000/echo:live";
+
+    fn desired(image: &str) -> DesiredSet {
+        let spec = ContainerSpec {
+            image: image.to_string(),
+            env: BTreeMap::from([("GREETING".to_string(), EnvValue::Plain("hi".into()))]),
+            restart_policy: "unless-stopped".into(),
+            ..Default::default()
+        };
+        DesiredSet::new(SetKey::new("default", "web"), spec, 1, Order::StartFirst, Pull::IfNotPresent)
+    }
+
+    fn target(name: &str) -> HostTarget {
+        HostTarget {
+            name: name.into(),
+            endpoint: Endpoint::Unix("/nonexistent.sock".into()),
+            desired: vec![desired(TAGGED)],
+            scope: Scope::of_sets([&SetKey::new("default", "web")]),
+        }
+    }
+
+    /// Host `a` runs the set pinned to a digest, host `b` runs nothing yet. Neither has an
+    /// engine client: any call would be impossible, so reusing must make none.
+    #[tokio::test]
+    async fn a_running_digest_is_reused_on_every_host_without_a_call() {
+        let running = desired(&pinned_reference(TAGGED, &format!("sha256:{}", "1".repeat(64))));
+        let mut sim = SimHost::default();
+        let plan = plan_host("a", std::slice::from_ref(&running), &[], &Scope::of_sets([&running.key]));
+        sim.apply_plan(&plan, std::slice::from_ref(&running)).expect("the sim accepts the plan");
+        let on_a = sim.observe();
+        let (mut a, mut b) = (target("a"), target("b"));
+        let report = pin_images(
+            [PinHost::new(&mut a, None, Some(&on_a)), PinHost::new(&mut b, None, Some(&[]))],
+            &HashMap::new(),
+            &HashMap::new(),
+        )
+        .await;
+        assert_eq!(report.sets.len(), 1);
+        assert_eq!(report.sets[0].outcome, PinOutcome::Reused { image: running.spec.image.clone() });
+        for t in [&a, &b] {
+            assert_eq!(t.desired[0].revision, running.revision, "host {}", t.name);
+        }
+        assert!(plan_host("a", &a.desired, &on_a, &a.scope).is_empty());
+        assert!(report.notes().is_empty(), "reuse is the quiet case: {:?}", report.notes());
+    }
+
+    #[tokio::test]
+    async fn follow_without_a_reachable_host_changes_nothing() {
+        let mut a = target("a");
+        let follow = HashMap::from([(
+            SetKey::new("default", "web"),
+            ImagePolicy::Follow { poll_interval: Duration::from_secs(30) },
+        )]);
+        let report = pin_images([PinHost::new(&mut a, None, None)], &follow, &HashMap::new()).await;
+        assert_eq!(report.sets[0].outcome, PinOutcome::NoHost);
+        assert_eq!(a.desired[0], desired(TAGGED));
+        assert_eq!(report.problems().count(), 0);
+    }
 }
