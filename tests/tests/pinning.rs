@@ -104,9 +104,32 @@ fn build_variant(tag: &str) {
     assert!(out.status.success(), "docker build of {tag} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-async fn untag(docker: &Docker, reference: &str) {
-    let opts = RemoveImageOptions { noprune: true, ..Default::default() };
-    let _ = docker.remove_image(reference, Some(opts), None).await;
+/// Removes image references from the local engine when dropped, also when the test panics:
+/// the tags the test made and the digest references its pushes and pulls left. An image
+/// goes only with its last reference, so `example/echo:latest` stays.
+#[derive(Default)]
+struct RefsGuard(std::sync::Mutex<Vec<String>>);
+
+impl RefsGuard {
+    fn add(&self, reference: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(reference);
+    }
+}
+
+impl Drop for RefsGuard {
+    fn drop(&mut self) {
+        let refs = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(async {
+                let docker = docker().await;
+                for r in refs {
+                    let opts = RemoveImageOptions { noprune: true, ..Default::default() };
+                    let _ = docker.remove_image(&r, Some(opts), None).await;
+                }
+            })
+        })
+        .join();
+    }
 }
 
 fn host_yaml(ns: &str, name: &str, socket: &Path) -> String {
@@ -157,6 +180,8 @@ async fn a_moved_tag_changes_nothing_under_pin_and_rolls_out_under_follow() {
     ensure_echo_image();
     let local = docker().await;
     let mut registry = Registry::start(None);
+    // Dropped after the namespace's containers are gone.
+    let refs = RefsGuard::default();
     let guard = NamespaceGuard::new("pinning");
     let ns = guard.name().to_string();
     let remotes = RemoteHost::start_all(&[61, 62]);
@@ -175,6 +200,8 @@ async fn a_moved_tag_changes_nothing_under_pin_and_rolls_out_under_follow() {
     let repo = format!("{ns}/echo");
     let live = registry.push(&local, ECHO_IMAGE, &format!("{repo}:live")).await;
     let d1 = registry_digest(registry.addr(), &repo, "live");
+    refs.add(live.clone());
+    refs.add(format!("{}/{repo}@{d1}", registry.addr()));
     let dir = tempfile::Builder::new().prefix("berth-pinning-").tempdir().expect("a temp dir");
     let set = EchoSet::new(&ns, "web").image(&live, "IfNotPresent");
     let pin = write_input(dir.path(), "pin", &hosts, &set, "");
@@ -189,9 +216,11 @@ async fn a_moved_tag_changes_nothing_under_pin_and_rolls_out_under_follow() {
 
     // The tag moves: a different image is pushed as `:live` (digest D2).
     let variant = format!("berth-test/echo-variant:{ns}");
+    refs.add(variant.clone());
     build_variant(&variant);
     registry.push(&local, &variant, &format!("{repo}:live")).await;
     let d2 = registry_digest(registry.addr(), &repo, "live");
+    refs.add(format!("{}/{repo}@{d2}", registry.addr()));
     assert_ne!(d1, d2, "the tag moved");
 
     // Pin: nothing changes anywhere, and nobody asks the registry.
@@ -244,11 +273,6 @@ async fn a_moved_tag_changes_nothing_under_pin_and_rolls_out_under_follow() {
     assert_eq!(fleet_state(&hosts, &ns).await, at_d2, "the old containers keep serving");
     let plan = berth_async(["plan", "-f", &new_revision], &[]).await;
     plan.assert_code(1);
-
-    drop(guard);
-    for r in [live.clone(), variant] {
-        untag(&local, &r).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
