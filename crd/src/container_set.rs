@@ -27,7 +27,8 @@ use crate::patterns::*;
     validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
 )]
 #[x_kube(
-    validation = Rule::new("self.replicasPerHost <= 1 || !has(self.template.ports) || self.template.ports.all(p, !has(p.hostPort))").message("spec.replicasPerHost: a fixed hostPort allows at most one replica per host").field_path(".replicasPerHost")
+    validation = Rule::new("self.replicasPerHost <= 1 || !has(self.template.ports) || self.template.ports.all(p, !has(p.hostPort))").message("spec.replicasPerHost: a fixed hostPort allows at most one replica per host").field_path(".replicasPerHost"),
+    validation = Rule::new("self.imagePolicy != 'Follow' || !self.template.image.contains('@')").message("spec.imagePolicy: Follow needs a tag to follow, and the image is already pinned to a digest").field_path(".imagePolicy")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerSetSpec {
@@ -64,6 +65,18 @@ pub struct ContainerSetSpec {
     /// Whether named volumes declared by the template are deleted with the set.
     #[serde(default)]
     pub volume_reclaim_policy: VolumeReclaimPolicy,
+
+    /// What a moved image tag does: `Pin` (default) keeps every revision on the digest its tag
+    /// had when the revision was made; `Follow` makes a new revision when the tag moves.
+    #[serde(default)]
+    pub image_policy: ImagePolicy,
+
+    /// How often `Follow` asks the registry where the tag points (`30s`, `5m`, `1h`; at least
+    /// `10s`). Ignored under `Pin`.
+    #[serde(default = "five_minutes")]
+    #[schemars(regex(pattern = POLL_INTERVAL), length(max = 16))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("spec.imagePollInterval: must be at least 10s"))]
+    pub image_poll_interval: String,
 }
 
 /// Kubernetes' `LabelSelector` schema, plus what the API server checks for its own selectors
@@ -93,6 +106,9 @@ fn host_selector_schema(generator: &mut schemars::SchemaGenerator) -> schemars::
     schema
 }
 
+fn five_minutes() -> String {
+    "5m".into()
+}
 fn one() -> i32 {
     1
 }
@@ -423,6 +439,18 @@ pub enum DriftPolicy {
     #[default]
     Replace,
     Report,
+}
+
+/// What a moved image tag does to a set.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum ImagePolicy {
+    /// A revision's tag is resolved to a digest once, when the revision is made; every host
+    /// runs that digest until the template changes.
+    #[default]
+    Pin,
+    /// The tag is resolved at every apply (and every `imagePollInterval` in the operator); a
+    /// new digest is a new revision, rolled out like any other.
+    Follow,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]

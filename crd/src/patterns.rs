@@ -77,6 +77,10 @@ pub const MEMORY: &str = "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$";
 /// `strategy.maxUnavailable` as a percentage, `0%` to `100%` (an integer must be `>= 0`).
 pub const PERCENT: &str = "^(100|[1-9]?[0-9])%$";
 
+/// `imagePollInterval`: whole hours, minutes and seconds, `30s`, `5m`, `1h30m`. The subset on
+/// which Go's durations (CEL's `duration()`) and humantime (the CLI) agree.
+pub const POLL_INTERVAL: &str = "^([0-9]{1,6}(h|m|s)){1,3}$";
+
 /// Docker's built-in networks, which a template may not name.
 pub const BUILTIN_NETWORKS: [&str; 4] = ["host", "none", "bridge", "default"];
 

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::patterns::*;
 use crate::quantity::{parse_cpus, parse_duration, parse_memory};
-use crate::{ContainerSet, ContainerTemplate, DockerHost, MountKind};
+use crate::{ContainerSet, ContainerSetSpec, ContainerTemplate, DockerHost, ImagePolicy, MountKind};
 
 /// One invalid field: where, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +157,33 @@ impl Validate for ContainerSet {
                 format!("must be at least 1, got {}", s.progress_deadline_seconds),
             );
         }
+        check_image_policy(&mut e, spec);
         e.0
+    }
+}
+
+/// The shortest `imagePollInterval`: a registry asked more often than this gains nothing and
+/// risks its rate limits.
+pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn check_image_policy(e: &mut Errors, spec: &ContainerSetSpec) {
+    let iv = &spec.image_poll_interval;
+    if iv.len() > 16 || !is_match(POLL_INTERVAL, iv) {
+        e.add(
+            "spec.imagePollInterval",
+            format!("{iv:?} must be a duration in h, m and s, like \"30s\", \"5m\" or \"1h30m\""),
+        );
+    } else {
+        match parse_duration(iv) {
+            Ok(ns) if ns < MIN_POLL_INTERVAL.as_nanos() as i64 => {
+                e.add("spec.imagePollInterval", format!("{iv:?}: must be at least 10s"))
+            }
+            Ok(_) => {}
+            Err(msg) => e.add("spec.imagePollInterval", msg),
+        }
+    }
+    if spec.image_policy == ImagePolicy::Follow && spec.template.image.contains('@') {
+        e.add("spec.imagePolicy", "Follow needs a tag to follow, and the image is already pinned to a digest");
     }
 }
 
@@ -427,6 +453,32 @@ mod tests {
         assert!(!is_dns_label("-echo"));
         assert!(!is_dns_label(&"a".repeat(64)));
         assert!(is_dns_subdomain("pull.secret"));
+    }
+
+    #[test]
+    fn poll_intervals() {
+        let spec = |policy: &str, interval: &str, image: &str| -> ContainerSetSpec {
+            serde_json::from_value(serde_json::json!({
+                "imagePolicy": policy, "imagePollInterval": interval, "template": {"image": image}
+            }))
+            .expect("a spec")
+        };
+        let errors = |s: &ContainerSetSpec| {
+            let mut e = Errors::default();
+            check_image_policy(&mut e, s);
+            e.0.into_iter().map(|f| f.to_string()).collect::<Vec<_>>()
+        };
+        for ok in ["10s", "5m", "1h30m", "2h0m5s", "999999s"] {
+            assert_eq!(errors(&spec("Follow", ok, "nginx:1")), Vec::<String>::new(), "{ok}");
+        }
+        for bad in ["9s", "0s", "5", "5min", "1.5h", "30 s", "", "1h1h1h1h"] {
+            let e = errors(&spec("Follow", bad, "nginx:1"));
+            assert!(e.len() == 1 && e[0].starts_with("spec.imagePollInterval: "), "{bad}: {e:?}");
+        }
+        let digest = format!("nginx@sha256:{}", "a".repeat(64));
+        assert_eq!(errors(&spec("Pin", "5m", &digest)), Vec::<String>::new());
+        let e = errors(&spec("Follow", "5m", &digest));
+        assert!(e.len() == 1 && e[0].starts_with("spec.imagePolicy: "), "{e:?}");
     }
 
     #[test]

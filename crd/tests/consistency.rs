@@ -290,6 +290,47 @@ fn invalid_cases() -> Vec<Case> {
             "a range of a duration (see the interval case)",
             tpl("    healthcheck: {test: [CMD, /probe], timeout: 10us}"),
         ),
+        // image policy
+        bad(
+            "imagePolicy Always (enum)",
+            "spec.imagePolicy",
+            cs("\n  template: {image: nginx:1}\n  imagePolicy: Always"),
+        ),
+        bad(
+            "imagePolicy Follow with a digest",
+            "spec.imagePolicy",
+            cs(&format!("\n  template: {{image: \"nginx:1@sha256:{DIGEST}\"}}\n  imagePolicy: Follow")),
+        ),
+        bad(
+            "imagePollInterval below 10s",
+            "spec.imagePollInterval",
+            cs("\n  template: {image: nginx:1}\n  imagePolicy: Follow\n  imagePollInterval: 9s"),
+        ),
+        bad(
+            "imagePollInterval 0s",
+            "spec.imagePollInterval",
+            cs("\n  template: {image: nginx:1}\n  imagePollInterval: 0s"),
+        ),
+        bad(
+            "imagePollInterval 5min",
+            "spec.imagePollInterval",
+            cs("\n  template: {image: nginx:1}\n  imagePollInterval: 5min"),
+        ),
+        bad(
+            "imagePollInterval 1.5h",
+            "spec.imagePollInterval",
+            cs("\n  template: {image: nginx:1}\n  imagePollInterval: 1.5h"),
+        ),
+        bad(
+            "imagePollInterval a number",
+            "spec.imagePollInterval",
+            cs("\n  template: {image: nginx:1}\n  imagePollInterval: 300"),
+        ),
+        bad(
+            "imagePollInterval too long",
+            "spec.imagePollInterval",
+            cs("\n  template: {image: nginx:1}\n  imagePollInterval: 9999999h9999999m9999999s"),
+        ),
         // names
         bad("uppercase metadata.name", "metadata.name", cs_named("Web", "\n  template: {image: nginx}")),
         bad("64-character metadata.name", "metadata.name", cs_named(&"a".repeat(64), "\n  template: {image: nginx}")),
@@ -515,6 +556,20 @@ fn valid_edge_cases() -> Vec<(&'static str, String)> {
             cs(
                 "\n  template: {image: nginx}\n  hostSelector:\n    matchLabels: {zone: a}\n    matchExpressions:\n      - {key: gpu, operator: Exists}\n      - {key: zone, operator: NotIn, values: [b, c]}\n      - {key: disk, operator: DoesNotExist, values: []}",
             ),
+        ),
+        (
+            "imagePolicy Follow every 10s",
+            cs("\n  template: {image: nginx:1}\n  imagePolicy: Follow\n  imagePollInterval: 10s"),
+        ),
+        (
+            "imagePollInterval 1h30m",
+            cs("\n  template: {image: nginx:1}\n  imagePolicy: Follow\n  imagePollInterval: 1h30m"),
+        ),
+        (
+            "imagePolicy Pin with a digest",
+            cs(&format!(
+                "\n  template: {{image: \"nginx@sha256:{DIGEST}\"}}\n  imagePolicy: Pin\n  imagePollInterval: 1m"
+            )),
         ),
         ("a 63-character name", cs_named(&"a".repeat(63), "\n  template: {image: nginx}")),
         ("DockerHost on the local socket", dh("\n  endpoint: unix:///var/run/docker.sock")),

@@ -9,6 +9,7 @@
 //! - [`berth_cli`]: finds (or builds) the `berth` binary and runs or spawns it.
 //! - [`proxy`]: a counting proxy in front of an engine socket, to count API calls.
 //! - [`registry`]: a private registry (Debian's `docker-registry`) with optional auth.
+//! - [`forward`]: the registry's loopback address, reachable inside a test host's namespace.
 //! - [`namespace`]: unique namespaces per test and cleanup of their containers.
 //! - [`wait`]: polling for conditions with deadlines (tests never sleep instead) and HTTP probes.
 
@@ -16,6 +17,7 @@ pub mod berth_cli;
 pub mod cluster;
 pub mod engine;
 pub mod fixtures;
+pub mod forward;
 pub mod image;
 pub mod lock;
 pub mod namespace;

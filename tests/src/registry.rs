@@ -92,6 +92,25 @@ impl Registry {
         &self.addr
     }
 
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("the registry's address has a port")
+    }
+
+    /// Makes the registry reachable from a test host's engine at the same address,
+    /// `127.0.0.1:PORT`, so that one image reference names it on every engine (see
+    /// [`crate::forward`]). Keep the forwarder as long as the host should reach it.
+    pub fn expose_in(&self, host: &crate::testbed::RemoteHost) -> crate::forward::NetnsForward {
+        crate::forward::NetnsForward::start(host.name(), self.port())
+    }
+
+    /// Stops the registry, as a registry host that went down; connections are refused from
+    /// now on.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

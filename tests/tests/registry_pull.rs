@@ -135,13 +135,16 @@ async fn apply_pulls_a_private_image_with_an_image_pull_secret() {
         "the pull names the image {image}: {}",
         pulls[0]
     );
-    assert!(image_present(&docker, &image).await, "{image} was pulled");
 
     let containers = names_ids_states(&docker, &ns).await;
     assert_eq!(containers.len(), 1, "{containers:?}");
     assert_eq!(containers[0].2, "running", "{containers:?}");
     let inspect = docker.inspect_container(&containers[0].1, None).await.expect("inspect the container");
-    assert_eq!(inspect.config.and_then(|c| c.image).as_deref(), Some(image.as_str()));
+    // The tag was resolved to its digest (with the same credentials) and pulled by it.
+    let created_from = inspect.config.and_then(|c| c.image).unwrap_or_default();
+    let _pinned = TagGuard(created_from.clone());
+    assert!(created_from.starts_with(&format!("{image}@sha256:")), "{image} pinned to its digest: {created_from}");
+    assert!(image_present(&docker, &created_from).await, "{created_from} was pulled");
     let addr = format!("127.0.0.1:{port}");
     eventually("the pulled container to answer", WAIT, || {
         let addr = addr.clone();
@@ -181,15 +184,17 @@ async fn a_wrong_registry_password_fails_the_apply_and_creates_nothing() {
 
     let out = berth_async(["apply", "-f", input.to_str().unwrap()], &[("DOCKER_HOST", &proxy.docker_host())]).await;
     out.assert_code(1);
-    assert!(out.stderr.contains(&format!("pull image {image}")), "the error names the image {image}\n{out}");
+    assert!(out.stderr.contains(&image), "the error names the image {image}\n{out}");
     let lower = out.stderr.to_lowercase();
     assert!(
         lower.contains("unauthorized") || lower.contains("authentication required"),
         "the error says the registry refused the credentials\n{out}"
     );
+    // The credentials are first used to resolve the tag to a digest (through the engine),
+    // and refused there.
     assert!(
-        proxy.count_where(|r| r.method == "POST" && r.endpoint() == "/images/create") >= 1,
-        "berth tried to pull; requests:\n{}",
+        proxy.count_where(|r| r.endpoint().starts_with("/distribution/")) >= 1,
+        "berth asked the registry; requests:\n{}",
         proxy.describe()
     );
     assert_eq!(

@@ -54,13 +54,24 @@ pub(super) fn host_history(views: &[HostView]) -> HostVolumes {
     }
 }
 
-/// Observe and plan, reading history where sets have changes pending.
-async fn prepare(input: &Input, resolved: &Resolved, prune: bool) -> (Vec<HostView>, HostVolumes, Prepared) {
+/// Observe, pin images to digests, and plan, reading history where sets have changes pending.
+/// Pin notes and problems are printed here; the flag says whether every set could be pinned.
+async fn prepare(input: &Input, resolved: &Resolved, prune: bool) -> (Vec<HostView>, HostVolumes, Prepared, bool) {
     let mut views = observe_all(resolved.hosts.clone()).await;
+    let pins = docker::pin::pin_images(
+        views
+            .iter_mut()
+            .map(|v| docker::pin::PinHost::new(&mut v.target, v.docker.as_ref(), v.observed.as_deref().ok())),
+        &resolved.image_policies,
+        &resolved.runtime,
+    )
+    .await;
+    eprint!("{pins}");
+    let pinned = pins.problems().next().is_none();
     let store = host_history(&views);
     let rebuild = |key: &SetKey, t: &serde_json::Value| input::resolve::rebuild(input, prune, key, t);
     let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
-    (views, store, prepared)
+    (views, store, prepared, pinned)
 }
 
 /// What the plan cannot show: sets held at an earlier revision, sets that cannot run.
@@ -100,13 +111,13 @@ fn held_text(key: &SetKey, h: &fleet::Held) -> String {
 
 pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (input, resolved) = load(&args.input, args.prune)?;
-    let (views, _, prepared) = prepare(&input, &resolved, args.prune).await;
+    let (views, _, prepared, pinned) = prepare(&input, &resolved, args.prune).await;
     let plans = &prepared.plans;
     match args.output {
         PlanFormat::Text => print!("{}{}", render::plan_text(&views, plans), held_notes(&prepared)),
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&render::plan_json(&views, plans))?),
     }
-    let unreachable = views.iter().any(|v| v.observed.is_err()) || !prepared.errors.is_empty();
+    let unreachable = views.iter().any(|v| v.observed.is_err()) || !prepared.errors.is_empty() || !pinned;
     let pending = plans.iter().flatten().any(|p| !p.is_empty());
     Ok(if unreachable {
         ExitCode::from(1)
@@ -120,24 +131,25 @@ pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (input, resolved) = load(&args.input, args.prune)?;
-    let (mut views, store, prepared) = prepare(&input, &resolved, args.prune).await;
+    let (mut views, store, prepared, pinned) = prepare(&input, &resolved, args.prune).await;
     if args.dry_run {
         print!("{}{}", render::plan_text(&views, &prepared.plans), held_notes(&prepared));
-        return Ok(if views.iter().any(|v| v.observed.is_err()) { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        let failed = views.iter().any(|v| v.observed.is_err()) || !pinned;
+        return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     let report = execute(&mut views, prepared, &resolved, &input, args.prune, &store, args.concurrency).await;
-    let ok = report_run(&views, &report, changes, started);
+    let ok = report_run(&views, &report, changes, started, pinned);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// One apply pass over input already read (for `watch`): returns whether it all succeeded.
 pub(super) async fn converge_once(input: &Input, resolved: &Resolved, prune: bool, concurrency: u16) -> bool {
     let started = Instant::now();
-    let (mut views, store, prepared) = prepare(input, resolved, prune).await;
+    let (mut views, store, prepared, pinned) = prepare(input, resolved, prune).await;
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     let report = execute(&mut views, prepared, resolved, input, prune, &store, concurrency).await;
-    report_run(&views, &report, changes, started)
+    report_run(&views, &report, changes, started, pinned)
 }
 
 pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
@@ -149,7 +161,7 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     for h in &mut resolved.hosts {
         h.desired.clear();
     }
-    let (mut views, _, prepared) = prepare(&input, &resolved, false).await;
+    let (mut views, _, prepared, _) = prepare(&input, &resolved, false).await;
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     // The history of a deleted set goes with it (from the hosts it was placed on).
     let store = HostVolumes {
@@ -161,7 +173,7 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     let report = execute(&mut views, prepared, &resolved, &input, false, &store, args.concurrency).await;
-    let mut ok = report_run(&views, &report, changes, started);
+    let mut ok = report_run(&views, &report, changes, started, true);
     if ok {
         for key in &resolved.sets {
             if let Ok(history) = store.load(key).await {
@@ -235,8 +247,8 @@ async fn execute(
 }
 
 /// Print what happened. Returns whether everything succeeded.
-fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started: Instant) -> bool {
-    let mut ok = true;
+/// `ok` is false when an earlier stage (pinning) already failed and said so.
+fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started: Instant, mut ok: bool) -> bool {
     for v in views {
         if let Err(e) = &v.observed {
             ok = false;

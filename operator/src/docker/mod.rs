@@ -8,8 +8,10 @@
 
 pub mod connect;
 pub mod convert;
+pub mod digest;
 pub mod execute;
 pub mod observe;
+pub mod pin;
 
 pub use connect::{Endpoint, TlsFiles, connect};
 pub use execute::{ExecOptions, HostOutcome, Progress, SetOutcome, SetRuntime, execute_host};

@@ -9,6 +9,7 @@
 pub mod diff;
 pub mod history;
 pub mod model;
+pub mod pin;
 pub mod plan;
 pub mod rollout;
 pub mod sim;

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::{Input, InputError, InputErrors, Located};
 use crate::docker::{Endpoint, SetRuntime, TlsFiles};
+use crate::engine::pin::ImagePolicy;
 use crate::engine::rollout::{MaxUnavailable, RolloutPolicy};
 use crate::engine::{
     ContainerSpec, DesiredSet, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope, SecretString,
@@ -46,6 +47,8 @@ pub struct Resolved {
     pub sets: Vec<SetKey>,
     /// How each set rolls out, and its template as declared (for history).
     pub set_infos: HashMap<SetKey, SetInfo>,
+    /// What a moved image tag does, per set (see [`crate::docker::pin::pin_images`]).
+    pub image_policies: HashMap<SetKey, ImagePolicy>,
     /// Holds client certificates written from Secrets for the duration of the run.
     pub tls_dir: Option<tempfile::TempDir>,
 }
@@ -88,6 +91,7 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
 
     let mut runtime = HashMap::new();
     let mut set_infos = HashMap::new();
+    let mut image_policies = HashMap::new();
     let mut set_keys = Vec::new();
     let mut namespaces = BTreeSet::new();
     for s in &input.sets {
@@ -126,6 +130,7 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
         };
         let d = desired_set(&s.object, key.clone(), spec);
         set_infos.insert(key.clone(), set_info(&s.object));
+        image_policies.insert(key.clone(), image_policy(&s.object));
         runtime.insert(
             key.clone(),
             SetRuntime {
@@ -167,7 +172,14 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
     if !errors.is_empty() {
         return Err(InputErrors(errors));
     }
-    Ok(Resolved { hosts: hosts.into_iter().map(|(_, t)| t).collect(), runtime, sets: set_keys, set_infos, tls_dir })
+    Ok(Resolved {
+        hosts: hosts.into_iter().map(|(_, t)| t).collect(),
+        runtime,
+        sets: set_keys,
+        set_infos,
+        image_policies,
+        tls_dir,
+    })
 }
 
 fn set_info(cs: &ContainerSet) -> SetInfo {
@@ -221,6 +233,21 @@ pub fn rebuild(
         })
         .collect())
 }
+
+/// `spec.imagePolicy` with its interval (validated before; the minimum applies regardless).
+fn image_policy(cs: &ContainerSet) -> ImagePolicy {
+    match cs.spec.image_policy {
+        berth_crd::ImagePolicy::Pin => ImagePolicy::Pin,
+        berth_crd::ImagePolicy::Follow => {
+            let ns = parse_duration(&cs.spec.image_poll_interval).unwrap_or(DEFAULT_POLL_INTERVAL_NS);
+            let poll_interval = Duration::from_nanos(ns.max(0) as u64).max(berth_crd::validate::MIN_POLL_INTERVAL);
+            ImagePolicy::Follow { poll_interval }
+        }
+    }
+}
+
+/// `imagePollInterval`'s default, 5 minutes.
+const DEFAULT_POLL_INTERVAL_NS: i64 = 300_000_000_000;
 
 fn desired_set(cs: &ContainerSet, key: SetKey, spec: ContainerSpec) -> DesiredSet {
     let order = match cs.spec.strategy.kind {
