@@ -228,6 +228,8 @@ async fn execute(
 /// Print what happened. Returns whether everything succeeded.
 fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started: Instant) -> bool {
     let mut ok = true;
+    // Changes of paused sets were planned but wait: they are not counted as made.
+    let mut waiting = 0;
     for v in views {
         if let Err(e) = &v.observed {
             ok = false;
@@ -256,6 +258,7 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
         match &s.result {
             SetResult::Converged => {}
             SetResult::Paused { pending } => {
+                waiting += pending;
                 println!("set {}: paused (spec.paused); {pending} change(s) wait", s.key);
             }
             // A revision rolled back by hand stays back on purpose; a failed one is a problem.
@@ -279,8 +282,11 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
         }
     }
     let elapsed = started.elapsed();
+    let changes = changes.saturating_sub(waiting);
     if ok {
-        if changes == 0 {
+        if changes == 0 && waiting > 0 {
+            println!("No changes made: {waiting} wait on paused sets ({:.2}s).", elapsed.as_secs_f64());
+        } else if changes == 0 {
             println!("No changes: {} host(s) already converged ({:.2}s).", views.len(), elapsed.as_secs_f64());
         } else {
             println!("Converged: {changes} change(s) on {} host(s) in {:.2}s.", views.len(), elapsed.as_secs_f64());
