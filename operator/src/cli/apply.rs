@@ -54,12 +54,17 @@ pub(super) fn host_history(views: &[HostView]) -> HostVolumes {
     }
 }
 
-/// Observe and plan, reading history where sets have changes pending.
-async fn prepare(input: &Input, resolved: &Resolved, prune: bool) -> (Vec<HostView>, HostVolumes, Prepared) {
+/// Observe and plan, reading history where sets have changes pending (and for `consult`).
+async fn prepare(
+    input: &Input,
+    resolved: &Resolved,
+    prune: bool,
+    consult: &BTreeSet<SetKey>,
+) -> (Vec<HostView>, HostVolumes, Prepared) {
     let mut views = observe_all(resolved.hosts.clone()).await;
     let store = host_history(&views);
     let rebuild = |key: &SetKey, t: &serde_json::Value| input::resolve::rebuild(input, prune, key, t);
-    let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
+    let prepared = fleet::prepare_consulting(&mut views, &resolved.set_infos, &store, &rebuild, consult).await;
     (views, store, prepared)
 }
 
@@ -100,7 +105,7 @@ fn held_text(key: &SetKey, h: &fleet::Held) -> String {
 
 pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (input, resolved) = load(&args.input, args.prune)?;
-    let (views, _, prepared) = prepare(&input, &resolved, args.prune).await;
+    let (views, _, prepared) = prepare(&input, &resolved, args.prune, &BTreeSet::new()).await;
     let plans = &prepared.plans;
     match args.output {
         PlanFormat::Text => print!("{}{}", render::plan_text(&views, plans), held_notes(&prepared)),
@@ -118,9 +123,15 @@ pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    apply_consulting(args, &BTreeSet::new()).await
+}
+
+/// `apply`, reading the history of the sets in `consult` whatever the hosts run (for
+/// `berth rollback`, whose target the hosts do not run yet while nothing else is pending).
+pub(super) async fn apply_consulting(args: ApplyArgs, consult: &BTreeSet<SetKey>) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (input, resolved) = load(&args.input, args.prune)?;
-    let (mut views, store, prepared) = prepare(&input, &resolved, args.prune).await;
+    let (mut views, store, prepared) = prepare(&input, &resolved, args.prune, consult).await;
     if args.dry_run {
         print!("{}{}", render::plan_text(&views, &prepared.plans), held_notes(&prepared));
         return Ok(if views.iter().any(|v| v.observed.is_err()) { ExitCode::from(1) } else { ExitCode::SUCCESS });
@@ -140,7 +151,7 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     for h in &mut resolved.hosts {
         h.desired.clear();
     }
-    let (mut views, _, prepared) = prepare(&input, &resolved, false).await;
+    let (mut views, _, prepared) = prepare(&input, &resolved, false, &BTreeSet::new()).await;
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     // The history of a deleted set goes with it (from the hosts it was placed on).
     let store = HostVolumes {
