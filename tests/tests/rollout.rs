@@ -221,37 +221,79 @@ fn event_attr<'a>(e: &'a EventMessage, key: &str) -> &'a str {
 /// `GET /` answers the echo body within a short timeout (a host being replaced StopFirst
 /// refuses the connection at once; the timeout only bounds a hang).
 fn answers(addr: SocketAddr) -> bool {
+    probe(addr).is_ok()
+}
+
+/// [`answers`], saying what went wrong.
+fn probe(addr: SocketAddr) -> Result<(), String> {
     let timeout = Duration::from_millis(500);
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else { return false };
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {:?}", e.kind()))?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
-    if s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
-        return false;
-    }
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {:?}", e.kind()))?;
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {:?} after {} bytes", e.kind(), raw.len()))?;
     let raw = String::from_utf8_lossy(&raw);
-    raw.starts_with("HTTP/1.1 200") && raw.ends_with(ECHO_BODY)
+    if raw.starts_with("HTTP/1.1 200") && raw.ends_with(ECHO_BODY) {
+        Ok(())
+    } else {
+        Err(format!("answer: {:?}", raw.chars().take(40).collect::<String>()))
+    }
 }
 
-/// One probe round: which hosts answered, and when the round began.
+/// One probe round: when it began, and how each host answered.
 struct Round {
     at: Instant,
-    up: Vec<bool>,
+    results: Vec<Result<(), String>>,
 }
 
-/// Probes every address in turn, round after round, until `stop`.
+impl Round {
+    fn up(&self, host: usize) -> bool {
+        self.results[host].is_ok()
+    }
+
+    fn answering(&self) -> usize {
+        self.results.iter().filter(|r| r.is_ok()).count()
+    }
+}
+
+/// Probes every address at the same instant (one thread each), round after round, until
+/// `stop`. A round lasts as long as its slowest probe, so a host that hangs (its SYN dropped
+/// while it starts) never makes a later instant of another host look simultaneous.
 fn probe_rounds(addrs: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Round>> {
     std::thread::spawn(move || {
         let mut rounds = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             let at = Instant::now();
-            rounds.push(Round { at, up: addrs.iter().map(|a| answers(*a)).collect() });
-            // The probe rate: every host at least every ~25 ms.
+            let results = std::thread::scope(|s| {
+                let probes: Vec<_> = addrs.iter().map(|a| s.spawn(move || probe(*a))).collect();
+                probes.into_iter().map(|p| p.join().expect("a probe thread")).collect()
+            });
+            rounds.push(Round { at, results });
+            // The probe rate: every host about every 25 ms.
             std::thread::sleep(Duration::from_millis(20));
         }
         rounds
     })
+}
+
+/// The rounds around round `i`, one line each, for a failure message.
+fn timeline(rounds: &[Round], i: usize) -> String {
+    let t0 = rounds[0].at;
+    rounds[i.saturating_sub(8)..(i + 8).min(rounds.len())]
+        .iter()
+        .map(|r| {
+            let hosts: Vec<String> = r
+                .results
+                .iter()
+                .enumerate()
+                .map(|(h, res)| format!("{} {}", host_name(h), res.as_ref().err().map_or("ok", String::as_str)))
+                .collect();
+            format!("  +{:>8.3}s  {}", (r.at - t0).as_secs_f64(), hosts.join(" | "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn started_at(inspect: &bollard::models::ContainerInspectResponse) -> k8s_openapi::jiff::Timestamp {
@@ -288,17 +330,20 @@ async fn a_rolling_update_keeps_two_of_three_hosts_serving() {
     out.assert_success();
     assert_eq!(out.stdout.matches("StopFirst forced").count(), 3, "every host replaces StopFirst:\n{out}");
 
-    let answering: Vec<usize> = rounds.iter().map(|r| r.up.iter().filter(|u| **u).count()).collect();
-    let min = answering.iter().copied().min().unwrap_or(0);
+    let min = rounds.iter().map(Round::answering).min().unwrap_or(0);
     println!("rolling update over 3 hosts took {took:?}: {} probe rounds, min hosts answering {min}", rounds.len());
     assert!(rounds.len() >= 30, "too few probe rounds ({}) to say anything", rounds.len());
-    for (r, n) in rounds.iter().zip(&answering) {
-        assert!(*n >= 2, "only {n} host(s) answered at +{:?}: {:?}", r.at - rounds[0].at, r.up);
+    if let Some(i) = rounds.iter().position(|r| r.answering() < 2) {
+        panic!(
+            "only {} host(s) answered in probe round {i}:\n{}\n--- berth apply\n{out}",
+            rounds[i].answering(),
+            timeline(&rounds, i)
+        );
     }
     // Each host was really down during its own replacement, and one after another.
     let mut windows = Vec::new();
     for (i, a) in addrs.iter().enumerate() {
-        let down: Vec<Instant> = rounds.iter().filter(|r| !r.up[i]).map(|r| r.at).collect();
+        let down: Vec<Instant> = rounds.iter().filter(|r| !r.up(i)).map(|r| r.at).collect();
         assert!(!down.is_empty(), "{} ({a}) never seen down: was it replaced StopFirst?", host_name(i));
         let (first, last) = (down[0], *down.last().unwrap());
         println!("{} down from +{:?} to +{:?}", host_name(i), first - rounds[0].at, last - rounds[0].at);
