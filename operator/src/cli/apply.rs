@@ -54,9 +54,15 @@ pub(super) fn host_history(views: &[HostView]) -> HostVolumes {
     }
 }
 
-/// Observe, pin images to digests, and plan, reading history where sets have changes pending.
-/// Pin notes and problems are printed here; the flag says whether every set could be pinned.
-async fn prepare(input: &Input, resolved: &Resolved, prune: bool) -> (Vec<HostView>, HostVolumes, Prepared, bool) {
+/// Observe, pin images to digests, and plan, reading history where sets have changes pending
+/// (and for `consult`). Pin notes and problems are printed here; the flag says whether every
+/// set could be pinned.
+async fn prepare(
+    input: &Input,
+    resolved: &Resolved,
+    prune: bool,
+    consult: &BTreeSet<SetKey>,
+) -> (Vec<HostView>, HostVolumes, Prepared, bool) {
     let mut views = observe_all(resolved.hosts.clone()).await;
     let pins = docker::pin::pin_images(
         views
@@ -70,7 +76,7 @@ async fn prepare(input: &Input, resolved: &Resolved, prune: bool) -> (Vec<HostVi
     let pinned = pins.problems().next().is_none();
     let store = host_history(&views);
     let rebuild = |key: &SetKey, t: &serde_json::Value| input::resolve::rebuild(input, prune, key, t);
-    let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
+    let prepared = fleet::prepare_consulting(&mut views, &resolved.set_infos, &store, &rebuild, consult).await;
     (views, store, prepared, pinned)
 }
 
@@ -111,7 +117,7 @@ fn held_text(key: &SetKey, h: &fleet::Held) -> String {
 
 pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (input, resolved) = load(&args.input, args.prune)?;
-    let (views, _, prepared, pinned) = prepare(&input, &resolved, args.prune).await;
+    let (views, _, prepared, pinned) = prepare(&input, &resolved, args.prune, &BTreeSet::new()).await;
     let plans = &prepared.plans;
     match args.output {
         PlanFormat::Text => print!("{}{}", render::plan_text(&views, plans), held_notes(&prepared)),
@@ -129,9 +135,15 @@ pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    apply_consulting(args, &BTreeSet::new()).await
+}
+
+/// `apply`, reading the history of the sets in `consult` whatever the hosts run (for
+/// `berth rollback`, whose target the hosts do not run yet while nothing else is pending).
+pub(super) async fn apply_consulting(args: ApplyArgs, consult: &BTreeSet<SetKey>) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (input, resolved) = load(&args.input, args.prune)?;
-    let (mut views, store, prepared, pinned) = prepare(&input, &resolved, args.prune).await;
+    let (mut views, store, prepared, pinned) = prepare(&input, &resolved, args.prune, consult).await;
     if args.dry_run {
         print!("{}{}", render::plan_text(&views, &prepared.plans), held_notes(&prepared));
         let failed = views.iter().any(|v| v.observed.is_err()) || !pinned;
@@ -146,7 +158,7 @@ pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
 /// One apply pass over input already read (for `watch`): returns whether it all succeeded.
 pub(super) async fn converge_once(input: &Input, resolved: &Resolved, prune: bool, concurrency: u16) -> bool {
     let started = Instant::now();
-    let (mut views, store, prepared, pinned) = prepare(input, resolved, prune).await;
+    let (mut views, store, prepared, pinned) = prepare(input, resolved, prune, &BTreeSet::new()).await;
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     let report = execute(&mut views, prepared, resolved, input, prune, &store, concurrency).await;
     report_run(&views, &report, changes, started, pinned)
@@ -161,7 +173,7 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     for h in &mut resolved.hosts {
         h.desired.clear();
     }
-    let (mut views, _, prepared, _) = prepare(&input, &resolved, false).await;
+    let (mut views, _, prepared, _) = prepare(&input, &resolved, false, &BTreeSet::new()).await;
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     // The history of a deleted set goes with it (from the hosts it was placed on).
     let store = HostVolumes {
@@ -249,6 +261,8 @@ async fn execute(
 /// Print what happened. Returns whether everything succeeded.
 /// `ok` is false when an earlier stage (pinning) already failed and said so.
 fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started: Instant, mut ok: bool) -> bool {
+    // Changes of paused sets were planned but wait: they are not counted as made.
+    let mut waiting = 0;
     for v in views {
         if let Err(e) = &v.observed {
             ok = false;
@@ -277,6 +291,7 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
         match &s.result {
             SetResult::Converged => {}
             SetResult::Paused { pending } => {
+                waiting += pending;
                 println!("set {}: paused (spec.paused); {pending} change(s) wait", s.key);
             }
             // A revision rolled back by hand stays back on purpose; a failed one is a problem.
@@ -300,8 +315,11 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
         }
     }
     let elapsed = started.elapsed();
+    let changes = changes.saturating_sub(waiting);
     if ok {
-        if changes == 0 {
+        if changes == 0 && waiting > 0 {
+            println!("No changes made: {waiting} wait on paused sets ({:.2}s).", elapsed.as_secs_f64());
+        } else if changes == 0 {
             println!("No changes: {} host(s) already converged ({:.2}s).", views.len(), elapsed.as_secs_f64());
         } else {
             println!("Converged: {changes} change(s) on {} host(s) in {:.2}s.", views.len(), elapsed.as_secs_f64());

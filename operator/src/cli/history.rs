@@ -158,8 +158,10 @@ pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         from.number, from.hash, target.number, target.hash
     );
     drop((views, input));
-    apply::apply(super::ApplyArgs { input: input_args, prune: false, dry_run: false, concurrency: args.concurrency })
-        .await
+    // The hosts may run exactly the revision the files declare (nothing pending): the apply
+    // must read the history just written all the same, or it changes nothing.
+    let args = super::ApplyArgs { input: input_args, prune: false, dry_run: false, concurrency: args.concurrency };
+    apply::apply_consulting(args, &std::collections::BTreeSet::from([key])).await
 }
 
 /// The same two commands against the cluster: history from ControllerRevisions, rollback by

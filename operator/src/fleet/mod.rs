@@ -18,6 +18,7 @@ use bollard::Docker;
 
 pub use run::{
     Failure, FleetReport, Held, Prepared, Rebuild, RunContext, SetInfo, SetReport, SetResult, execute, prepare,
+    prepare_consulting,
 };
 
 use crate::docker;

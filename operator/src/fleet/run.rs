@@ -55,8 +55,21 @@ pub async fn prepare(
     store: &dyn HistoryStore,
     rebuild: &Rebuild<'_>,
 ) -> Prepared {
+    prepare_consulting(views, sets, store, rebuild, &BTreeSet::new()).await
+}
+
+/// [`prepare`], reading the history of the sets in `consult` even when their hosts already
+/// run the declared revision: right after `berth rollback` has recorded that revision as
+/// rolled back, nothing is pending, yet the set must return.
+pub async fn prepare_consulting(
+    views: &mut [HostView],
+    sets: &HashMap<SetKey, SetInfo>,
+    store: &dyn HistoryStore,
+    rebuild: &Rebuild<'_>,
+    consult: &BTreeSet<SetKey>,
+) -> Prepared {
     let plans = plan_all(views);
-    let mut pending: BTreeSet<SetKey> = BTreeSet::new();
+    let mut pending: BTreeSet<SetKey> = consult.iter().filter(|k| sets.contains_key(*k)).cloned().collect();
     for p in plans.iter().flatten() {
         for sp in &p.sets {
             if sp.revision.is_some() && sets.contains_key(&sp.set) {
