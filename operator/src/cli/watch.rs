@@ -107,6 +107,7 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let input_args = InputArgs { files: args.files.clone() };
     println!("watching {} (resync every {}s); Ctrl-C stops", display(&args.files), args.resync_seconds);
     let mut sets: Vec<SetKey> = Vec::new();
+    let mut next_pass = resync;
     loop {
         match apply::load(&input_args, args.prune) {
             Err(e) => {
@@ -127,13 +128,16 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 sets = resolved.sets.clone();
+                // imagePolicy: Follow polls its registry at its own interval.
+                next_pass =
+                    resolved.image_policies.values().filter_map(|p| p.poll_interval()).fold(resync, Duration::min);
                 apply::converge_once(&input, &resolved, args.prune, args.concurrency).await;
             }
         }
         // Wait for a reason (an event of another set's container is none), then take every
         // trigger that came with it.
         let mut why = Vec::new();
-        let deadline = tokio::time::Instant::now() + resync;
+        let deadline = tokio::time::Instant::now() + next_pass;
         loop {
             let first = tokio::select! {
                 t = rx.recv() => t,

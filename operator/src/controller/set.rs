@@ -125,9 +125,25 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let key = SetKey::new(cs.namespace().unwrap_or_default(), cs.name_any());
-    let declared =
-        resolved.hosts.iter().find_map(|h| h.desired.iter().find(|d| d.key == key)).map(|d| d.revision.clone());
     let mut views = futures::future::join_all(resolved.hosts.iter().map(|t| view_of(t, ctx).boxed())).await;
+    // One digest for every host: pinned before planning (the revision includes it).
+    let pins = docker::pin::pin_images(
+        views
+            .iter_mut()
+            .map(|v| docker::pin::PinHost::new(&mut v.target, v.docker.as_ref(), v.observed.as_deref().ok())),
+        &resolved.image_policies,
+        &resolved.runtime,
+    )
+    .await;
+    let pin_problem = pins.problems().next().map(ToString::to_string);
+    if let Some(p) = &pin_problem {
+        publish(ctx, cs, EventType::Warning, "PinFailed", "Pin", p.clone()).await;
+    }
+    for note in pins.notes().into_iter().filter(|_| pin_problem.is_none()) {
+        tracing::info!(set = %key, note, "image");
+    }
+    let declared =
+        views.iter().find_map(|v| v.target.desired.iter().find(|d| d.key == key)).map(|d| d.revision.clone());
     let store = ControllerRevisions::new(ctx.client.clone(), cs);
     let rebuild = |k: &SetKey, t: &serde_json::Value| input::resolve::rebuild(&input, false, k, t);
     let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
@@ -194,7 +210,10 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         .map(|d| d.revision.clone())
         .or(declared.clone())
         .unwrap_or_default();
-    let note = rollout_note(&set_report, declared.as_deref().unwrap_or_default(), target);
+    let mut note = rollout_note(&set_report, declared.as_deref().unwrap_or_default(), target);
+    if let Some(p) = pin_problem.clone() {
+        note.problem.get_or_insert(("PinFailed".into(), p));
+    }
     if let Some(s) = &set_report
         && let SetResult::Failed { failure, rolled_back_to, rollback_error } = &s.result
     {
@@ -214,7 +233,12 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let settled =
         matches!(set_report.as_ref().map(|s| &s.result), Some(SetResult::Held { .. } | SetResult::Failed { .. }));
     write_status(cs, ctx, status).await?;
-    Ok(Action::requeue(if converged || settled { RESYNC } else { RETRY }))
+    let mut next = if converged || settled { RESYNC } else { RETRY };
+    // imagePolicy: Follow polls the registry on its own interval.
+    if let Some(poll) = resolved.image_policies.get(&key).and_then(|p| p.poll_interval()) {
+        next = next.min(poll);
+    }
+    Ok(Action::requeue(next))
 }
 
 /// Connect through the pool and observe one host.
