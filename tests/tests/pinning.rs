@@ -244,6 +244,20 @@ async fn a_moved_tag_changes_nothing_under_pin_and_rolls_out_under_follow() {
         assert_ne!(before[0].1, after[0].1, "host {host}: a new container for the new revision");
     }
 
+    // Rollback to the previous revision restores the old digest everywhere, and a later
+    // apply of the same (Follow) files stays there: the revision left is held.
+    let back = berth_async(["rollback", &format!("{ns}/web"), "-f", &follow], &[]).await;
+    back.assert_success();
+    let at_back = fleet_state(&hosts, &ns).await;
+    assert_every_host_runs(&at_back, &pinned_d1);
+    let history = berth_async(["history", &format!("{ns}/web"), "-f", &follow, "--json"], &[]).await;
+    history.assert_success();
+    assert!(history.stdout.contains(&d1) && history.stdout.contains(&d2), "{history}");
+    let stay = berth_async(["apply", "-f", &follow], &[]).await;
+    stay.assert_success();
+    assert_eq!(fleet_state(&hosts, &ns).await, at_back, "held: the rollback sticks\n{stay}");
+    let at_d2 = at_back;
+
     // The registry goes down. Pin with nothing to resolve: still a no-op.
     registry.stop();
     reset(&hosts);
