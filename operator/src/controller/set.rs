@@ -19,7 +19,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::status::{HostReport, invalid_status, set_status};
+use super::status::{HostReport, drift_events, invalid_status, set_status};
 use super::{Context, Error, FIELD_MANAGER};
 use crate::docker::{self, ExecOptions};
 use crate::engine::{Action as PlanAction, plan_host};
@@ -140,6 +140,10 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
             publish(ctx, cs, EventType::Warning, "HostError", "Reconcile", format!("host {}: {e}", r.host)).await;
         }
     }
+    for e in drift_events(cs.status.as_ref(), &reports) {
+        ctx.metrics.drifted(e.kind);
+        publish(ctx, cs, e.type_, e.reason, "Drift", e.note).await;
+    }
     let now = Timestamp::now();
     let revision = revision.unwrap_or_default();
     let status = set_status(cs.metadata.generation, &revision, cs.spec.paused, &reports, cs.status.as_ref(), now);
@@ -197,7 +201,7 @@ async fn converge_host(
             return report;
         }
     };
-    let observed = match docker::observe(&docker).await {
+    let observed = match ctx.pool.observe(&target.name, &docker).await {
         Ok(o) => o,
         Err(e) => {
             ctx.pool.forget(&target.name).await;
@@ -230,16 +234,19 @@ async fn converge_host(
             "host {}: {created} to create, {replaced} to replace, {removed} to remove; {done} done",
             target.name
         ));
-        after = match docker::observe(&docker).await {
+        after = match ctx.pool.observe(&target.name, &docker).await {
             Ok(o) => o,
             Err(e) => {
                 report.error = Some(e.to_string());
                 return report;
             }
         };
-        report.pending = plan_host(&target.name, &target.desired, &after, &target.scope).change_count();
+        let again = plan_host(&target.name, &target.desired, &after, &target.scope);
+        report.pending = again.change_count();
+        report.note_drift(key, Some((&plan, &outcome)), &again);
     } else {
         report.pending = plan.change_count();
+        report.note_drift(key, None, &plan);
     }
     // Every observation covers all managed containers of the host: keep the gauge fresh.
     let mut by_state = std::collections::BTreeMap::new();

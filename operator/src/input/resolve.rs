@@ -18,8 +18,8 @@ use serde::Deserialize;
 use super::{Input, InputError, InputErrors, Located};
 use crate::docker::{Endpoint, SetRuntime, TlsFiles};
 use crate::engine::{
-    ContainerSpec, DesiredSet, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope, SecretString,
-    SetKey,
+    ContainerSpec, DesiredSet, DriftPolicy, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope,
+    SecretString, SetKey,
 };
 
 /// One engine to converge.
@@ -174,7 +174,11 @@ fn desired_set(cs: &ContainerSet, key: SetKey, spec: ContainerSpec) -> DesiredSe
         PullPolicy::Always => Pull::Always,
         PullPolicy::Never => Pull::Never,
     };
-    DesiredSet::new(key, spec, cs.spec.replicas_per_host.max(0) as u32, order, pull)
+    let drift = match cs.spec.drift_policy {
+        berth_crd::DriftPolicy::Replace => DriftPolicy::Replace,
+        berth_crd::DriftPolicy::Report => DriftPolicy::Report,
+    };
+    DesiredSet::new(key, spec, cs.spec.replicas_per_host.max(0) as u32, order, pull).with_drift_policy(drift)
 }
 
 fn host_endpoint(
