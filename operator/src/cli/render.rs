@@ -93,6 +93,8 @@ fn write_set(out: &mut String, sp: &SetPlan) {
                     Reason::ScaledDown => "scaled down",
                     Reason::NotDesired => "set not declared for this host",
                     Reason::Duplicate => "duplicate",
+                    // Under driftPolicy Report: the drifted container of its ordinal stays.
+                    Reason::SpecChanged { .. } => "old revision",
                     _ => "",
                 };
                 let _ = writeln!(out, "    - remove  {} ({why})", c.container);

@@ -8,10 +8,12 @@
 //! instead of on the next resync, and drift only an event shows is noted in the pool's
 //! [`DriftLog`], which [`HostPool::observe`] applies to every observation.
 //!
-//! Triggers are throttled per set, on the leading edge: the first event after a quiet second
-//! goes out at once (a drift heals without waiting), later ones within the second fold into one
-//! at its end. berth's own steps emit events too (a replaced container's `die`, a failed
-//! start's `die`), so without it a set that cannot converge would be retried in a tight loop.
+//! Triggers are throttled per set: the first event after a quiet second goes out at once (a
+//! drift heals without waiting) and is followed by one more at the end of that second (the
+//! engine emits `die` before its container list says `exited`); later events within a second
+//! fold into one at its end. berth's own steps emit events too (a replaced container's `die`, a
+//! failed start's `die`), so without it a set that cannot converge would be retried in a tight
+//! loop.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -112,13 +114,15 @@ impl HostPool {
     }
 }
 
+/// Per set: when its last trigger went out, and whether one is scheduled.
+type Windows = HashMap<ObjectRef<ContainerSet>, (Instant, bool)>;
+
 /// Sends set triggers on the leading edge of a per-set window (see the module docs).
 #[derive(Clone)]
 struct Throttle {
     tx: mpsc::UnboundedSender<ObjectRef<ContainerSet>>,
     window: Duration,
-    /// Per set: when its last trigger went out, and whether one is scheduled.
-    sets: Arc<std::sync::Mutex<HashMap<ObjectRef<ContainerSet>, (Instant, bool)>>>,
+    sets: Arc<std::sync::Mutex<Windows>>,
 }
 
 impl Throttle {
@@ -126,30 +130,38 @@ impl Throttle {
         Throttle { tx, window, sets: Arc::default() }
     }
 
-    /// Trigger `set` now, or once at the end of its window. False when the controller is gone.
+    /// Trigger `set` now (and once more at the end of its window), or, within a window, once
+    /// at its end. False when the controller is gone.
     fn send(&self, set: ObjectRef<ContainerSet>) -> bool {
         let now = Instant::now();
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
         // Forget quiet sets, so the map does not grow with every set ever seen.
         sets.retain(|_, (last, scheduled)| *scheduled || now.duration_since(*last) < self.window);
         match sets.get_mut(&set) {
-            None => {
-                sets.insert(set.clone(), (now, false));
-                self.tx.send(set).is_ok()
-            }
-            Some((_, true)) => !self.tx.is_closed(),
+            // A trigger is due at the end of the window: it covers this event too.
+            Some((_, true)) => {}
             Some((last, scheduled)) => {
                 *scheduled = true;
-                let at = *last + self.window;
-                let this = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at).await;
-                    this.sets.lock().unwrap_or_else(|p| p.into_inner()).insert(set.clone(), (Instant::now(), false));
-                    let _ = this.tx.send(set);
-                });
-                !self.tx.is_closed()
+                self.later(set, *last + self.window);
+            }
+            None => {
+                // The trailing trigger looks again once the engine has settled: it emits `die`
+                // before the container list says `exited` (the state is saved after cleanup).
+                sets.insert(set.clone(), (now, true));
+                self.later(set.clone(), now + self.window);
+                return self.tx.send(set).is_ok();
             }
         }
+        !self.tx.is_closed()
+    }
+
+    fn later(&self, set: ObjectRef<ContainerSet>, at: Instant) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            this.sets.lock().unwrap_or_else(|p| p.into_inner()).insert(set.clone(), (Instant::now(), false));
+            let _ = this.tx.send(set);
+        });
     }
 }
 
@@ -158,7 +170,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_first_trigger_goes_at_once_the_rest_fold_into_one() {
+    async fn the_first_trigger_goes_at_once_the_rest_fold_into_one_at_the_end_of_the_window() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let window = Duration::from_millis(100);
         let t = Throttle::new(tx, window);
@@ -167,14 +179,17 @@ mod tests {
         assert!(t.send(web.clone()));
         assert_eq!(rx.try_recv().ok(), Some(web.clone()), "at once");
         assert!(t.send(api.clone()));
-        assert_eq!(rx.try_recv().ok(), Some(api), "another set is not held back");
+        assert_eq!(rx.try_recv().ok(), Some(api.clone()), "another set is not held back");
         for _ in 0..5 {
             assert!(t.send(web.clone()));
         }
         assert!(rx.try_recv().is_err(), "held within the window");
-        let held = tokio::time::timeout(window * 5, rx.recv()).await;
-        assert_eq!(held.ok().flatten(), Some(web.clone()), "at the end of the window");
-        assert!(rx.try_recv().is_err(), "five events, one trigger");
+        let mut trailing = Vec::new();
+        while let Ok(Some(set)) = tokio::time::timeout(window * 3, rx.recv()).await {
+            trailing.push(set);
+        }
+        trailing.sort_by_key(|s| s.name.clone());
+        assert_eq!(trailing, [api, web.clone()], "one more look at each set at the end of its window");
         tokio::time::sleep(window * 2).await;
         assert!(t.send(web.clone()));
         assert_eq!(rx.try_recv().ok(), Some(web), "after a quiet window, at once again");

@@ -32,6 +32,9 @@ use crate::engine::{
     Change, DesiredSet, Drift, DriftPolicy, DriftReport, HostPlan, Pull, SetKey, SetPlan, Step, labels, squatter_name,
 };
 
+/// How long a create waits for a container being removed to give up its name.
+const NAME_RELEASE: Duration = Duration::from_secs(10);
+
 /// What the executor needs per set beyond the plan.
 #[derive(Clone, Debug, Default)]
 pub struct SetRuntime {
@@ -239,7 +242,10 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
             // v=true drops the container's anonymous volumes; named volumes are never removed here.
             let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
             match ctx.docker.remove_container(id, Some(opts)).await {
-                Err(e) if status_of(&e) != Some(404) => Err(DockerError::api("remove container", name.clone(), e)),
+                // 404: gone already; 409 (forced): its removal is in progress, by someone else.
+                Err(e) if !matches!(status_of(&e), Some(404 | 409)) => {
+                    Err(DockerError::api("remove container", name.clone(), e))
+                }
                 _ => Ok(()),
             }
         }
@@ -330,46 +336,53 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
     let labels: HashMap<String, String> = d.container_labels(ordinal).into_iter().collect();
     let body = || convert::create_body(&d.spec, labels.clone());
     let opts = CreateContainerOptionsBuilder::default().name(name).build();
-    match ctx.docker.create_container(Some(opts.clone()), body()).await {
-        Ok(_) => {}
-        Err(e) if status_of(&e) == Some(409) => {
-            // A name conflict after a crash is work already done, if the labels say it is ours.
-            let existing = ctx
-                .docker
-                .inspect_container(name, None)
-                .await
-                .map_err(|e| DockerError::api("inspect container", name, e))?;
-            let id = existing.id.clone().unwrap_or_default();
-            let l = existing.config.and_then(|c| c.labels).unwrap_or_default();
-            if l.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGED_BY_VALUE) {
-                let short: String = id.chars().take(12).collect();
-                let replace = d.drift_policy == DriftPolicy::Replace;
-                ctx.drift.lock().unwrap_or_else(|p| p.into_inner()).push(DriftReport {
-                    set: d.key.clone(),
-                    container: name.to_string(),
-                    id: short.clone(),
-                    kind: Drift::Squatter,
-                    replaced: replace,
-                });
-                if !replace {
-                    return Err(DockerError::Squatter { name: name.to_string(), id: short });
-                }
-                move_aside(ctx, name, &id).await?;
-                ctx.docker
-                    .create_container(Some(opts), body())
-                    .await
-                    .map_err(|e| DockerError::api("create container", name, e))?;
-            } else {
-                let ours = l.get(labels::REVISION) == Some(&d.revision)
-                    && l.get(labels::ORDINAL) == Some(&ordinal.to_string())
-                    && l.get(labels::SET) == Some(&d.key.name)
-                    && l.get(labels::NAMESPACE) == Some(&d.key.namespace);
-                if !ours {
-                    return Err(DockerError::NameTaken { name: name.to_string() });
-                }
-            }
+    let deadline = Instant::now() + NAME_RELEASE;
+    loop {
+        let e = match ctx.docker.create_container(Some(opts.clone()), body()).await {
+            Ok(_) => break,
+            Err(e) if status_of(&e) == Some(409) => e,
+            Err(e) => return Err(DockerError::api("create container", name, e)),
+        };
+        let existing = match ctx.docker.inspect_container(name, None).await {
+            Ok(c) => c,
+            // Removed between the two calls: the name is free now.
+            Err(i) if status_of(&i) == Some(404) && Instant::now() < deadline => continue,
+            Err(_) => return Err(DockerError::api("create container", name, e)),
+        };
+        // A `docker rm -f` (the very event that woke this reconcile) is still removing it.
+        if existing.state.as_ref().and_then(|s| s.status) == Some(ContainerStateStatusEnum::REMOVING)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
         }
-        Err(e) => return Err(DockerError::api("create container", name, e)),
+        let id = existing.id.clone().unwrap_or_default();
+        let l = existing.config.and_then(|c| c.labels).unwrap_or_default();
+        if l.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGED_BY_VALUE) {
+            let short: String = id.chars().take(12).collect();
+            let replace = d.drift_policy == DriftPolicy::Replace;
+            ctx.drift.lock().unwrap_or_else(|p| p.into_inner()).push(DriftReport {
+                set: d.key.clone(),
+                container: name.to_string(),
+                id: short.clone(),
+                kind: Drift::Squatter,
+                replaced: replace,
+            });
+            if !replace {
+                return Err(DockerError::Squatter { name: name.to_string(), id: short });
+            }
+            move_aside(ctx, name, &id).await?;
+            continue;
+        }
+        // A name conflict after a crash is work already done, if the labels say it is ours.
+        let ours = l.get(labels::REVISION) == Some(&d.revision)
+            && l.get(labels::ORDINAL) == Some(&ordinal.to_string())
+            && l.get(labels::SET) == Some(&d.key.name)
+            && l.get(labels::NAMESPACE) == Some(&d.key.namespace);
+        if !ours {
+            return Err(DockerError::NameTaken { name: name.to_string() });
+        }
+        break;
     }
     // API 1.41 attaches one network at create; connect the rest before start.
     for net in d.spec.networks.iter().skip(1) {
