@@ -32,7 +32,7 @@ use crate::engine::ObservedContainer;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::MethodLabels;
 
-/// At most one event-triggered reconcile per set in this window (after the first, at once).
+/// The per-set window of event triggers: the first at once, the rest folded into one at its end.
 const THROTTLE: Duration = Duration::from_secs(1);
 
 struct Connection {

@@ -79,7 +79,7 @@ pub fn drift_events(previous: Option<&ContainerSetStatus>, hosts: &[HostReport])
                     "host {}: {}: a foreign container ({}) held the name; stopped it and renamed it to {}, created berth's",
                     h.host,
                     d.container,
-                    d.id,
+                    d.id.chars().take(12).collect::<String>(),
                     squatter_name(&d.container, &d.id)
                 ),
                 kind => format!(

@@ -364,7 +364,7 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
             ctx.drift.lock().unwrap_or_else(|p| p.into_inner()).push(DriftReport {
                 set: d.key.clone(),
                 container: name.to_string(),
-                id: short.clone(),
+                id: id.clone(),
                 kind: Drift::Squatter,
                 replaced: replace,
             });
