@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::progress::TerminalProgress;
 use super::render;
 use super::{ApplyArgs, DeleteArgs, InputArgs, PlanArgs, PlanFormat};
-use crate::docker::{self, ExecOptions, status_of};
+use crate::docker::{self, DriftLog, ExecOptions, status_of};
 use crate::engine::SetKey;
 use crate::engine::history::{HistoryWrite, Outcome};
 use crate::fleet::history::{HistoryStore, HostVolumes};
@@ -62,8 +62,17 @@ async fn prepare(
     resolved: &Resolved,
     prune: bool,
     consult: &BTreeSet<SetKey>,
+    drift: Option<&DriftLog>,
 ) -> (Vec<HostView>, HostVolumes, Prepared, bool) {
     let mut views = observe_all(resolved.hosts.clone()).await;
+    // Drift only the event stream showed (`berth watch` follows it).
+    if let Some(log) = drift {
+        for v in &mut views {
+            if let Ok(observed) = &mut v.observed {
+                log.mark(&v.target.name, observed);
+            }
+        }
+    }
     let pins = docker::pin::pin_images(
         views
             .iter_mut()
@@ -117,7 +126,7 @@ fn held_text(key: &SetKey, h: &fleet::Held) -> String {
 
 pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (input, resolved) = load(&args.input, args.prune)?;
-    let (views, _, prepared, pinned) = prepare(&input, &resolved, args.prune, &BTreeSet::new()).await;
+    let (views, _, prepared, pinned) = prepare(&input, &resolved, args.prune, &BTreeSet::new(), None).await;
     let plans = &prepared.plans;
     match args.output {
         PlanFormat::Text => print!("{}{}", render::plan_text(&views, plans), held_notes(&prepared)),
@@ -143,7 +152,7 @@ pub(super) async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
 pub(super) async fn apply_consulting(args: ApplyArgs, consult: &BTreeSet<SetKey>) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (input, resolved) = load(&args.input, args.prune)?;
-    let (mut views, store, prepared, pinned) = prepare(&input, &resolved, args.prune, consult).await;
+    let (mut views, store, prepared, pinned) = prepare(&input, &resolved, args.prune, consult, None).await;
     if args.dry_run {
         print!("{}{}", render::plan_text(&views, &prepared.plans), held_notes(&prepared));
         let failed = views.iter().any(|v| v.observed.is_err()) || !pinned;
@@ -156,9 +165,15 @@ pub(super) async fn apply_consulting(args: ApplyArgs, consult: &BTreeSet<SetKey>
 }
 
 /// One apply pass over input already read (for `watch`): returns whether it all succeeded.
-pub(super) async fn converge_once(input: &Input, resolved: &Resolved, prune: bool, concurrency: u16) -> bool {
+pub(super) async fn converge_once(
+    input: &Input,
+    resolved: &Resolved,
+    prune: bool,
+    concurrency: u16,
+    drift: &DriftLog,
+) -> bool {
     let started = Instant::now();
-    let (mut views, store, prepared, pinned) = prepare(input, resolved, prune, &BTreeSet::new()).await;
+    let (mut views, store, prepared, pinned) = prepare(input, resolved, prune, &BTreeSet::new(), Some(drift)).await;
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     let report = execute(&mut views, prepared, resolved, input, prune, &store, concurrency).await;
     report_run(&views, &report, changes, started, pinned)
@@ -173,7 +188,7 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     for h in &mut resolved.hosts {
         h.desired.clear();
     }
-    let (mut views, _, prepared, _) = prepare(&input, &resolved, false, &BTreeSet::new()).await;
+    let (mut views, _, prepared, _) = prepare(&input, &resolved, false, &BTreeSet::new(), None).await;
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     // The history of a deleted set goes with it (from the hosts it was placed on).
     let store = HostVolumes {

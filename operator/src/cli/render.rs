@@ -32,6 +32,14 @@ pub fn plan_text(views: &[HostView], plans: &[Option<HostPlan>]) -> String {
             }
             _ => {}
         }
+        // Drift left as is is no change, but a person should see it.
+        let left: Vec<_> = p.iter().flat_map(|p| &p.drifted).filter(|d| !d.replaced).collect();
+        if !left.is_empty() {
+            let _ = writeln!(out, "host {}: drift left as it is (driftPolicy Report)", v.target.name);
+            for d in left {
+                let _ = writeln!(out, "    ! {} ({}): {d}", d.set, d.id.chars().take(12).collect::<String>());
+            }
+        }
     }
     if create + replace + remove + other == 0 {
         if views.iter().all(|v| v.observed.is_ok()) {
@@ -85,6 +93,8 @@ fn write_set(out: &mut String, sp: &SetPlan) {
                     Reason::ScaledDown => "scaled down",
                     Reason::NotDesired => "set not declared for this host",
                     Reason::Duplicate => "duplicate",
+                    // Under driftPolicy Report: the drifted container of its ordinal stays.
+                    Reason::SpecChanged { .. } => "old revision",
                     _ => "",
                 };
                 let _ = writeln!(out, "    - remove  {} ({why})", c.container);
@@ -110,6 +120,9 @@ fn write_reason(out: &mut String, r: &Reason) {
         Reason::Duplicate => {
             let _ = writeln!(out, "        another container claims the same ordinal");
         }
+        Reason::Drifted { drift } => {
+            let _ = writeln!(out, "        the container of this revision drifted: {drift}");
+        }
         Reason::ScaledDown | Reason::NotDesired => {}
     }
 }
@@ -123,7 +136,10 @@ pub fn plan_json(views: &[HostView], plans: &[Option<HostPlan>]) -> Value {
             let mut h = json!({ "host": v.target.name, "endpoint": v.target.endpoint.to_string() });
             match (&v.observed, p) {
                 (Err(e), _) => h["error"] = json!(e),
-                (Ok(_), Some(p)) => h["sets"] = serde_json::to_value(&p.sets).unwrap_or(Value::Null),
+                (Ok(_), Some(p)) => {
+                    h["sets"] = serde_json::to_value(&p.sets).unwrap_or(Value::Null);
+                    h["drifted"] = serde_json::to_value(&p.drifted).unwrap_or(Value::Null);
+                }
                 _ => {}
             }
             h

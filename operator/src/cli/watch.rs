@@ -12,14 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use bollard::query_parameters::EventsOptionsBuilder;
-use futures::StreamExt;
+use std::ops::ControlFlow;
 use tokio::sync::mpsc;
 
 use super::apply;
 use super::{InputArgs, WatchArgs};
-use crate::docker;
-use crate::engine::{SetKey, labels};
+use crate::docker::{self, DriftLog};
+use crate::engine::SetKey;
 use crate::input::HostTarget;
 
 /// Why a pass runs.
@@ -50,36 +49,15 @@ fn stamp(paths: &[PathBuf]) -> BTreeMap<PathBuf, (SystemTime, u64)> {
     out
 }
 
-/// Follow one host's events of managed containers; each relevant one is a trigger. Ends when
-/// the stream does (the host went away); the next pass starts a new follower.
-async fn follow(host: String, target: HostTarget, tx: mpsc::UnboundedSender<Trigger>) {
+/// Follow one host's events of managed containers; each is a trigger, and drift only an
+/// event shows goes into `log`. Ends when the watch does; the follower reconnects by itself.
+async fn follow(host: String, target: HostTarget, log: DriftLog, tx: mpsc::UnboundedSender<Trigger>) {
     let Ok(d) = docker::connect(&target.endpoint).await else { return };
-    let filters = HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
-        ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
-    ]);
-    let mut events = d.events(Some(EventsOptionsBuilder::default().filters(&filters).build()));
-    while let Some(Ok(e)) = events.next().await {
-        let action = e.action.unwrap_or_default();
-        let attrs = e.actor.and_then(|a| a.attributes).unwrap_or_default();
-        let relevant = match action.strip_prefix("exec_start: ") {
-            Some(cmd) => !crate::controller::pool::is_healthcheck(cmd, attrs.get(labels::SPEC).map(String::as_str)),
-            None => matches!(
-                action.as_str(),
-                "die" | "destroy" | "rename" | "update" | "pause" | "oom" | "kill" | "extract-to-dir"
-            ),
-        };
-        if relevant {
-            let container = attrs.get("name").cloned().unwrap_or_default();
-            let set = SetKey::new(
-                attrs.get(labels::NAMESPACE).cloned().unwrap_or_default(),
-                attrs.get(labels::SET).cloned().unwrap_or_default(),
-            );
-            if tx.send(Trigger::Engine { host: host.clone(), set, action, container }).is_err() {
-                return;
-            }
-        }
-    }
+    docker::follow(&host, &d, &log, |e| {
+        let trigger = Trigger::Engine { host: host.clone(), set: e.set, action: e.action, container: e.container_name };
+        if tx.send(trigger).is_err() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    })
+    .await
 }
 
 pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
@@ -106,6 +84,7 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let mut followers: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
     let input_args = InputArgs { files: args.files.clone() };
     println!("watching {} (resync every {}s); Ctrl-C stops", display(&args.files), args.resync_seconds);
+    let drift = DriftLog::new();
     let mut sets: Vec<SetKey> = Vec::new();
     let mut next_pass = resync;
     loop {
@@ -123,7 +102,7 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
                     let endpoint = t.endpoint.to_string();
                     let alive = followers.get(&t.name).is_some_and(|(e, h)| e == &endpoint && !h.is_finished());
                     if !alive {
-                        let handle = tokio::spawn(follow(t.name.clone(), t.clone(), tx.clone()));
+                        let handle = tokio::spawn(follow(t.name.clone(), t.clone(), drift.clone(), tx.clone()));
                         followers.insert(t.name.clone(), (endpoint, handle));
                     }
                 }
@@ -131,7 +110,7 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 // imagePolicy: Follow polls its registry at its own interval.
                 next_pass =
                     resolved.image_policies.values().filter_map(|p| p.poll_interval()).fold(resync, Duration::min);
-                apply::converge_once(&input, &resolved, args.prune, args.concurrency).await;
+                apply::converge_once(&input, &resolved, args.prune, args.concurrency, &drift).await;
             }
         }
         // Wait for a reason (an event of another set's container is none), then take every

@@ -210,10 +210,11 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     leading.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(identity = %opts.lease.identity, "leading: reconciling");
 
-    // Debounce: berth's own steps emit engine events too (a failed start emits `die`); without
-    // it a set that cannot converge would be retried in a tight loop instead of backing off.
+    // A short debounce lets a burst settle (`docker rm -f` emits kill, die and destroy) before
+    // the host is looked at. Engine events are throttled per set in the pool, so a set that
+    // cannot converge is not retried in a tight loop; a longer debounce would delay every heal.
     let set_controller = Controller::new(sets, watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)));
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)));
     let set_store = set_controller.store();
     let store_for_hosts = set_store.clone();
     let store_for_secrets = set_store.clone();
@@ -226,12 +227,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
         .watches(config_maps, watcher::Config::default(), move |c: ConfigMap| {
             sets_referencing(&store_for_cms, &c.metadata, RefKind::ConfigMap)
         })
-        .reconcile_on(UnboundedReceiverStream(rx).inspect({
-            let m = metrics.clone();
-            move |_| {
-                m.drift_events.inc();
-            }
-        }))
+        .reconcile_on(UnboundedReceiverStream(rx))
         .shutdown_on_signal();
 
     let sets_run = set_controller.run(set::reconcile, set::error_policy, ctx.clone()).for_each(|r| async move {

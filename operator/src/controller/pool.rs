@@ -1,30 +1,39 @@
-//! One connection per DockerHost, kept and reused, and the engine's event stream of each
-//! turned into reconcile triggers.
+//! One connection per DockerHost, kept and reused; the engine's event stream of each turned
+//! into reconcile triggers and drift marks.
 //!
 //! A connection is keyed by the host's name and endpoint; a changed endpoint (or TLS
-//! material) makes a new one. For every connection a task follows `/events` filtered on
-//! berth's label: a managed container that dies, is destroyed, renamed, updated or paused
-//! wakes the owning set's reconcile at once instead of on the next resync.
+//! material) makes a new one. For every connection a task follows `/events` of berth's
+//! containers ([`crate::docker::events::follow`]): a managed container that dies, is
+//! destroyed, renamed, updated, exec'd or copied into wakes the owning set's reconcile at once
+//! instead of on the next resync, and drift only an event shows is noted in the pool's
+//! [`DriftLog`], which [`HostPool::observe`] applies to every observation.
+//!
+//! Triggers are throttled per set: the first event after a quiet second goes out at once (a
+//! drift heals without waiting) and is followed by one more at the end of that second (the
+//! engine emits `die` before its container list says `exited`); later events within a second
+//! fold into one at its end. berth's own steps emit events too (a replaced container's `die`, a
+//! failed start's `die`), so without it a set that cannot converge would be retried in a tight
+//! loop.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bollard::Docker;
-use bollard::query_parameters::EventsOptionsBuilder;
-use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
 
 use berth_crd::ContainerSet;
 
-use crate::docker::{self, DockerError, Endpoint};
-use crate::engine::labels;
+use crate::docker::{self, DockerError, DriftLog, Endpoint};
+use crate::engine::ObservedContainer;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::MethodLabels;
 
-/// Docker event actions that mean a managed container changed behind berth's back (or by
-/// berth itself, which costs one no-op reconcile).
-const TRIGGERS: [&str; 6] = ["die", "destroy", "rename", "update", "pause", "oom"];
+/// The per-set window of event triggers: the first at once, the rest folded into one at its end.
+const THROTTLE: Duration = Duration::from_secs(1);
 
 struct Connection {
     endpoint: String,
@@ -35,14 +44,32 @@ struct Connection {
 /// The live connections.
 pub struct HostPool {
     connections: Mutex<HashMap<String, Connection>>,
-    triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>,
+    triggers: Throttle,
     metrics: Arc<Metrics>,
+    drift: DriftLog,
 }
 
 impl HostPool {
     /// A pool whose event followers send the sets to reconcile into `triggers`.
     pub fn new(triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>, metrics: Arc<Metrics>) -> Arc<HostPool> {
-        Arc::new(HostPool { connections: Mutex::new(HashMap::new()), triggers, metrics })
+        Arc::new(HostPool {
+            connections: Mutex::new(HashMap::new()),
+            triggers: Throttle::new(triggers, THROTTLE),
+            metrics,
+            drift: DriftLog::new(),
+        })
+    }
+
+    /// The drift the event followers noted, per host.
+    pub fn drift_log(&self) -> &DriftLog {
+        &self.drift
+    }
+
+    /// Observe `host` (one list call) and mark the drift its events showed.
+    pub async fn observe(&self, host: &str, docker: &Docker) -> Result<Vec<ObservedContainer>, DockerError> {
+        let mut observed = docker::observe(docker).await?;
+        self.drift.mark(host, &mut observed);
+        Ok(observed)
     }
 
     /// The connection to `host` at `endpoint`, made (and its event follower started) if new.
@@ -62,7 +89,17 @@ impl HostPool {
             metrics.docker_requests.get_or_create(&MethodLabels { method: req.method().to_string() }).inc();
             req
         });
-        let events = tokio::spawn(follow_events(host.to_string(), docker.clone(), self.triggers.clone()));
+        let events = tokio::spawn({
+            let (host, docker, log, triggers) =
+                (host.to_string(), docker.clone(), self.drift.clone(), self.triggers.clone());
+            async move {
+                docker::follow(&host, &docker, &log, |event| {
+                    let set = ObjectRef::new(&event.set.name).within(&event.set.namespace);
+                    if triggers.send(set) { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+                })
+                .await
+            }
+        });
         if let Some(old) = conns.insert(host.to_string(), Connection { endpoint: id, docker: docker.clone(), events }) {
             old.events.abort();
         }
@@ -77,65 +114,84 @@ impl HostPool {
     }
 }
 
-/// Whether an exec's command line is the healthcheck of the spec in the container's label.
-/// The engine reports the command as its arguments joined by spaces; a `CMD-SHELL` check runs
-/// as `/bin/sh -c <command>`.
-pub fn is_healthcheck(command: &str, spec_label: Option<&str>) -> bool {
-    let Some(spec) = spec_label.and_then(|s| serde_json::from_str::<crate::engine::ContainerSpec>(s).ok()) else {
-        return false;
-    };
-    let Some(test) = spec.healthcheck.map(|h| h.test) else { return false };
-    match test.split_first() {
-        Some((kind, args)) if kind == "CMD" => args.join(" ") == command,
-        Some((kind, args)) if kind == "CMD-SHELL" => format!("/bin/sh -c {}", args.join(" ")) == command,
-        _ => false,
-    }
+/// Per set: when its last trigger went out, and whether one is scheduled.
+type Windows = HashMap<ObjectRef<ContainerSet>, (Instant, bool)>;
+
+/// Sends set triggers on the leading edge of a per-set window (see the module docs).
+#[derive(Clone)]
+struct Throttle {
+    tx: mpsc::UnboundedSender<ObjectRef<ContainerSet>>,
+    window: Duration,
+    sets: Arc<std::sync::Mutex<Windows>>,
 }
 
-async fn follow_events(host: String, docker: Docker, triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>) {
-    let filters = HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
-        ("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)]),
-    ]);
-    let opts = EventsOptionsBuilder::default().filters(&filters).build();
-    let mut stream = docker.events(Some(opts));
-    while let Some(event) = stream.next().await {
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(host, error = %e, "docker event stream ended");
-                return;
+impl Throttle {
+    fn new(tx: mpsc::UnboundedSender<ObjectRef<ContainerSet>>, window: Duration) -> Throttle {
+        Throttle { tx, window, sets: Arc::default() }
+    }
+
+    /// Trigger `set` now (and once more at the end of its window), or, within a window, once
+    /// at its end. False when the controller is gone.
+    fn send(&self, set: ObjectRef<ContainerSet>) -> bool {
+        let now = Instant::now();
+        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget quiet sets, so the map does not grow with every set ever seen.
+        sets.retain(|_, (last, scheduled)| *scheduled || now.duration_since(*last) < self.window);
+        match sets.get_mut(&set) {
+            // A trigger is due at the end of the window: it covers this event too.
+            Some((_, true)) => {}
+            Some((last, scheduled)) => {
+                *scheduled = true;
+                self.later(set, *last + self.window);
             }
-        };
-        let action = event.action.unwrap_or_default();
-        let attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
-        let relevant = match action.strip_prefix("exec_start: ") {
-            // An exec is drift, unless it is the container's own healthcheck running.
-            Some(command) => !is_healthcheck(command, attrs.get(labels::SPEC).map(String::as_str)),
-            None => TRIGGERS.iter().any(|t| action == *t),
-        };
-        if !relevant {
-            continue;
+            None => {
+                // The trailing trigger looks again once the engine has settled: it emits `die`
+                // before the container list says `exited` (the state is saved after cleanup).
+                sets.insert(set.clone(), (now, true));
+                self.later(set.clone(), now + self.window);
+                return self.tx.send(set).is_ok();
+            }
         }
-        let (Some(ns), Some(set)) = (attrs.get(labels::NAMESPACE), attrs.get(labels::SET)) else { continue };
-        tracing::debug!(host, action, namespace = %ns, set = %set, "docker event");
-        if triggers.send(ObjectRef::new(set).within(ns)).is_err() {
-            return; // the controller is gone
-        }
+        !self.tx.is_closed()
+    }
+
+    fn later(&self, set: ObjectRef<ContainerSet>, at: Instant) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            this.sets.lock().unwrap_or_else(|p| p.into_inner()).insert(set.clone(), (Instant::now(), false));
+            let _ = this.tx.send(set);
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_healthcheck;
+    use super::*;
 
-    #[test]
-    fn a_healthcheck_exec_is_not_drift() {
-        let spec = r#"{"image":"e:1","restartPolicy":"no","healthcheck":{"test":["CMD","/echo","--probe"]}}"#;
-        assert!(is_healthcheck("/echo --probe", Some(spec)));
-        assert!(!is_healthcheck("/bin/sh", Some(spec)));
-        let shell = r#"{"image":"e:1","restartPolicy":"no","healthcheck":{"test":["CMD-SHELL","curl -f localhost"]}}"#;
-        assert!(is_healthcheck("/bin/sh -c curl -f localhost", Some(shell)));
-        assert!(!is_healthcheck("/echo --probe", None));
+    #[tokio::test]
+    async fn the_first_trigger_goes_at_once_the_rest_fold_into_one_at_the_end_of_the_window() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let window = Duration::from_millis(100);
+        let t = Throttle::new(tx, window);
+        let web = ObjectRef::<ContainerSet>::new("web").within("ns");
+        let api = ObjectRef::<ContainerSet>::new("api").within("ns");
+        assert!(t.send(web.clone()));
+        assert_eq!(rx.try_recv().ok(), Some(web.clone()), "at once");
+        assert!(t.send(api.clone()));
+        assert_eq!(rx.try_recv().ok(), Some(api.clone()), "another set is not held back");
+        for _ in 0..5 {
+            assert!(t.send(web.clone()));
+        }
+        assert!(rx.try_recv().is_err(), "held within the window");
+        let mut trailing = Vec::new();
+        while let Ok(Some(set)) = tokio::time::timeout(window * 3, rx.recv()).await {
+            trailing.push(set);
+        }
+        trailing.sort_by_key(|s| s.name.clone());
+        assert_eq!(trailing, [api, web.clone()], "one more look at each set at the end of its window");
+        tokio::time::sleep(window * 2).await;
+        assert!(t.send(web.clone()));
+        assert_eq!(rx.try_recv().ok(), Some(web), "after a quiet window, at once again");
     }
 }

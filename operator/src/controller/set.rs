@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::revisions::ControllerRevisions;
-use super::status::{HostReport, RolloutNote, invalid_status, set_status};
+use super::status::{HostReport, RolloutNote, drift_events, invalid_status, set_status};
 use super::{Context, Error, FIELD_MANAGER};
 use crate::docker::{self, ExecOptions};
 use crate::engine::{Action as PlanAction, HostPlan, SetKey, plan_host};
@@ -171,7 +171,7 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         if !ran.is_empty()
             && let Some(d) = &v.docker
         {
-            observed = docker::observe(d).await.map_err(|e| e.to_string());
+            observed = ctx.pool.observe(&v.target.name, d).await.map_err(|e| e.to_string());
             report.changed = plans[i].as_ref().and_then(|p| change_summary(p, &key, ran));
         }
         for (set, e) in ran.iter().flat_map(|o| o.errors()) {
@@ -179,7 +179,10 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         }
         match observed {
             Ok(after) => {
-                report.pending = plan_host(&v.target.name, &v.target.desired, &after, &v.target.scope).change_count();
+                let again = plan_host(&v.target.name, &v.target.desired, &after, &v.target.scope);
+                report.pending = again.change_count();
+                let executed = plans[i].as_ref().filter(|_| !ran.is_empty()).map(|p| (p, ran.as_slice()));
+                report.note_drift(&key, executed, &again);
                 let mut by_state = std::collections::BTreeMap::new();
                 for c in &after {
                     *by_state.entry(c.state.to_string()).or_insert(0) += 1;
@@ -203,6 +206,10 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         if let Some(e) = &r.error {
             publish(ctx, cs, EventType::Warning, "HostError", "Reconcile", format!("host {}: {e}", r.host)).await;
         }
+    }
+    for e in drift_events(cs.status.as_ref(), &reports) {
+        ctx.metrics.drifted(e.kind);
+        publish(ctx, cs, e.type_, e.reason, "Drift", e.note).await;
     }
     let target = views
         .iter()
@@ -247,7 +254,7 @@ async fn view_of(target: &HostTarget, ctx: &Context) -> HostView {
         Ok(d) => d,
         Err(e) => return HostView { target: target.clone(), docker: None, observed: Err(e.to_string()) },
     };
-    let observed = docker::observe(&docker).await.map_err(|e| e.to_string());
+    let observed = ctx.pool.observe(&target.name, &docker).await.map_err(|e| e.to_string());
     if observed.is_err() {
         ctx.pool.forget(&target.name).await;
     }
@@ -373,7 +380,7 @@ async fn converge_host(
             return report;
         }
     };
-    let observed = match docker::observe(&docker).await {
+    let observed = match ctx.pool.observe(&target.name, &docker).await {
         Ok(o) => o,
         Err(e) => {
             ctx.pool.forget(&target.name).await;
@@ -406,16 +413,19 @@ async fn converge_host(
             "host {}: {created} to create, {replaced} to replace, {removed} to remove; {done} done",
             target.name
         ));
-        after = match docker::observe(&docker).await {
+        after = match ctx.pool.observe(&target.name, &docker).await {
             Ok(o) => o,
             Err(e) => {
                 report.error = Some(e.to_string());
                 return report;
             }
         };
-        report.pending = plan_host(&target.name, &target.desired, &after, &target.scope).change_count();
+        let again = plan_host(&target.name, &target.desired, &after, &target.scope);
+        report.pending = again.change_count();
+        report.note_drift(key, Some((&plan, std::slice::from_ref(&outcome))), &again);
     } else {
         report.pending = plan.change_count();
+        report.note_drift(key, None, &plan);
     }
     // Every observation covers all managed containers of the host: keep the gauge fresh.
     let mut by_state = std::collections::BTreeMap::new();

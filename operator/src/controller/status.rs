@@ -1,11 +1,18 @@
 //! The ContainerSet status as a pure function of what the reconcile observed and did, in the
 //! `metav1.Condition` shape that kstatus (Flux) and Argo CD read without custom code.
+//!
+//! Conditions: `Ready`, `Progressing`, `Degraded`, and `Drifted` (True while a container on a
+//! host differs from its spec: left as is under driftPolicy Report, or not replaced yet; its
+//! message names each as `host <h>: <container> <kind>`). [`drift_events`] says which Events
+//! the drift of one reconcile deserves.
 
 use berth_crd::{ContainerSetStatus, ContainerStatus, HostSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
 
-use crate::engine::{Health, ObservedContainer};
+use crate::docker::HostOutcome;
+use crate::engine::{Drift, DriftReport, Health, HostPlan, ObservedContainer, SetKey, squatter_name};
 
 /// One host's part of a set, as the reconcile saw it.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +28,81 @@ pub struct HostReport {
     pub pending: usize,
     /// What this reconcile changed here, in words (for an Event), if anything.
     pub changed: Option<String>,
+    /// Drift of the set here after this reconcile: left as is (driftPolicy Report), or not
+    /// replaced (yet).
+    pub drift: Vec<DriftReport>,
+    /// Drift of the set this reconcile replaced.
+    pub healed: Vec<DriftReport>,
+}
+
+impl HostReport {
+    /// Note the drift of `set` on this host: `executed` is the plan that ran and how it went
+    /// (`None` when nothing ran), `after` the plan of the host as observed afterwards (the same
+    /// plan when nothing ran).
+    pub fn note_drift(&mut self, set: &SetKey, executed: Option<(&HostPlan, &[HostOutcome])>, after: &HostPlan) {
+        self.drift = after.drifted.iter().filter(|d| &d.set == set).cloned().collect();
+        self.healed.clear();
+        let Some((plan, outcomes)) = executed else { return };
+        for squatter in outcomes.iter().flat_map(|o| &o.sets).filter(|s| &s.set == set).flat_map(|s| &s.drift) {
+            if squatter.replaced { &mut self.healed } else { &mut self.drift }.push(squatter.clone());
+        }
+        let still: Vec<&str> = after.drifted.iter().map(|d| d.id.as_str()).collect();
+        self.healed.extend(
+            plan.drifted.iter().filter(|d| &d.set == set && d.replaced && !still.contains(&d.id.as_str())).cloned(),
+        );
+    }
+}
+
+/// An Event a reconcile's drift deserves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftEvent {
+    pub type_: EventType,
+    /// `Drifted` (Warning: left as is) or `DriftReplaced` (Normal).
+    pub reason: &'static str,
+    pub note: String,
+    pub kind: Drift,
+}
+
+/// The Events for the drift in `hosts`: one `DriftReplaced` per drifted container replaced,
+/// one `Drifted` per drifted container left as is that the previous status did not list yet
+/// (so a drift that stays is announced once, not on every reconcile).
+pub fn drift_events(previous: Option<&ContainerSetStatus>, hosts: &[HostReport]) -> Vec<DriftEvent> {
+    let listed = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Drifted" && c.status == "True"))
+        .map(|c| c.message.as_str())
+        .unwrap_or("");
+    let mut events = Vec::new();
+    for h in hosts {
+        for d in &h.healed {
+            let note = match d.kind {
+                Drift::Squatter => format!(
+                    "host {}: {}: a foreign container ({}) held the name; stopped it and renamed it to {}, created berth's",
+                    h.host,
+                    d.container,
+                    d.id.chars().take(12).collect::<String>(),
+                    squatter_name(&d.container, &d.id)
+                ),
+                kind => format!(
+                    "host {}: {} {kind}; replaced it with a fresh container of the same revision",
+                    h.host, d.container
+                ),
+            };
+            events.push(DriftEvent { type_: EventType::Normal, reason: "DriftReplaced", note, kind: d.kind });
+        }
+        for d in h.drift.iter().filter(|d| !d.replaced) {
+            let line = drift_line(&h.host, d);
+            if !listed.split("; ").any(|l| l == line) {
+                let note = format!("{line}; left as it is (driftPolicy Report)");
+                events.push(DriftEvent { type_: EventType::Warning, reason: "Drifted", note, kind: d.kind });
+            }
+        }
+    }
+    events
+}
+
+/// `host remote: default.web.ab12cd34ef.0 exec'd into`.
+fn drift_line(host: &str, d: &DriftReport) -> String {
+    format!("host {host}: {d}")
 }
 
 /// The rollout's part of a status.
@@ -78,7 +160,11 @@ pub fn set_status(
             host: h.host.clone(),
             revision: (h.desired > 0).then(|| revision.to_string()),
             ready: h.error.is_none() && ready == h.desired as i32 && h.containers.len() == h.desired as usize,
-            containers: h.containers.iter().map(container_status).collect(),
+            containers: h
+                .containers
+                .iter()
+                .map(|c| container_status(c, h.drift.iter().find(|d| d.id == c.id).map(|d| d.kind)))
+                .collect(),
             message: h.error.clone(),
         });
     }
@@ -107,10 +193,13 @@ pub fn set_status(
             format!("{} of {} replicas ready at revision {revision}", status.ready_replicas, status.desired_replicas),
         )
     };
+    let drift: Vec<String> = hosts.iter().flat_map(|h| h.drift.iter().map(|d| drift_line(&h.host, d))).collect();
     let progressing = if let Some((reason, _)) = &note.problem {
         ("False", reason.as_str(), "the declared revision is not rolled out; see Degraded".to_string())
     } else if converged {
         ("False", "RolloutComplete", format!("revision {revision} is rolled out"))
+    } else if errors.is_empty() && hosts.iter().all(|h| h.pending == 0) && !drift.is_empty() {
+        ("False", "DriftReported", "drifted containers are left as they are (driftPolicy Report); see Drifted".into())
     } else if paused {
         ("False", "Paused", "the rollout is paused (spec.paused)".to_string())
     } else if errors.is_empty() {
@@ -130,11 +219,17 @@ pub fn set_status(
         None if errors.is_empty() => ("False", "AsExpected", "no host reports a problem".to_string()),
         None => ("True", "HostError", errors.join("; ")),
     };
+    let drifted = if drift.is_empty() {
+        ("False", "NoDrift", "every container is as berth created it".to_string())
+    } else {
+        ("True", "Drifted", drift.join("; "))
+    };
     let prev = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
     status.conditions = vec![
         condition("Ready", ready, generation, prev, now),
         condition("Progressing", progressing, generation, prev, now),
         condition("Degraded", degraded, generation, prev, now),
+        condition("Drifted", drifted, generation, prev, now),
     ];
     status
 }
@@ -160,6 +255,8 @@ pub fn invalid_status(
         ),
         condition("Degraded", ("True", "InvalidSpec", message.to_string()), generation, prev, now),
     ];
+    // No host is looked at: what was last known about drift stays.
+    status.conditions.extend(prev.iter().find(|c| c.type_ == "Drifted").cloned());
     status
 }
 
@@ -185,7 +282,7 @@ fn condition(
     }
 }
 
-fn container_status(c: &ObservedContainer) -> ContainerStatus {
+fn container_status(c: &ObservedContainer, drift: Option<Drift>) -> ContainerStatus {
     ContainerStatus {
         name: c.name.clone(),
         id: c.id.chars().take(12).collect(),
@@ -199,8 +296,8 @@ fn container_status(c: &ObservedContainer) -> ContainerStatus {
             }
             .to_string()
         }),
-        image_digest: None,
-        message: None,
+        image_digest: crate::engine::pin::digest_of(&c.image).map(str::to_string),
+        message: drift.map(|d| format!("drift: {d}")),
     }
 }
 
@@ -221,6 +318,7 @@ mod tests {
             image: String::new(),
             spec_json: None,
             host_bindings: Vec::new(),
+            drift: None,
         }
     }
 
@@ -315,5 +413,86 @@ mod tests {
         // A later reconcile that did not read history keeps it.
         let later = set_status(Some(2), &RolloutNote { history: None, ..note }, false, &hosts, Some(&s), now);
         assert_eq!(later.history, s.history);
+    }
+
+    fn exec_drift(replaced: bool) -> DriftReport {
+        DriftReport {
+            set: SetKey::new("ns", "web"),
+            container: "ns.web.r1.0".into(),
+            id: "id0".into(),
+            kind: Drift::Exec,
+            replaced,
+        }
+    }
+
+    #[test]
+    fn drift_left_as_is_is_a_drifted_condition_and_one_warning() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let clean = [HostReport {
+            host: "remote".into(),
+            desired: 1,
+            containers: vec![running("r1", 0)],
+            ..Default::default()
+        }];
+        let s0 = set_status(Some(1), &RolloutNote::of("r1"), false, &clean, None, now);
+        let no = cond(&s0, "Drifted");
+        assert_eq!((no.status.as_str(), no.reason.as_str()), ("False", "NoDrift"));
+
+        let hosts = [HostReport { drift: vec![exec_drift(false)], ..clean[0].clone() }];
+        let s1 = set_status(Some(1), &RolloutNote::of("r1"), false, &hosts, Some(&s0), now);
+        let d = cond(&s1, "Drifted");
+        assert_eq!(d.status, "True");
+        assert_eq!(d.message, "host remote: ns.web.r1.0 exec'd into");
+        assert_eq!(cond(&s1, "Ready").status, "True", "an exec'd container still serves");
+        assert_eq!(s1.hosts[0].containers[0].message.as_deref(), Some("drift: exec'd into"));
+
+        let events = drift_events(Some(&s0), &hosts);
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].type_, events[0].reason), (EventType::Warning, "Drifted"));
+        assert!(
+            events[0].note.starts_with("host remote: ns.web.r1.0 exec'd into; left as it is"),
+            "{}",
+            events[0].note
+        );
+        // Announced once: the next reconcile sees it listed already.
+        assert!(drift_events(Some(&s1), &hosts).is_empty());
+    }
+
+    #[test]
+    fn a_stopped_container_left_as_is_is_not_a_rollout_in_progress() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut stopped = running("r1", 0);
+        stopped.state = State::Exited;
+        let report = DriftReport { kind: Drift::Stopped, ..exec_drift(false) };
+        let hosts = [HostReport {
+            host: "a".into(),
+            desired: 1,
+            containers: vec![stopped],
+            drift: vec![report],
+            ..Default::default()
+        }];
+        let s = set_status(Some(1), &RolloutNote::of("r1"), false, &hosts, None, now);
+        assert_eq!(cond(&s, "Ready").status, "False");
+        let p = cond(&s, "Progressing");
+        assert_eq!((p.status.as_str(), p.reason.as_str()), ("False", "DriftReported"));
+    }
+
+    #[test]
+    fn replaced_drift_is_a_normal_event_and_no_condition() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let squatter = DriftReport { kind: Drift::Squatter, id: "abcdef012345".into(), ..exec_drift(true) };
+        let hosts = [HostReport {
+            host: "a".into(),
+            desired: 1,
+            containers: vec![running("r1", 0)],
+            healed: vec![exec_drift(true), squatter],
+            ..Default::default()
+        }];
+        let s = set_status(Some(1), &RolloutNote::of("r1"), false, &hosts, None, now);
+        assert_eq!(cond(&s, "Drifted").status, "False");
+        let events = drift_events(None, &hosts);
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(|e| e.type_ == EventType::Normal && e.reason == "DriftReplaced"));
+        assert!(events[1].note.contains("renamed it to ns.web.r1.0.squatter-abcdef012345"), "{}", events[1].note);
     }
 }

@@ -4,6 +4,11 @@
 //! run first, then the changes run concurrently up to a bound (one at a time for StopFirst,
 //! so at most one ordinal is down). A change's steps run in order. The first failure stops
 //! the set's rollout: changes not yet begun are skipped, so the old containers keep serving.
+//!
+//! A create whose name is held by a foreign container (one without berth's labels: a squatter)
+//! follows the set's drift policy: Replace stops it and renames it aside
+//! (`<name>.squatter-<id>`), never deleting a container berth did not make, and creates berth's;
+//! Report fails with [`DockerError::Squatter`]. Either way [`SetOutcome::drift`] says so.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,12 +22,18 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder,
 };
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use super::{DockerError, convert, status_of};
-use crate::engine::{Change, DesiredSet, HostPlan, Pull, SetKey, SetPlan, Step, labels};
+use crate::engine::{
+    Change, DesiredSet, Drift, DriftPolicy, DriftReport, HostPlan, Pull, SetKey, SetPlan, Step, labels, squatter_name,
+};
+
+/// How long a create waits for a container being removed to give up its name.
+const NAME_RELEASE: Duration = Duration::from_secs(10);
 
 /// What the executor needs per set beyond the plan.
 #[derive(Clone, Debug, Default)]
@@ -68,6 +79,8 @@ pub struct SetOutcome {
     /// The container that did not become ready (exited, unhealthy, past the deadline): the
     /// revision failed, as opposed to a step failing for a reason of the host's.
     pub not_ready: Option<String>,
+    /// Foreign containers found on the set's names: renamed aside (`replaced`), or refused.
+    pub drift: Vec<DriftReport>,
 }
 
 /// How a host's plan went.
@@ -115,7 +128,15 @@ async fn run_sets(
             .get(&sp.set)
             .cloned()
             .unwrap_or_else(|| SetRuntime { progress_deadline: Duration::from_secs(600), credentials: None });
-        let ctx = StepContext { docker, host: &plan.host, set: &sp.set, desired: d, runtime: rt, progress };
+        let ctx = StepContext {
+            docker,
+            host: &plan.host,
+            set: &sp.set,
+            desired: d,
+            runtime: rt,
+            progress,
+            drift: std::sync::Mutex::new(Vec::new()),
+        };
         run_set(ctx, sp, permits.clone()).boxed()
     });
     futures::future::join_all(runs).await
@@ -128,10 +149,20 @@ struct StepContext<'a> {
     desired: Option<&'a DesiredSet>,
     runtime: SetRuntime,
     progress: &'a dyn Progress,
+    /// Squatters met while creating.
+    drift: std::sync::Mutex<Vec<DriftReport>>,
 }
 
 async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) -> SetOutcome {
-    let mut outcome = SetOutcome { set: sp.set.clone(), done: 0, skipped: 0, failed: 0, error: None, not_ready: None };
+    let mut outcome = SetOutcome {
+        set: sp.set.clone(),
+        done: 0,
+        skipped: 0,
+        failed: 0,
+        error: None,
+        not_ready: None,
+        drift: Vec::new(),
+    };
     for step in &sp.prepare {
         if let Err(e) = run_step(&ctx, step).await {
             outcome.error = Some(format!("{}: {e}", describe_prepare(step)));
@@ -158,6 +189,7 @@ async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) ->
             }
         }
     }
+    outcome.drift = ctx.drift.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     outcome
 }
 
@@ -223,7 +255,10 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
             // v=true drops the container's anonymous volumes; named volumes are never removed here.
             let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
             match ctx.docker.remove_container(id, Some(opts)).await {
-                Err(e) if status_of(&e) != Some(404) => Err(DockerError::api("remove container", name.clone(), e)),
+                // 404: gone already; 409 (forced): its removal is in progress, by someone else.
+                Err(e) if !matches!(status_of(&e), Some(404 | 409)) => {
+                    Err(DockerError::api("remove container", name.clone(), e))
+                }
                 _ => Ok(()),
             }
         }
@@ -312,27 +347,55 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
         message: "no desired state for this set (a planner bug)".into(),
     })?;
     let labels: HashMap<String, String> = d.container_labels(ordinal).into_iter().collect();
-    let body = convert::create_body(&d.spec, labels);
+    let body = || convert::create_body(&d.spec, labels.clone());
     let opts = CreateContainerOptionsBuilder::default().name(name).build();
-    match ctx.docker.create_container(Some(opts), body).await {
-        Ok(_) => {}
-        Err(e) if status_of(&e) == Some(409) => {
-            // A name conflict after a crash is work already done, if the labels say it is ours.
-            let existing = ctx
-                .docker
-                .inspect_container(name, None)
-                .await
-                .map_err(|e| DockerError::api("inspect container", name, e))?;
-            let l = existing.config.and_then(|c| c.labels).unwrap_or_default();
-            let ours = l.get(labels::REVISION) == Some(&d.revision)
-                && l.get(labels::ORDINAL) == Some(&ordinal.to_string())
-                && l.get(labels::SET) == Some(&d.key.name)
-                && l.get(labels::NAMESPACE) == Some(&d.key.namespace);
-            if !ours {
-                return Err(DockerError::NameTaken { name: name.to_string() });
-            }
+    let deadline = Instant::now() + NAME_RELEASE;
+    loop {
+        let e = match ctx.docker.create_container(Some(opts.clone()), body()).await {
+            Ok(_) => break,
+            Err(e) if status_of(&e) == Some(409) => e,
+            Err(e) => return Err(DockerError::api("create container", name, e)),
+        };
+        let existing = match ctx.docker.inspect_container(name, None).await {
+            Ok(c) => c,
+            // Removed between the two calls: the name is free now.
+            Err(i) if status_of(&i) == Some(404) && Instant::now() < deadline => continue,
+            Err(_) => return Err(DockerError::api("create container", name, e)),
+        };
+        // A `docker rm -f` (the very event that woke this reconcile) is still removing it.
+        if existing.state.as_ref().and_then(|s| s.status) == Some(ContainerStateStatusEnum::REMOVING)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
         }
-        Err(e) => return Err(DockerError::api("create container", name, e)),
+        let id = existing.id.clone().unwrap_or_default();
+        let l = existing.config.and_then(|c| c.labels).unwrap_or_default();
+        if l.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGED_BY_VALUE) {
+            let short: String = id.chars().take(12).collect();
+            let replace = d.drift_policy == DriftPolicy::Replace;
+            ctx.drift.lock().unwrap_or_else(|p| p.into_inner()).push(DriftReport {
+                set: d.key.clone(),
+                container: name.to_string(),
+                id: id.clone(),
+                kind: Drift::Squatter,
+                replaced: replace,
+            });
+            if !replace {
+                return Err(DockerError::Squatter { name: name.to_string(), id: short });
+            }
+            move_aside(ctx, name, &id).await?;
+            continue;
+        }
+        // A name conflict after a crash is work already done, if the labels say it is ours.
+        let ours = l.get(labels::REVISION) == Some(&d.revision)
+            && l.get(labels::ORDINAL) == Some(&ordinal.to_string())
+            && l.get(labels::SET) == Some(&d.key.name)
+            && l.get(labels::NAMESPACE) == Some(&d.key.namespace);
+        if !ours {
+            return Err(DockerError::NameTaken { name: name.to_string() });
+        }
+        break;
     }
     // API 1.41 attaches one network at create; connect the rest before start.
     for net in d.spec.networks.iter().skip(1) {
@@ -344,6 +407,32 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// Stop a foreign container that holds a managed name and rename it aside. berth never deletes
+/// a container it did not make: whoever made it can still inspect, restart or remove it.
+async fn move_aside(ctx: &StepContext<'_>, name: &str, id: &str) -> Result<(), DockerError> {
+    let aside = squatter_name(name, id);
+    match ctx.docker.stop_container(id, None).await {
+        // 304: not running; 404: gone meanwhile (the create retry then simply succeeds).
+        Err(e) if !matches!(status_of(&e), Some(304 | 404)) => {
+            return Err(DockerError::api("stop foreign container", name, e));
+        }
+        _ => {}
+    }
+    match ctx.docker.rename_container(id, RenameContainerOptionsBuilder::default().name(&aside).build()).await {
+        Err(e) if status_of(&e) != Some(404) => return Err(DockerError::api("rename foreign container", name, e)),
+        _ => {}
+    }
+    tracing::warn!(
+        host = ctx.host,
+        set = %ctx.set,
+        container = name,
+        foreign = id,
+        renamed_to = %aside,
+        "a foreign container held a managed name: stopped it and renamed it aside"
+    );
     Ok(())
 }
 

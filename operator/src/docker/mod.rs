@@ -4,16 +4,20 @@
 //! to what the engine speaks: Debian's Docker 20.10 knows API 1.41 only), [`observe`] turns
 //! one label-filtered list into the planner's [`crate::engine::ObservedContainer`]s,
 //! [`convert`] turns a [`crate::engine::ContainerSpec`] into Docker's create body, and
-//! [`execute`] runs a [`crate::engine::HostPlan`]'s steps with bounded concurrency.
+//! [`execute`] runs a [`crate::engine::HostPlan`]'s steps with bounded concurrency, and
+//! [`events`] follows an engine's event stream: reconcile triggers and the drift only events
+//! show ([`events::DriftLog`]).
 
 pub mod connect;
 pub mod convert;
 pub mod digest;
+pub mod events;
 pub mod execute;
 pub mod observe;
 pub mod pin;
 
 pub use connect::{Endpoint, TlsFiles, connect};
+pub use events::{ContainerEvent, DriftLog, follow};
 pub use execute::{ExecOptions, HostOutcome, Progress, SetOutcome, SetRuntime, execute_host};
 pub use observe::observe;
 
@@ -26,6 +30,11 @@ pub enum DockerError {
     Api { op: &'static str, target: String, message: String },
     #[error("container {name}: the name is taken by a container berth did not create for this revision and ordinal")]
     NameTaken { name: String },
+    #[error(
+        "container {name}: a foreign container ({id}) holds the name; driftPolicy Report leaves it alone: \
+         remove or rename it, or set driftPolicy: Replace to have berth stop it and rename it aside"
+    )]
+    Squatter { name: String, id: String },
     #[error("image {image} is not on the host and imagePullPolicy is Never")]
     ImageMissing { image: String },
     #[error("container {name} did not become ready: {detail}")]

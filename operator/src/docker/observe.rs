@@ -1,6 +1,11 @@
 //! Observing a host: one label-filtered container list, nothing else. The list carries every
 //! label and a status text with the health verdict, which is all the planner needs; no
 //! per-container inspect on the hot path.
+//!
+//! Drift the list shows by itself is marked here ([`crate::engine::list_drift`]): a name other
+//! than the deterministic one (renamed), an image other than its spec label's (a container that
+//! claims a revision it was not created from). What only the event stream shows is marked
+//! afterwards by the caller, from a [`super::events::DriftLog`].
 
 use std::collections::HashMap;
 
@@ -9,7 +14,7 @@ use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 
 use super::DockerError;
-use crate::engine::{Health, HostBinding, ObservedContainer, SetKey, State, labels};
+use crate::engine::{Health, HostBinding, ObservedContainer, SetKey, State, labels, list_drift};
 
 /// Every container on the host that carries berth's managed-by label.
 pub async fn observe(docker: &Docker) -> Result<Vec<ObservedContainer>, DockerError> {
@@ -25,23 +30,31 @@ fn to_observed(c: ContainerSummary) -> Option<ObservedContainer> {
     let labels = c.labels.unwrap_or_default();
     let name = c.names.unwrap_or_default().into_iter().next().unwrap_or_default();
     let state = c.state.map(|s| State::parse(s.as_ref())).unwrap_or(State::Dead);
+    let name = name.trim_start_matches('/').to_string();
+    let set = SetKey::new(
+        labels.get(labels::NAMESPACE).cloned().unwrap_or_default(),
+        labels.get(labels::SET).cloned().unwrap_or_default(),
+    );
+    let revision = labels.get(labels::REVISION).cloned().unwrap_or_default();
+    let ordinal = labels.get(labels::ORDINAL).and_then(|o| o.parse().ok());
+    let image = c.image.unwrap_or_default();
+    let spec_json = labels.get(labels::SPEC).cloned();
+    let drift = list_drift(&set, &revision, ordinal, &name, &image, spec_json.as_deref());
     Some(ObservedContainer {
         id: c.id?,
-        name: name.trim_start_matches('/').to_string(),
-        set: SetKey::new(
-            labels.get(labels::NAMESPACE).cloned().unwrap_or_default(),
-            labels.get(labels::SET).cloned().unwrap_or_default(),
-        ),
-        revision: labels.get(labels::REVISION).cloned().unwrap_or_default(),
-        ordinal: labels.get(labels::ORDINAL).and_then(|o| o.parse().ok()),
+        name,
+        set,
+        revision,
+        ordinal,
         state,
         health: c.status.as_deref().and_then(health_from_status),
-        image: c.image.unwrap_or_default(),
-        spec_json: labels.get(labels::SPEC).cloned(),
+        image,
+        spec_json,
         host_bindings: labels
             .get(labels::HOST_PORTS)
             .map(|s| s.split(',').filter_map(HostBinding::parse).collect())
             .unwrap_or_default(),
+        drift,
     })
 }
 

@@ -6,16 +6,23 @@
 //! real hosts get disturbed: a container removed; one exited, dead, paused or created but
 //! never started; a stray container of an old revision on an occupied ordinal; a container
 //! berth did not make; a container whose ordinal label is garbled; an earlier apply that
-//! crashed part-way. A new random desired state and scope are then planned against it.
+//! crashed part-way; drift: a container renamed, `docker update`d, exec'd or copied into,
+//! running another image than its spec's, or removed with a foreign container put on its name
+//! (a squatter). A new random desired state (each set with a drift policy, Replace or Report)
+//! and scope are then planned against it.
 //!
 //! The laws, one test each:
 //! 1. **Idempotence**: a converged host plans to nothing, and planning is deterministic, even
 //!    in the order the host happens to list its containers.
 //! 2. **Convergence**: one plan, applied once (in order, or interleaved as the executor runs
-//!    changes concurrently), converges; the host refuses none of its steps.
+//!    changes concurrently), converges; the host refuses none of its steps. Drift: one apply
+//!    clears all drift of Replace sets; the drifted containers of Report sets are listed in the
+//!    plan, no step touches them, and they are exactly as they were afterwards.
 //! 3. **Result**: every desired set has exactly its replicas, of its revision, running and
-//!    ready, on ordinals `0..replicas` under the deterministic names; sets outside the scope
-//!    and containers berth did not make are untouched; owned sets no longer desired are gone.
+//!    ready, on ordinals `0..replicas` under the deterministic names (under Report, a drifted
+//!    container stands as it is in its ordinal's place); sets outside the scope and containers
+//!    berth did not make are untouched, except squatters on a name berth creates, which are
+//!    stopped and renamed aside, never removed; owned sets no longer desired are gone.
 //! 4. **StartFirst safety**: replacing a set without host ports, its ready count never drops
 //!    below `min(old replicas, new replicas)` after any single step, under any interleaving.
 //!    Its StopFirst counterpart: never more than one below.
@@ -39,8 +46,8 @@ use proptest::test_runner::TestCaseError;
 
 use super::diff::{FieldChange, diff_specs};
 use super::model::{
-    ContainerSpec, DesiredSet, EnvValue, Health, HealthSpec, HostBinding, MountKind, MountSpec, ObservedContainer,
-    Order, PortSpec, Pull, SecretString, SetKey, State, labels,
+    ContainerSpec, DesiredSet, Drift, DriftPolicy, DriftReport, EnvValue, Health, HealthSpec, HostBinding, MountKind,
+    MountSpec, ObservedContainer, Order, PortSpec, Pull, SecretString, SetKey, State, labels, squatter_name,
 };
 use super::plan::{Action, HostPlan, Reason, Scope, Step, plan_host};
 use super::sim::SimHost;
@@ -180,13 +187,17 @@ struct SetGene {
     order: Order,
     /// In a later desired state: keep the earlier spec of the same set (so its revision holds).
     reuse: bool,
+    /// driftPolicy Report (else Replace).
+    report: bool,
 }
 
 impl SetGene {
     fn desired(&self) -> DesiredSet {
         // Validation allows one replica per host when a host port is fixed.
         let replicas = if self.spec.has_host_port() { self.replicas.min(1) } else { self.replicas };
+        let policy = if self.report { DriftPolicy::Report } else { DriftPolicy::Replace };
         DesiredSet::new(key_of(self.key), self.spec.build(self.key), replicas, self.order, Pull::IfNotPresent)
+            .with_drift_policy(policy)
     }
 }
 
@@ -195,8 +206,9 @@ fn set_genes() -> impl Strategy<Value = Vec<SetGene>> {
     proptest::sample::subsequence((0..KEYS).collect::<Vec<_>>(), 1..=3).prop_flat_map(|keys| {
         keys.into_iter()
             .map(|key| {
-                (spec_gene(0..4), 0..=5u32, order(), proptest::bool::weighted(0.5))
-                    .prop_map(move |(spec, replicas, order, reuse)| SetGene { key, spec, replicas, order, reuse })
+                (spec_gene(0..4), 0..=5u32, order(), proptest::bool::weighted(0.5), any::<bool>()).prop_map(
+                    move |(spec, replicas, order, reuse, report)| SetGene { key, spec, replicas, order, reuse, report },
+                )
             })
             .collect::<Vec<_>>()
     })
@@ -227,6 +239,24 @@ enum Disturbance {
         label: usize,
         running: bool,
     },
+    /// `docker rename`.
+    Rename {
+        pick: usize,
+    },
+    /// What only the event stream shows: `docker update`, `exec`, `cp`.
+    Event {
+        pick: usize,
+        drift: Drift,
+    },
+    /// A container that claims `pick`'s labels but runs another image.
+    WrongImage {
+        pick: usize,
+    },
+    /// `pick` removed, and a container berth did not make started on its name.
+    Squatter {
+        pick: usize,
+        running: bool,
+    },
 }
 
 fn disturbance() -> impl Strategy<Value = Disturbance> {
@@ -237,11 +267,13 @@ fn disturbance() -> impl Strategy<Value = Disturbance> {
             .prop_map(|(pick, state)| Disturbance::SetState { pick, state }),
         (pick.clone(), any::<bool>()).prop_map(|(pick, running)| Disturbance::DuplicateOld { pick, running }),
         any::<bool>().prop_map(|running| Disturbance::Unmanaged { running }),
-        (pick, 0..GARBLED.len(), any::<bool>()).prop_map(|(pick, label, running)| Disturbance::GarbledOrdinal {
-            pick,
-            label,
-            running
-        }),
+        (pick.clone(), 0..GARBLED.len(), any::<bool>())
+            .prop_map(|(pick, label, running)| { Disturbance::GarbledOrdinal { pick, label, running } }),
+        pick.clone().prop_map(|pick| Disturbance::Rename { pick }),
+        (pick.clone(), prop_oneof![Just(Drift::Updated), Just(Drift::Exec), Just(Drift::Copied)])
+            .prop_map(|(pick, drift)| Disturbance::Event { pick, drift }),
+        pick.clone().prop_map(|pick| Disturbance::WrongImage { pick }),
+        (pick, any::<bool>()).prop_map(|(pick, running)| Disturbance::Squatter { pick, running }),
     ]
 }
 
@@ -334,11 +366,17 @@ impl Scenario {
         }
         let desired = self.desired();
         let scope = self.scope(&desired);
+        if squatted_under_report(&host, &desired) {
+            return Err(TestCaseError::reject("a squatter on a Report set's name: refused by design"));
+        }
         if let Some(i) = &self.interrupted {
-            let toward = match &i.toward {
+            let toward: Vec<DesiredSet> = match &i.toward {
                 Some(genes) => genes.iter().map(SetGene::desired).collect(),
                 None => desired.clone(),
             };
+            if squatted_under_report(&host, &toward) {
+                return Err(TestCaseError::reject("a squatter on a Report set's name: refused by design"));
+            }
             let toward_scope = Scope::of_sets(toward.iter().chain(&earlier).map(|d| &d.key));
             let plan = plan_host(HOST, &toward, &host.observe(), &toward_scope);
             let steps = schedule(&plan, Some(&i.choices));
@@ -433,7 +471,51 @@ fn disturb(host: &mut SimHost, d: &Disturbance, k: usize) {
             host.add_container(&format!("{}-garbled{k}", c.name), labels, state, health);
             host.containers.last_mut().unwrap().has_healthcheck = c.has_healthcheck;
         }
+        Disturbance::Rename { pick: p } => {
+            if let Some(i) = pick(p) {
+                host.containers[i].name = format!("{}.renamed{k}", host.containers[i].name);
+            }
+        }
+        Disturbance::Event { pick: p, drift } => {
+            if let Some(i) = pick(p) {
+                host.containers[i].drift.get_or_insert(drift);
+            }
+        }
+        Disturbance::WrongImage { pick: p } => {
+            if let Some(i) = pick(p) {
+                host.containers[i].image = "example/wrong:1".into();
+            }
+        }
+        Disturbance::Squatter { pick: p, running } => {
+            if let Some(i) = pick(p) {
+                let name = host.containers.remove(i).name;
+                host.add_foreign(&name, running);
+            }
+        }
     }
+}
+
+fn is_managed(c: &super::sim::SimContainer) -> bool {
+    c.labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE)
+}
+
+/// Whether a foreign container holds a name that a Report set would create: the sim refuses
+/// that create as the executor does, so such a world cannot converge (a scenario test checks it).
+fn squatted_under_report(host: &SimHost, sets: &[DesiredSet]) -> bool {
+    host.containers.iter().filter(|c| !is_managed(c)).any(|c| {
+        sets.iter()
+            .filter(|d| d.drift_policy == DriftPolicy::Report)
+            .any(|d| (0..d.replicas).any(|o| d.container_name(o) == c.name))
+    })
+}
+
+/// Foreign containers on a name one of `sets` creates (by id).
+fn squatters(host: &SimHost, sets: &[DesiredSet]) -> BTreeSet<String> {
+    host.containers
+        .iter()
+        .filter(|c| !is_managed(c) && sets.iter().any(|d| (0..d.replicas).any(|o| d.container_name(o) == c.name)))
+        .map(|c| c.id.clone())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -607,18 +689,25 @@ fn is_desired(desired: &[DesiredSet], key: &SetKey) -> bool {
     desired.iter().any(|d| &d.key == key)
 }
 
-/// Containers this run must not touch: not berth's, or of a set neither desired nor owned.
-fn untouchable(world: &World) -> Vec<Snapshot> {
+/// Containers this run must not touch: not berth's (the `squatting` ids aside), or of a set
+/// neither desired nor owned.
+fn untouchable(world: &World, squatting: &BTreeSet<String>) -> Vec<Snapshot> {
     world
         .host
         .containers
         .iter()
+        .filter(|c| !squatting.contains(&c.id))
         .filter(|c| match set_of(c) {
             None => true,
             Some(k) => !is_desired(&world.desired, &k) && !world.scope.owns(&k),
         })
         .map(snapshot)
         .collect()
+}
+
+/// The drift of the desired sets, split: Replace sets' and Report sets'.
+fn drift_by_policy(plan: &HostPlan) -> (Vec<&DriftReport>, Vec<&DriftReport>) {
+    plan.drifted.iter().partition(|d| d.replaced)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -641,6 +730,8 @@ proptest! {
         let observed = host.observe();
         let first = plan_host(HOST, &desired, &observed, &scope);
         prop_assert!(first.is_empty(), "a converged host planned {:#?}", first);
+        // Converged means no drift of a Replace set is left; a Report set's is only listed.
+        prop_assert!(first.drifted.iter().all(|d| !d.replaced), "{:#?}", first.drifted);
         prop_assert_eq!(first, plan_host(HOST, &desired, &observed, &scope));
     }
 
@@ -650,11 +741,28 @@ proptest! {
     fn law2_one_apply_converges(s in scenario(), choices in choices()) {
         let World { host, desired, scope } = s.world()?;
         let plan = plan_host(HOST, &desired, &host.observe(), &scope);
+        let (_, reported) = drift_by_policy(&plan);
+        // Under Report, no step touches a drifted container.
+        for sp in &plan.sets {
+            for step in sp.changes.iter().flat_map(|c| &c.steps) {
+                if let Step::Stop { id, .. } | Step::Remove { id, .. } = step {
+                    prop_assert!(!reported.iter().any(|d| &d.id == id), "{:?} touches a reported container", step);
+                }
+            }
+        }
+        let left: Vec<Snapshot> =
+            host.containers.iter().filter(|c| reported.iter().any(|d| d.id == c.id)).map(snapshot).collect();
         for schedule in [None, Some(choices.as_slice())] {
             let mut h = host.clone();
             apply(&mut h, &plan, &desired, schedule).map_err(fail)?;
             let again = plan_host(HOST, &desired, &h.observe(), &scope);
             prop_assert!(again.is_empty(), "after applying {:#?}\n({:?}) the plan is still {:#?}", plan, schedule, again);
+            // One apply clears all drift under Replace; Report's is exactly as it was.
+            let (replaced, still_reported) = drift_by_policy(&again);
+            prop_assert!(replaced.is_empty(), "drift left after one apply: {:#?}", replaced);
+            prop_assert_eq!(still_reported, reported.clone());
+            let after: Vec<Snapshot> = h.containers.iter().filter(|c| reported.iter().any(|d| d.id == c.id)).map(snapshot).collect();
+            prop_assert_eq!(&after, &left);
         }
     }
 
@@ -663,7 +771,15 @@ proptest! {
     #[test]
     fn law3_result_is_what_was_declared(s in scenario()) {
         let mut world = s.world()?;
-        let before = untouchable(&world);
+        let squatting_ids = squatters(&world.host, &world.desired);
+        let before = untouchable(&world, &squatting_ids);
+        let squatting: Vec<(String, String)> = world
+            .host
+            .containers
+            .iter()
+            .filter(|c| squatting_ids.contains(&c.id))
+            .map(|c| (c.id.clone(), c.name.clone()))
+            .collect();
         converge(&mut world.host, &world.desired, &world.scope, 1).map_err(fail)?;
         let observed = world.host.observe();
         for d in &world.desired {
@@ -673,6 +789,10 @@ proptest! {
             for (o, c) in mine.iter().enumerate() {
                 prop_assert_eq!(&c.revision, &d.revision);
                 prop_assert_eq!(c.ordinal, Some(o as u32));
+                if c.drift_kind().is_some() {
+                    prop_assert_eq!(d.drift_policy, DriftPolicy::Report, "{} drifted: {:?}", c.name, c.drift_kind());
+                    continue;
+                }
                 prop_assert_eq!(&c.name, &d.container_name(o as u32));
                 prop_assert!(c.is_ready(), "{} is {:?} / {:?}", c.name, c.state, c.health);
             }
@@ -685,7 +805,15 @@ proptest! {
                 prop_assert!(!world.scope.owns(&c.set), "{} of owned, undesired {} is left", c.name, c.set);
             }
         }
-        prop_assert_eq!(before, untouchable(&world));
+        prop_assert_eq!(before, untouchable(&world, &squatting_ids));
+        // A squatter on a name berth created is stopped and renamed aside, never removed.
+        for (id, name) in squatting {
+            let c = world.host.containers.iter().find(|c| c.id == id);
+            prop_assert!(c.is_some(), "squatter {} on {} was removed", id, name);
+            let c = c.unwrap();
+            prop_assert_eq!(&c.name, &squatter_name(&name, &id));
+            prop_assert_eq!(c.state, State::Exited);
+        }
     }
 
     /// Law 4: replacing a StartFirst set without host ports, the ready count never drops below
@@ -727,8 +855,8 @@ proptest! {
         choices in choices(),
     ) {
         let key = 3;
-        let old = SetGene { key, spec: old, replicas: old_replicas, order: Order::StartFirst, reuse: false }.desired();
-        let new = SetGene { key, spec: new, replicas: new_replicas, order: Order::StopFirst, reuse: false }.desired();
+        let old = SetGene { key, spec: old, replicas: old_replicas, order: Order::StartFirst, reuse: false, report: false }.desired();
+        let new = SetGene { key, spec: new, replicas: new_replicas, order: Order::StopFirst, reuse: false, report: false }.desired();
         let mut host = SimHost::default();
         converge(&mut host, std::slice::from_ref(&old), &Scope::of_sets([&old.key]), 1).map_err(fail)?;
         let floor = (old.replicas.min(new.replicas) as usize).saturating_sub(1);
@@ -1071,4 +1199,184 @@ fn a_host_port_moved_to_another_set_is_freed_before_it_is_bound() {
         let mut h = host.clone();
         apply(&mut h, &plan, std::slice::from_ref(&new), choices).unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drift scenarios
+
+/// A converged host of `set`, with `drift` done to the container of ordinal 0.
+fn drifted(set: &DesiredSet, drift: Drift) -> (SimHost, String) {
+    let mut host = converged(std::slice::from_ref(set));
+    let name = set.container_name(0);
+    let c = host.containers.iter_mut().find(|c| c.name == name).expect("ordinal 0 runs");
+    match drift {
+        Drift::Stopped => (c.state, c.health) = (State::Exited, None),
+        Drift::Renamed => c.name = "someone-renamed-it".into(),
+        Drift::WrongImage => c.image = "example/wrong:1".into(),
+        Drift::Updated | Drift::Exec | Drift::Copied => c.drift = Some(drift),
+        Drift::Squatter => unreachable!("a squatter is met by the executor, not the planner"),
+    }
+    let id = c.id.clone();
+    (host, id)
+}
+
+const EVERY_PLANNED_KIND: [Drift; 6] =
+    [Drift::Stopped, Drift::Renamed, Drift::Updated, Drift::Exec, Drift::Copied, Drift::WrongImage];
+
+#[test]
+fn under_replace_each_kind_of_drift_is_replaced_by_a_fresh_container_of_the_same_revision() {
+    let set = web(echo("hi"), 2, Order::StartFirst);
+    let sets = std::slice::from_ref(&set);
+    for kind in EVERY_PLANNED_KIND {
+        let (mut host, id) = drifted(&set, kind);
+        let old_name = host.containers.iter().find(|c| c.id == id).unwrap().name.clone();
+        let other = container(&host, &set.container_name(1)).id.clone();
+        let plan = plan_for(&host, sets);
+        assert_eq!(
+            plan.drifted,
+            vec![DriftReport {
+                set: set.key.clone(),
+                container: old_name.clone(),
+                id: id.clone(),
+                kind,
+                replaced: true
+            }]
+        );
+        assert_eq!(plan.change_count(), 1, "{kind:?}");
+        let ch = &plan.sets[0].changes[0];
+        let reason = if kind == Drift::Stopped {
+            Reason::NotRunning { state: State::Exited }
+        } else {
+            Reason::Drifted { drift: kind }
+        };
+        assert_eq!(ch.action, Action::Replace { reasons: vec![reason] }, "{kind:?}");
+        let kinds: Vec<&str> = ch.steps.iter().map(Step::kind).collect();
+        match kind {
+            // Exited: nothing to stop. The name is free again once it is removed.
+            Drift::Stopped => assert_eq!(kinds, ["remove", "create", "start", "waitReady"]),
+            // The name is free already: the fresh copy serves before the renamed one goes.
+            Drift::Renamed => assert_eq!(kinds, ["create", "start", "waitReady", "stop", "remove"]),
+            // It holds the deterministic name: it must go before its copy can take the name.
+            _ => assert_eq!(kinds, ["stop", "remove", "create", "start", "waitReady"], "{kind:?}"),
+        }
+        apply(&mut host, &plan, sets, None).unwrap();
+        let again = plan_for(&host, sets);
+        assert!(again.is_empty() && again.drifted.is_empty(), "{kind:?}: {again:#?}");
+        assert!(!host.containers.iter().any(|c| c.id == id), "{kind:?}: the drifted container is gone");
+        assert_eq!(container(&host, &set.container_name(1)).id, other, "the other replica is left alone");
+        assert_eq!(host.ready_count(&set.key), 2);
+    }
+}
+
+#[test]
+fn under_report_each_kind_of_drift_is_left_as_it_is_and_listed() {
+    let set = web(echo("hi"), 2, Order::StartFirst).with_drift_policy(DriftPolicy::Report);
+    let sets = std::slice::from_ref(&set);
+    for kind in EVERY_PLANNED_KIND {
+        let (host, id) = drifted(&set, kind);
+        let name = host.containers.iter().find(|c| c.id == id).unwrap().name.clone();
+        let plan = plan_for(&host, sets);
+        assert!(plan.is_empty(), "{kind:?}: {plan:#?}");
+        assert_eq!(
+            plan.drifted,
+            vec![DriftReport { set: set.key.clone(), container: name, id, kind, replaced: false }],
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
+fn a_renamed_container_holding_a_host_port_stops_before_its_copy_starts() {
+    let mut spec = echo("hi");
+    spec.ports.push(PortSpec {
+        container_port: 8080,
+        protocol: "tcp".into(),
+        host_port: Some(9000),
+        host_ip: String::new(),
+    });
+    let set = web(spec, 1, Order::StartFirst);
+    let (mut host, _) = drifted(&set, Drift::Renamed);
+    let plan = plan_for(&host, std::slice::from_ref(&set));
+    let kinds: Vec<&str> = plan.sets[0].changes[0].steps.iter().map(Step::kind).collect();
+    assert_eq!(kinds, ["stop", "remove", "create", "start", "waitReady"]);
+    apply(&mut host, &plan, std::slice::from_ref(&set), Some(&[0])).unwrap();
+}
+
+#[test]
+fn a_drifted_container_of_an_old_revision_is_just_replaced() {
+    let old = web(echo("hi"), 1, Order::StartFirst);
+    let new = web(echo("hello"), 1, Order::StartFirst).with_drift_policy(DriftPolicy::Report);
+    let (host, _) = drifted(&old, Drift::Exec);
+    let plan = plan_for(&host, std::slice::from_ref(&new));
+    assert!(plan.drifted.is_empty(), "only drift of the desired revision is reported");
+    assert!(
+        matches!(&plan.sets[0].changes[0].action, Action::Replace { reasons } if matches!(reasons[..], [Reason::SpecChanged { .. }]))
+    );
+}
+
+#[test]
+fn under_report_a_stopped_container_stays_and_an_old_one_on_its_ordinal_still_goes() {
+    let old = web(echo("hi"), 1, Order::StartFirst);
+    let new = web(echo("hello"), 1, Order::StartFirst).with_drift_policy(DriftPolicy::Report);
+    let mut host = converged(std::slice::from_ref(&old));
+    let old_id = host.containers[0].id.clone();
+    converge(&mut host, std::slice::from_ref(&new), &Scope::of_sets([&new.key]), 1).unwrap();
+    let stopped = container(&host, &new.container_name(0)).id.clone();
+    host.containers.iter_mut().find(|c| c.id == stopped).unwrap().state = State::Exited;
+    // An old container back on the ordinal (an interrupted rollback, say).
+    host.add_container(&old.container_name(0), old.container_labels(0), State::Running, None);
+    let plan = plan_for(&host, std::slice::from_ref(&new));
+    assert_eq!(plan.drifted.len(), 1);
+    assert_eq!((plan.drifted[0].kind, plan.drifted[0].replaced), (Drift::Stopped, false));
+    let ch = &plan.sets[0].changes;
+    assert_eq!(ch.len(), 1);
+    assert_eq!(ch[0].container, old.container_name(0));
+    assert!(matches!(ch[0].action, Action::Remove { reason: Reason::SpecChanged { .. } }));
+    apply(&mut host, &plan, std::slice::from_ref(&new), None).unwrap();
+    assert!(!host.containers.iter().any(|c| c.id == old_id));
+    assert_eq!(container(&host, &new.container_name(0)).state, State::Exited, "left as it is");
+}
+
+#[test]
+fn a_squatter_is_renamed_aside_under_replace_and_refused_under_report() {
+    for policy in [DriftPolicy::Replace, DriftPolicy::Report] {
+        let set = web(echo("hi"), 1, Order::StartFirst).with_drift_policy(policy);
+        let sets = std::slice::from_ref(&set);
+        let name = set.container_name(0);
+        let mut host = SimHost::default();
+        host.add_foreign(&name, true);
+        let squatter = host.containers[0].id.clone();
+        let plan = plan_for(&host, sets);
+        assert_eq!(plan.sets[0].changes[0].action, Action::Create, "the planner does not see foreign containers");
+        let r = apply(&mut host, &plan, sets, None);
+        let c = host.containers.iter().find(|c| c.id == squatter).expect("never removed");
+        match policy {
+            DriftPolicy::Replace => {
+                r.unwrap();
+                assert_eq!((c.name.clone(), c.state), (squatter_name(&name, &squatter), State::Exited));
+                assert!(plan_for(&host, sets).is_empty());
+            }
+            DriftPolicy::Report => {
+                assert!(r.unwrap_err().contains("Squatter"));
+                assert_eq!((c.name.as_str(), c.state), (name.as_str(), State::Running), "left as it is");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_list_shows_renames_and_wrong_images_but_not_a_moved_tag() {
+    let set = web(echo("hi"), 1, Order::StartFirst);
+    let spec = set.spec.canonical_json();
+    let list =
+        |name: &str, image: &str| super::model::list_drift(&set.key, &set.revision, Some(0), name, image, Some(&spec));
+    let name = set.container_name(0);
+    assert_eq!(list(&name, "example/echo:1.0"), None);
+    assert_eq!(list(&name, "docker.io/example/echo:1.0"), None, "the same reference, normalized");
+    assert_eq!(list("web-old", "example/echo:1.0"), Some(Drift::Renamed));
+    assert_eq!(list(&name, "example/echo:1.1"), Some(Drift::WrongImage));
+    assert_eq!(list(&name, "busybox"), Some(Drift::WrongImage));
+    // A bare id: created by id, or the tag moved since; a list cannot tell, so it is not drift.
+    assert_eq!(list(&name, "sha256:419bb3308900aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), None);
+    assert_eq!(list(&name, "419bb3308900"), None);
 }

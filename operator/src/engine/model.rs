@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -46,6 +47,12 @@ impl fmt::Display for SetKey {
 /// collides after a crash is thereby recognised as work already done.
 pub fn container_name(set: &SetKey, revision: &str, ordinal: u32) -> String {
     format!("{}.{}.{}.{}", set.namespace, set.name, revision, ordinal)
+}
+
+/// The name a foreign container holding a managed name is renamed to, so berth can create its
+/// own without deleting a container it did not make: `<name>.squatter-<12-char id>`.
+pub fn squatter_name(name: &str, id: &str) -> String {
+    format!("{name}.squatter-{}", id.chars().take(12).collect::<String>())
 }
 
 /// How a replacement is ordered on one host.
@@ -274,6 +281,16 @@ impl ContainerSpec {
     }
 }
 
+/// What to do with a container of the desired revision that drifted from its spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DriftPolicy {
+    /// Replace it with a fresh container of the same revision.
+    #[default]
+    Replace,
+    /// Leave it as it is and report it, for someone to look at.
+    Report,
+}
+
 /// One set as it should be on one host.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredSet {
@@ -284,12 +301,20 @@ pub struct DesiredSet {
     pub replicas: u32,
     pub order: Order,
     pub pull: Pull,
+    /// Not part of the revision: changing it changes what berth does, not what runs.
+    pub drift_policy: DriftPolicy,
 }
 
 impl DesiredSet {
+    /// A set with the default drift policy ([`DriftPolicy::Replace`]).
     pub fn new(key: SetKey, spec: ContainerSpec, replicas: u32, order: Order, pull: Pull) -> Self {
         let revision = spec.revision();
-        DesiredSet { key, spec, revision, replicas, order, pull }
+        DesiredSet { key, spec, revision, replicas, order, pull, drift_policy: DriftPolicy::default() }
+    }
+
+    pub fn with_drift_policy(mut self, policy: DriftPolicy) -> Self {
+        self.drift_policy = policy;
+        self
     }
 
     /// The labels berth writes on a container of this set.
@@ -356,6 +381,129 @@ pub enum Health {
     Unhealthy,
 }
 
+/// How a managed container differs from what berth created. The planner replaces it or
+/// leaves it, per the set's [`DriftPolicy`].
+///
+/// What one container list shows is marked by the adapter's observe ([`list_drift`]); what only
+/// the engine's event stream shows (update, exec, cp) is marked from a log the event follower
+/// keeps (`docker::events::DriftLog`). [`Drift::Stopped`] is read from the state itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Drift {
+    /// Exited, dead or paused, while its revision is current.
+    Stopped,
+    /// Its name is not the deterministic `<namespace>.<set>.<revision>.<ordinal>`.
+    Renamed,
+    /// Changed with `docker update` (resources, restart policy).
+    Updated,
+    /// A person (not its own healthcheck) ran a command in it.
+    Exec,
+    /// Files were copied into it with `docker cp`.
+    Copied,
+    /// It runs an image other than its spec label's: it claims a revision it was not created from.
+    WrongImage,
+    /// A container berth did not create holds its deterministic name.
+    Squatter,
+}
+
+impl Drift {
+    /// The kind's name as in JSON and metrics: `exec`, `wrongImage`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drift::Stopped => "stopped",
+            Drift::Renamed => "renamed",
+            Drift::Updated => "updated",
+            Drift::Exec => "exec",
+            Drift::Copied => "copied",
+            Drift::WrongImage => "wrongImage",
+            Drift::Squatter => "squatter",
+        }
+    }
+}
+
+impl fmt::Display for Drift {
+    /// A phrase that completes "container X ...".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Drift::Stopped => "stopped",
+            Drift::Renamed => "renamed",
+            Drift::Updated => "changed with docker update",
+            Drift::Exec => "exec'd into",
+            Drift::Copied => "copied into (docker cp)",
+            Drift::WrongImage => "runs an image other than its spec's",
+            Drift::Squatter => "a foreign container holds its name",
+        })
+    }
+}
+
+/// Drift one list entry shows by itself: a name other than the deterministic one, or an image
+/// other than the one in its spec label. Pure, so the simulated host marks exactly what the
+/// Docker adapter marks.
+pub fn list_drift(
+    set: &SetKey,
+    revision: &str,
+    ordinal: Option<u32>,
+    name: &str,
+    image: &str,
+    spec_json: Option<&str>,
+) -> Option<Drift> {
+    let spec_image = spec_json.and_then(|j| serde_json::from_str::<ContainerSpec>(j).ok()).map(|s| s.image);
+    if let Some(spec_image) = spec_image
+        && same_image(image, &spec_image) == Some(false)
+    {
+        return Some(Drift::WrongImage);
+    }
+    // An unreadable ordinal has no deterministic name; the planner removes it as a duplicate.
+    match ordinal {
+        Some(o) if name != container_name(set, revision, o) => Some(Drift::Renamed),
+        _ => None,
+    }
+}
+
+/// Whether two image references name the same image (`nginx` is `docker.io/library/nginx:latest`).
+/// `None` when it cannot be told from the text: the engine lists a bare image id when the
+/// container was created by id, or when the tag it was created from has since moved; only an
+/// image inspect could tell those apart, and observe makes one list call and nothing else.
+pub fn same_image(listed: &str, spec: &str) -> Option<bool> {
+    if listed == spec {
+        return Some(true);
+    }
+    let id = listed.strip_prefix("sha256:").unwrap_or(listed);
+    if id.len() >= 12 && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let (Ok(a), Ok(b)) =
+        (oci_spec::distribution::Reference::from_str(listed), oci_spec::distribution::Reference::from_str(spec))
+    else {
+        return None;
+    };
+    let same_name = a.registry() == b.registry() && a.repository() == b.repository();
+    Some(match (a.digest(), b.digest()) {
+        (Some(x), Some(y)) => same_name && x == y,
+        _ => same_name && a.tag() == b.tag(),
+    })
+}
+
+/// Drift berth saw, and what it does about it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftReport {
+    pub set: SetKey,
+    /// The drifted container's name as found (a renamed one under its new name).
+    pub container: String,
+    /// Its id (for a squatter, the foreign container's).
+    pub id: String,
+    pub kind: Drift,
+    /// Replaced (driftPolicy Replace), or left as it is and reported (Report).
+    pub replaced: bool,
+}
+
+impl fmt::Display for DriftReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.container, self.kind)
+    }
+}
+
 /// One managed container as a host reports it (from one label-filtered list call).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservedContainer {
@@ -371,11 +519,19 @@ pub struct ObservedContainer {
     /// The redacted spec it was created from, if its label could be read.
     pub spec_json: Option<String>,
     pub host_bindings: Vec<HostBinding>,
+    /// Drift marked by the adapter (from the list and the engine's events); see [`Self::drift_kind`].
+    pub drift: Option<Drift>,
 }
 
 impl ObservedContainer {
     /// Serving: running and, if it has a healthcheck, healthy.
     pub fn is_ready(&self) -> bool {
         self.state == State::Running && matches!(self.health, None | Some(Health::Healthy))
+    }
+
+    /// The drift of this container: what the adapter marked, else [`Drift::Stopped`] when it is
+    /// exited, dead or paused. (A created container is berth's own unfinished work, not drift.)
+    pub fn drift_kind(&self) -> Option<Drift> {
+        self.drift.or(matches!(self.state, State::Exited | State::Dead | State::Paused).then_some(Drift::Stopped))
     }
 }

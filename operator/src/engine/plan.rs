@@ -9,13 +9,21 @@
 //! - applying a plan to a simulated host and planning again gives the empty plan;
 //! - under StartFirst, no ready container is stopped before its replacement is ready;
 //! - no plan removes a named volume.
+//!
+//! Drift: a container of the desired revision that drifted (renamed, updated, exec'd or copied
+//! into, running another image, stopped) is replaced by a fresh container of the same revision
+//! under [`DriftPolicy::Replace`]; under [`DriftPolicy::Report`] it is left exactly as it is and
+//! the plan lists it in [`HostPlan::drifted`], with no change for it. Containers of an old
+//! revision are replaced for that reason alone, drifted or not.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use super::diff::{FieldChange, diff_specs};
-use super::model::{ContainerSpec, DesiredSet, ObservedContainer, Order, Pull, SetKey, State};
+use super::model::{
+    ContainerSpec, DesiredSet, Drift, DriftPolicy, DriftReport, ObservedContainer, Order, Pull, SetKey, State,
+};
 
 /// Which sets this run owns. A managed container of an owned set that is not desired on the
 /// host is removed; containers of sets outside the scope are never touched.
@@ -106,6 +114,8 @@ pub enum Reason {
     NotDesired,
     /// A second container claims the same ordinal.
     Duplicate,
+    /// The container of the current revision drifted (driftPolicy Replace).
+    Drifted { drift: Drift },
 }
 
 /// What happens to one ordinal of a set on a host.
@@ -165,9 +175,14 @@ pub struct SetPlan {
 pub struct HostPlan {
     pub host: String,
     pub sets: Vec<SetPlan>,
+    /// Drifted containers of the desired revisions: replaced by this plan, or (driftPolicy
+    /// Report) left as they are. Sorted by set and container.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drifted: Vec<DriftReport>,
 }
 
 impl HostPlan {
+    /// No change to make. Drift that is only reported is no change.
     pub fn is_empty(&self) -> bool {
         self.sets.is_empty()
     }
@@ -190,14 +205,16 @@ pub fn plan_host(host: &str, desired: &[DesiredSet], observed: &[ObservedContain
         });
     }
     let mut sets = Vec::new();
+    let mut drifted = Vec::new();
     let desired_keys: BTreeSet<&SetKey> = desired.iter().map(|d| &d.key).collect();
     for d in desired {
         let containers = by_set.get(&d.key).map(Vec::as_slice).unwrap_or(&[]);
-        let p = plan_set(d, containers);
+        let p = plan_set(d, containers, &mut drifted);
         if !p.changes.is_empty() {
             sets.push(p);
         }
     }
+    drifted.sort();
     // Owned sets with containers here that should no longer run here.
     for (key, containers) in &by_set {
         if desired_keys.contains(key) || !scope.owns(key) {
@@ -218,7 +235,7 @@ pub fn plan_host(host: &str, desired: &[DesiredSet], observed: &[ObservedContain
     mark_port_freeing(&mut sets, desired, &by_set);
     // Port-freeing sets first, as the executor runs them.
     sets.sort_by_key(|s| !s.frees_ports);
-    HostPlan { host: host.to_string(), sets }
+    HostPlan { host: host.to_string(), sets, drifted }
 }
 
 /// Flag the removal-only set plans whose containers hold a host port another desired set
@@ -266,7 +283,7 @@ fn create_and_start(d: &DesiredSet, ordinal: u32) -> Vec<Step> {
     vec![Step::Create { name: name.clone(), ordinal }, Step::Start { name: name.clone() }, Step::WaitReady { name }]
 }
 
-fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer]) -> SetPlan {
+fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec<DriftReport>) -> SetPlan {
     let mut by_ordinal: BTreeMap<u32, Vec<&ObservedContainer>> = BTreeMap::new();
     let mut changes = Vec::new();
     for c in containers {
@@ -296,9 +313,7 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer]) -> SetPlan {
 
     for ordinal in 0..d.replicas {
         let here = by_ordinal.remove(&ordinal).unwrap_or_default();
-        if let Some(change) = plan_ordinal(d, ordinal, &here, order) {
-            changes.push(change);
-        }
+        changes.extend(plan_ordinal(d, ordinal, &here, order, drifted));
     }
 
     let creates = changes.iter().any(|c| c.steps.iter().any(|s| matches!(s, Step::Create { .. })));
@@ -325,13 +340,20 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer]) -> SetPlan {
     }
 }
 
-/// One ordinal: `here` are the containers that carry it, of any revision.
-fn plan_ordinal(d: &DesiredSet, ordinal: u32, here: &[&ObservedContainer], order: Order) -> Option<Change> {
+/// One ordinal: `here` are the containers that carry it, of any revision. Drift of the
+/// container of the desired revision is noted in `drifted`.
+fn plan_ordinal(
+    d: &DesiredSet,
+    ordinal: u32,
+    here: &[&ObservedContainer],
+    order: Order,
+    drifted: &mut Vec<DriftReport>,
+) -> Vec<Change> {
     let name = d.container_name(ordinal);
     let (mut current, old): (Vec<&ObservedContainer>, Vec<&ObservedContainer>) =
         here.iter().partition(|c| c.revision == d.revision);
     // Prefer the container with the expected name; any other of the same revision is extra.
-    current.sort_by_key(|c| (c.name != name, c.state != State::Running));
+    current.sort_by_key(|c| (c.name != name, c.state != State::Running, c.drift_kind().is_some()));
     let extra: Vec<&ObservedContainer> = current.iter().skip(1).copied().collect();
     let current = current.first().copied();
 
@@ -344,63 +366,93 @@ fn plan_ordinal(d: &DesiredSet, ordinal: u32, here: &[&ObservedContainer], order
     if !extra.is_empty() {
         reasons.push(Reason::Duplicate);
     }
+    let drift = current.and_then(|c| c.drift_kind().map(|k| (c, k)));
+    let report = d.drift_policy == DriftPolicy::Report;
+    if let Some((c, kind)) = drift {
+        drifted.push(DriftReport {
+            set: d.key.clone(),
+            container: c.name.clone(),
+            id: c.id.clone(),
+            kind,
+            replaced: !report,
+        });
+    }
 
-    let action = match current.map(|c| c.state) {
-        Some(State::Running | State::Restarting) => {
+    let action = match current {
+        Some(_) if report && drift.is_some() => {
+            // Left exactly as it is, for a person to look at; only what is not it goes.
+            let mut changes: Vec<Change> = old.iter().map(|c| remove(c, spec_changed(d, c))).collect();
+            changes.extend(extra.iter().map(|c| remove(c, Reason::Duplicate)));
+            return changes;
+        }
+        Some(c) if drift.is_none() && matches!(c.state, State::Running | State::Restarting) => {
             if old_live.is_empty() {
-                return None;
+                return Vec::new();
             }
             // A replacement was interrupted after the new container started.
-            steps.push(Step::WaitReady { name: current.unwrap().name.clone() });
+            steps.push(Step::WaitReady { name: c.name.clone() });
             old_live.iter().for_each(|c| steps.extend(stop_and_remove(c)));
             Action::Complete
         }
-        Some(State::Created) if old_live.is_empty() => {
-            let c = current.unwrap();
+        Some(c) if drift.is_none() && c.state == State::Created && old_live.is_empty() => {
             steps.push(Step::Start { name: c.name.clone() });
             steps.push(Step::WaitReady { name: c.name.clone() });
             Action::Start
         }
-        state => {
+        Some(c) if drift.is_none() && c.state == State::Created => {
+            // Created but never started, next to an old container: start it in place.
+            let mut s = vec![Step::Start { name: c.name.clone() }, Step::WaitReady { name: c.name.clone() }];
+            let olds: Vec<Step> = old_live.iter().flat_map(|c| stop_and_remove(c)).collect();
+            if order == Order::StartFirst {
+                s.extend(olds);
+            } else {
+                s.splice(0..0, olds);
+            }
+            return vec![Change {
+                ordinal: Some(ordinal),
+                container: name,
+                action: Action::Replace { reasons },
+                steps: s,
+            }];
+        }
+        _ => {
             // Nothing usable of the current revision: (re)create it.
-            let mut dead = Vec::new();
-            if let (Some(c), Some(s)) = (current, state)
-                && s != State::Created
-            {
-                reasons.insert(0, Reason::NotRunning { state: s });
-                dead = stop_and_remove(c);
-            } else if let Some(c) = current {
-                // Created but never started, next to an old container: start it in place.
-                let mut s = vec![Step::Start { name: c.name.clone() }, Step::WaitReady { name: c.name.clone() }];
-                let olds: Vec<Step> = old_live.iter().flat_map(|c| stop_and_remove(c)).collect();
-                if order == Order::StartFirst {
-                    s.extend(olds);
+            let (mut dead_before, mut dead_after) = (Vec::new(), Vec::new());
+            if let Some(c) = current {
+                reasons.insert(
+                    0,
+                    match c.drift {
+                        Some(kind) => Reason::Drifted { drift: kind },
+                        None => Reason::NotRunning { state: c.state },
+                    },
+                );
+                // A renamed container no longer holds the name, so its fresh copy can serve
+                // before it goes; not when it holds a host port the copy needs (the same one).
+                let live = matches!(c.state, State::Running | State::Restarting | State::Paused);
+                if c.name != name && live && order == Order::StartFirst && c.host_bindings.is_empty() {
+                    dead_after = stop_and_remove(c);
                 } else {
-                    s.splice(0..0, olds);
+                    dead_before = stop_and_remove(c);
                 }
-                return Some(Change {
-                    ordinal: Some(ordinal),
-                    container: name,
-                    action: Action::Replace { reasons },
-                    steps: s,
-                });
             }
             let olds: Vec<Step> = old_live.iter().flat_map(|c| stop_and_remove(c)).collect();
-            steps.extend(dead);
+            steps.extend(dead_before);
             match order {
                 Order::StartFirst => {
                     steps.extend(create_and_start(d, ordinal));
+                    steps.extend(dead_after);
                     steps.extend(olds);
                 }
                 Order::StopFirst => {
                     steps.extend(olds);
                     steps.extend(create_and_start(d, ordinal));
+                    steps.extend(dead_after);
                 }
             }
             if reasons.is_empty() { Action::Create } else { Action::Replace { reasons } }
         }
     };
-    Some(Change { ordinal: Some(ordinal), container: name, action, steps })
+    vec![Change { ordinal: Some(ordinal), container: name, action, steps }]
 }
 
 fn spec_changed(d: &DesiredSet, old: &ObservedContainer) -> Reason {

@@ -1,9 +1,18 @@
 //! A Docker host in memory: applies plan steps the way the engine would, and observes itself
 //! the way the Docker adapter does. The planner's laws are checked against it.
+//!
+//! Drift is simulated too: a container's name and image are what the list shows (so renamed
+//! and wrong-image containers are marked by the same [`list_drift`] the adapter uses), and
+//! [`SimContainer::drift`] stands for what the event log would mark (update, exec, cp). A
+//! created container has no drift. A create that finds a foreign container on its name does what
+//! the executor does: stop and rename it aside (Replace) or refuse (Report).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{DesiredSet, Health, HostBinding, ObservedContainer, SetKey, State, labels};
+use super::model::{
+    ContainerSpec, DesiredSet, Drift, DriftPolicy, Health, HostBinding, ObservedContainer, SetKey, State, labels,
+    list_drift, squatter_name,
+};
 use super::plan::{HostPlan, Step};
 
 /// One container on the simulated host.
@@ -15,6 +24,10 @@ pub struct SimContainer {
     pub state: State,
     pub health: Option<Health>,
     pub has_healthcheck: bool,
+    /// The image it runs, as the list shows it.
+    pub image: String,
+    /// Drift only the event stream would show (update, exec, cp).
+    pub drift: Option<Drift>,
 }
 
 /// A host in memory.
@@ -34,6 +47,8 @@ pub enum SimError {
     NoSuchContainer(String),
     RemoveRunning(String),
     UnknownSet(String),
+    /// A foreign container holds the name, and the set's drift policy is Report.
+    Squatter(String),
 }
 
 impl SimHost {
@@ -42,24 +57,32 @@ impl SimHost {
         self.containers
             .iter()
             .filter(|c| c.labels.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGED_BY_VALUE))
-            .map(|c| ObservedContainer {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                set: SetKey::new(
+            .map(|c| {
+                let set = SetKey::new(
                     c.labels.get(labels::NAMESPACE).cloned().unwrap_or_default(),
                     c.labels.get(labels::SET).cloned().unwrap_or_default(),
-                ),
-                revision: c.labels.get(labels::REVISION).cloned().unwrap_or_default(),
-                ordinal: c.labels.get(labels::ORDINAL).and_then(|o| o.parse().ok()),
-                state: c.state,
-                health: c.health,
-                image: String::new(),
-                spec_json: c.labels.get(labels::SPEC).cloned(),
-                host_bindings: c
-                    .labels
-                    .get(labels::HOST_PORTS)
-                    .map(|s| s.split(',').filter_map(HostBinding::parse).collect())
-                    .unwrap_or_default(),
+                );
+                let revision = c.labels.get(labels::REVISION).cloned().unwrap_or_default();
+                let ordinal = c.labels.get(labels::ORDINAL).and_then(|o| o.parse().ok());
+                let spec_json = c.labels.get(labels::SPEC).cloned();
+                let drift = list_drift(&set, &revision, ordinal, &c.name, &c.image, spec_json.as_deref()).or(c.drift);
+                ObservedContainer {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    set,
+                    revision,
+                    ordinal,
+                    state: c.state,
+                    health: c.health,
+                    image: c.image.clone(),
+                    spec_json,
+                    host_bindings: c
+                        .labels
+                        .get(labels::HOST_PORTS)
+                        .map(|s| s.split(',').filter_map(HostBinding::parse).collect())
+                        .unwrap_or_default(),
+                    drift,
+                }
             })
             .collect()
     }
@@ -79,6 +102,12 @@ impl SimHost {
     ) {
         self.next_id += 1;
         let has_healthcheck = health.is_some();
+        // It runs the image its spec label names, as a container berth created does.
+        let image = labels
+            .get(labels::SPEC)
+            .and_then(|j| serde_json::from_str::<ContainerSpec>(j).ok())
+            .map(|s| s.image)
+            .unwrap_or_else(|| "example/other:1".to_string());
         self.containers.push(SimContainer {
             id: format!("sim{:06}", self.next_id),
             name: name.to_string(),
@@ -86,6 +115,8 @@ impl SimHost {
             state,
             health,
             has_healthcheck,
+            image,
+            drift: None,
         });
     }
 
@@ -102,10 +133,21 @@ impl SimHost {
                 self.images.insert(image.clone());
             }
             Step::Create { name, ordinal } => {
-                if self.containers.iter().any(|c| &c.name == name) {
-                    return Err(SimError::NameInUse(name.clone()));
-                }
                 let d = sets.iter().find(|d| &d.key == set).ok_or_else(|| SimError::UnknownSet(set.to_string()))?;
+                if let Some(c) = self.containers.iter_mut().find(|c| &c.name == name) {
+                    let foreign =
+                        c.labels.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGED_BY_VALUE);
+                    if !foreign {
+                        return Err(SimError::NameInUse(name.clone()));
+                    }
+                    if d.drift_policy == DriftPolicy::Report {
+                        return Err(SimError::Squatter(name.clone()));
+                    }
+                    // As the executor does: stopped and renamed aside, never removed.
+                    c.name = squatter_name(name, &c.id);
+                    c.state = State::Exited;
+                    c.health = None;
+                }
                 let hc = d.spec.healthcheck.is_some();
                 self.add_container(name, d.container_labels(*ordinal), State::Created, None);
                 self.containers.last_mut().unwrap().has_healthcheck = hc;
@@ -155,6 +197,13 @@ impl SimHost {
             }
         }
         Ok(())
+    }
+
+    /// A container berth did not make, holding `name` (a squatter).
+    pub fn add_foreign(&mut self, name: &str, running: bool) {
+        let labels = BTreeMap::from([("com.example.owner".to_string(), "ops".to_string())]);
+        let state = if running { State::Running } else { State::Exited };
+        self.add_container(name, labels, state, None);
     }
 
     fn by_name(&mut self, name: &str) -> Result<&mut SimContainer, SimError> {

@@ -251,7 +251,7 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
         async move {
             match (&v.docker, sets.is_empty()) {
                 (Some(d), false) => {
-                    let plan = HostPlan { host: v.target.name.clone(), sets };
+                    let plan = HostPlan { host: v.target.name.clone(), sets, drifted: Vec::new() };
                     Some(docker::execute_host(d, &plan, &v.target.desired, ctx.options, progress).await)
                 }
                 _ => None,
@@ -373,7 +373,7 @@ async fn run_set(
         let runs = wave.iter().map(|name| {
             let (i, sp) = plan_of(name);
             let v = &views[*i];
-            let plan = HostPlan { host: v.target.name.clone(), sets: vec![sp.clone()] };
+            let plan = HostPlan { host: v.target.name.clone(), sets: vec![sp.clone()], drifted: Vec::new() };
             async move {
                 let d = v.docker.as_ref().expect("work hosts are connected");
                 (*i, docker::execute_host(d, &plan, &v.target.desired, ctx.options, progress).await)

@@ -20,8 +20,8 @@ use crate::docker::{Endpoint, SetRuntime, TlsFiles};
 use crate::engine::pin::ImagePolicy;
 use crate::engine::rollout::{MaxUnavailable, RolloutPolicy};
 use crate::engine::{
-    ContainerSpec, DesiredSet, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope, SecretString,
-    SetKey,
+    ContainerSpec, DesiredSet, DriftPolicy, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope,
+    SecretString, SetKey,
 };
 use crate::fleet::SetInfo;
 
@@ -259,7 +259,11 @@ fn desired_set(cs: &ContainerSet, key: SetKey, spec: ContainerSpec) -> DesiredSe
         PullPolicy::Always => Pull::Always,
         PullPolicy::Never => Pull::Never,
     };
-    DesiredSet::new(key, spec, cs.spec.replicas_per_host.max(0) as u32, order, pull)
+    let drift = match cs.spec.drift_policy {
+        berth_crd::DriftPolicy::Replace => DriftPolicy::Replace,
+        berth_crd::DriftPolicy::Report => DriftPolicy::Report,
+    };
+    DesiredSet::new(key, spec, cs.spec.replicas_per_host.max(0) as u32, order, pull).with_drift_policy(drift)
 }
 
 fn host_endpoint(

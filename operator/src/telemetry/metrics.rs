@@ -40,6 +40,12 @@ pub struct StateLabels {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    /// The drift kind: `stopped`, `renamed`, `updated`, `exec`, `copied`, `wrongImage`, `squatter`.
+    pub kind: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -49,7 +55,7 @@ pub struct Metrics {
     pub docker_steps: Family<StepLabels, Counter>,
     pub docker_requests: Family<MethodLabels, Counter>,
     pub containers: Family<StateLabels, Gauge>,
-    pub drift_events: Counter,
+    pub drift_events: Family<DriftLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,14 +69,18 @@ impl Default for Metrics {
         let docker_steps = Family::<StepLabels, Counter>::default();
         let docker_requests = Family::<MethodLabels, Counter>::default();
         let containers = Family::<StateLabels, Gauge>::default();
-        let drift_events = Counter::default();
+        let drift_events = Family::<DriftLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run, by resource kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by kind and error", errors.clone());
         registry.register("reconcile_duration_seconds", "Time a reconcile took", duration.clone());
         registry.register("docker_steps", "Docker operations carried out, by step", docker_steps.clone());
         registry.register("docker_requests", "Docker API requests sent, by HTTP method", docker_requests.clone());
         registry.register("managed_containers", "Managed containers last observed, by state", containers.clone());
-        registry.register("drift_events", "Engine events about managed containers", drift_events.clone());
+        registry.register(
+            "drift_events",
+            "Drift found on managed containers (replaced, or reported once), by kind",
+            drift_events.clone(),
+        );
         Metrics { registry, reconciles, errors, duration, docker_steps, docker_requests, containers, drift_events }
     }
 }
@@ -84,6 +94,10 @@ impl Metrics {
 
     pub fn failed(&self, kind: &str, error: &str) {
         self.errors.get_or_create(&ErrorLabels { kind: kind.to_string(), error: error.to_string() }).inc();
+    }
+
+    pub fn drifted(&self, kind: crate::engine::Drift) {
+        self.drift_events.get_or_create(&DriftLabels { kind: kind.as_str().to_string() }).inc();
     }
 
     /// The text exposition format.
