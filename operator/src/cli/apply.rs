@@ -256,6 +256,10 @@ async fn execute(
         .sum();
     if total > 0 {
         print!("{}", render::plan_text(views, &prepared.plans));
+    } else {
+        for (v, p) in views.iter().zip(&prepared.plans) {
+            print!("{}", render::drift_text(&v.target.name, p.as_ref()));
+        }
     }
     print!("{}", held_notes(&prepared));
     let progress = TerminalProgress::new(total as u64);

@@ -32,14 +32,7 @@ pub fn plan_text(views: &[HostView], plans: &[Option<HostPlan>]) -> String {
             }
             _ => {}
         }
-        // Drift left as is is no change, but a person should see it.
-        let left: Vec<_> = p.iter().flat_map(|p| &p.drifted).filter(|d| !d.replaced).collect();
-        if !left.is_empty() {
-            let _ = writeln!(out, "host {}: drift left as it is (driftPolicy Report)", v.target.name);
-            for d in left {
-                let _ = writeln!(out, "    ! {} ({}): {d}", d.set, d.id.chars().take(12).collect::<String>());
-            }
-        }
+        out.push_str(&drift_text(&v.target.name, p.as_ref()));
     }
     if create + replace + remove + other == 0 {
         if views.iter().all(|v| v.observed.is_ok()) {
@@ -51,6 +44,19 @@ pub fn plan_text(views: &[HostView], plans: &[Option<HostPlan>]) -> String {
             let _ = write!(out, ", {other} to finish");
         }
         let _ = writeln!(out, ".");
+    }
+    out
+}
+
+/// Drift left as is (driftPolicy Report) on one host: no change, but a person should see it.
+pub fn drift_text(host: &str, plan: Option<&HostPlan>) -> String {
+    let mut out = String::new();
+    let left: Vec<_> = plan.iter().flat_map(|p| &p.drifted).filter(|d| !d.replaced).collect();
+    if !left.is_empty() {
+        let _ = writeln!(out, "host {host}: drift left as it is (driftPolicy Report)");
+        for d in left {
+            let _ = writeln!(out, "    ! {} ({}): {d}", d.set, d.id.chars().take(12).collect::<String>());
+        }
     }
     out
 }

@@ -140,7 +140,7 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         publish(ctx, cs, EventType::Warning, "PinFailed", "Pin", p.clone()).await;
     }
     for note in pins.notes().into_iter().filter(|_| pin_problem.is_none()) {
-        tracing::info!(set = %key, note, "image");
+        tracing::debug!(set = %key, note, "image");
     }
     let declared =
         views.iter().find_map(|v| v.target.desired.iter().find(|d| d.key == key)).map(|d| d.revision.clone());
@@ -314,7 +314,13 @@ fn rollout_note(report: &Option<fleet::SetReport>, declared: &str, target: Strin
             ),
         )),
         SetResult::Held { number, fallback, message, by_hand, .. } => Some((
-            if *by_hand { "RolledBackByHand" } else { "RevisionHeld" }.into(),
+            // The reason stays what the rollout that failed said, reconcile after reconcile.
+            match (by_hand, fallback) {
+                (true, _) => "RolledBackByHand",
+                (false, Some(_)) => "RolledBack",
+                (false, None) => "RevisionHeld",
+            }
+            .into(),
             format!(
                 "revision {number} ({declared}) {}{}; {}; change the spec to roll out again",
                 if *by_hand { "was rolled back" } else { "failed" },

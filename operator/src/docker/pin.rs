@@ -198,12 +198,12 @@ pub async fn pin_images<'a>(
                 PinOutcome::Resolved { image: pinned, host, source }
             }
             (PinDecision::Resolve, Some(Ok(Resolution::Local))) => {
-                tracing::info!(set = %key, image = %declared, %host, "not pinned: local image without a registry digest");
+                tracing::debug!(set = %key, image = %declared, %host, "not pinned: local image without a registry digest");
                 PinOutcome::Local { host }
             }
             (PinDecision::Resolve, Some(Err(error))) => {
                 // Reported to the caller (the CLI prints it, the operator makes it an Event).
-                tracing::info!(set = %key, image = %declared, %host, %error, "cannot pin; the set is left as it is");
+                tracing::warn!(set = %key, image = %declared, %host, %error, "cannot pin; the set is left as it is");
                 PinOutcome::Held(PinProblem { set: key.clone(), host, error })
             }
         };

@@ -1,0 +1,97 @@
+//! `berth watch -f DIR`: the standalone way to keep a folder and its hosts converged.
+//!
+//! Drift behind berth's back is healed from the engine's events (a killed container, an exec
+//! into one), or reported under `driftPolicy: Report`; a changed file rolls out; a broken file
+//! touches nothing until it is fixed. The heal times are printed (`--nocapture`).
+
+use std::time::{Duration, Instant};
+
+use berth_tests::*;
+use bollard::Docker;
+use bollard::models::ContainerStateStatusEnum;
+
+/// The set's one container: (id, running and healthy).
+async fn the_container(docker: &Docker, ns: &str) -> Option<(String, String)> {
+    let list = names_ids_states(docker, ns).await;
+    let [(name, id, _)] = list.as_slice() else { return None };
+    let c = docker.inspect_container(name, None).await.ok()?;
+    let state = c.state?;
+    let healthy = state.status == Some(ContainerStateStatusEnum::RUNNING)
+        && state.health.and_then(|h| h.status).map(|s| s.to_string()) == Some("healthy".into());
+    healthy.then(|| (name.clone(), id.clone()))
+}
+
+/// Wait until the set's container is a healthy one other than `old`; returns it and the time.
+async fn replaced(docker: &Docker, ns: &str, old: &str, since: Instant) -> ((String, String), f64) {
+    let c = eventually("a healthy replacement", Duration::from_secs(30), || async {
+        the_container(docker, ns).await.filter(|(_, id)| id != old)
+    })
+    .await;
+    (c, since.elapsed().as_secs_f64())
+}
+
+fn docker_cli(args: &[&str]) {
+    let out = std::process::Command::new("docker").args(args).output().expect("the docker CLI runs");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_heals_drift_rolls_out_file_changes_and_ignores_broken_files() {
+    ensure_echo_image();
+    let docker = docker().await;
+    let ns = NamespaceGuard::new("watch");
+    let dir = tempfile::tempdir().unwrap();
+    let set = EchoSet::new(ns.name(), "web").env("GREETING", "one");
+    let file = set.write(dir.path());
+    let watch = spawn_berth(["watch", "-f", dir.path().to_str().unwrap(), "--resync-seconds", "3600"], &[]);
+
+    let (_, first) =
+        eventually("the set runs", Duration::from_secs(60), || async { the_container(&docker, ns.name()).await }).await;
+
+    // Killed behind berth's back: replaced from the engine's `die` event.
+    let t = Instant::now();
+    docker_cli(&["kill", &first]);
+    let ((_, second), killed) = replaced(&docker, ns.name(), &first, t).await;
+
+    // Exec'd into: the container can no longer be trusted; replaced from `exec_start`.
+    let t = Instant::now();
+    docker_cli(&["exec", &second, "/echo", "--help"]);
+    let ((name, third), exec) = replaced(&docker, ns.name(), &second, t).await;
+    eprintln!("watch heal times (drift → replacement running and healthy): killed {killed:.2}s, exec {exec:.2}s");
+    assert!(name.contains(".web."), "{name}");
+
+    // A file change rolls out a new revision.
+    set.clone().env("GREETING", "two").write(dir.path());
+    let (name, _) = eventually("the new revision runs", Duration::from_secs(60), || async {
+        let c = the_container(&docker, ns.name()).await?;
+        (c.1 != third).then_some(c)
+    })
+    .await;
+    let addr = container_addr(&docker, &name).await;
+    assert_eq!(http_request(&addr, "GET", "/env/GREETING", &[]).map(|(_, b)| b).as_deref(), Some("two"));
+
+    // A broken file: reported, nothing touched.
+    let before = names_ids_states(&docker, ns.name()).await;
+    std::fs::write(&file, set.yaml().replace("replicasPerHost: 1", "replicasPerHost: -3")).unwrap();
+    eventually("the error is reported", Duration::from_secs(20), || async {
+        watch.stderr().contains("replicasPerHost").then_some(())
+    })
+    .await;
+    assert_eq!(names_ids_states(&docker, ns.name()).await, before, "a broken file touches nothing");
+
+    // Report: an exec is left as it is and said.
+    std::fs::write(&file, set.yaml().replace("spec:\n", "spec:\n  driftPolicy: Report\n")).unwrap();
+    let (_, kept) = eventually("the set runs under Report", Duration::from_secs(60), || async {
+        let c = the_container(&docker, ns.name()).await?;
+        watch.stdout().contains("No changes").then_some(c)
+    })
+    .await;
+    docker_cli(&["exec", &kept, "/echo", "--help"]);
+    eventually("the exec is reported", Duration::from_secs(20), || async {
+        watch.stdout().contains("exec'd into").then_some(())
+    })
+    .await;
+    assert_eq!(the_container(&docker, ns.name()).await.map(|c| c.1), Some(kept), "left as it is");
+    let out = watch.kill();
+    assert!(!out.stdout.contains("panicked") && !out.stderr.contains("panicked"), "{out}");
+}
