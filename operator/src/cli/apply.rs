@@ -73,14 +73,7 @@ async fn prepare(
             }
         }
     }
-    let pins = docker::pin::pin_images(
-        views
-            .iter_mut()
-            .map(|v| docker::pin::PinHost::new(&mut v.target, v.docker.as_ref(), v.observed.as_deref().ok())),
-        &resolved.image_policies,
-        &resolved.runtime,
-    )
-    .await;
+    let pins = fleet::pin_images(&mut views, resolved).await;
     eprint!("{pins}");
     let pinned = pins.problems().next().is_none();
     let store = host_history(&views);
@@ -282,6 +275,7 @@ async fn execute(
 fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started: Instant, mut ok: bool) -> bool {
     // Changes of paused sets were planned but wait: they are not counted as made.
     let mut waiting = 0;
+    let mut printed: Vec<String> = Vec::new();
     for v in views {
         if let Err(e) = &v.observed {
             ok = false;
@@ -293,10 +287,11 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
             if let Some(e) = &s.error {
                 ok = false;
                 eprintln!(
-                    "error: host {}: set {}: {e}\n  {} change(s) done, {} failed, {} not started; \
-                     containers not yet replaced keep running",
+                    "error: host {}: set {}: {e}\n  the rollout stopped: {} change(s) done, {} failed, {} not \
+                     started; containers not yet replaced keep running",
                     v.target.name, s.set, s.done, s.failed, s.skipped
                 );
+                printed.push(e.clone());
             }
         }
     }
@@ -329,7 +324,10 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
             }
             SetResult::Error(e) => {
                 ok = false;
-                eprintln!("error: set {}: {e}", s.key);
+                // A step's error was said above, with its host.
+                if !printed.iter().any(|p| e.contains(p.as_str())) {
+                    eprintln!("error: set {}: {e}", s.key);
+                }
             }
         }
     }

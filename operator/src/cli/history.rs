@@ -45,34 +45,37 @@ pub(super) fn parse_set(s: &str) -> SetKey {
     }
 }
 
-/// The history as a table; `running` says which revision hashes run on which hosts.
-pub(super) fn history_table(history: &History, views: &[HostView], key: &SetKey) -> String {
+/// The history as a table; `running` says where (or whether) each revision runs now.
+pub(super) fn history_table(history: &History, running: impl Fn(&RevisionRecord) -> String) -> String {
     let mut out =
-        format!("{:<9} {:<11} {:<11} {:<26} {:<45} {}\n", "REVISION", "HASH", "OUTCOME", "TIME", "IMAGE", "RUNNING ON");
+        format!("{:<9} {:<11} {:<11} {:<31} {:<45} {}\n", "REVISION", "HASH", "OUTCOME", "TIME", "IMAGE", "RUNNING");
     for r in history.records() {
-        let running: Vec<&str> = views
-            .iter()
-            .filter(|v| {
-                v.observed
-                    .as_ref()
-                    .is_ok_and(|o| o.iter().any(|c| &c.set == key && c.revision == r.hash && c.is_ready()))
-            })
-            .map(|v| v.target.name.as_str())
-            .collect();
         out.push_str(&format!(
-            "{:<9} {:<11} {:<11} {:<26} {:<45} {}\n",
+            "{:<9} {:<11} {:<11} {:<31} {:<45} {}\n",
             r.number,
             r.hash,
             format!("{:?}", r.outcome),
             r.time,
             r.image,
-            running.join(",")
+            running(r)
         ));
         if let Some(m) = &r.message {
             out.push_str(&format!("{:<9} {m}\n", ""));
         }
     }
     out
+}
+
+/// Where a revision runs ready, by host name.
+fn running_on(views: &[HostView], key: &SetKey, hash: &str) -> String {
+    views
+        .iter()
+        .filter(|v| {
+            v.observed.as_ref().is_ok_and(|o| o.iter().any(|c| &c.set == key && c.revision == hash && c.is_ready()))
+        })
+        .map(|v| v.target.name.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
@@ -98,7 +101,7 @@ pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     } else if history.records().is_empty() {
         println!("set {key}: no revisions recorded yet");
     } else {
-        print!("{}", history_table(&history, &views, &key));
+        print!("{}", history_table(&history, |r| running_on(&views, &key, &r.hash)));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -140,18 +143,10 @@ pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     left.message = Some(format!("rolled back to revision {} by hand", target.number));
     for record in [back, left] {
         let writes = h.record(record, limit.max(2));
-        let mut records = h.records().to_vec();
         for w in &writes {
             store.write(&key, w).await?;
-            match w {
-                crate::engine::history::HistoryWrite::Put(r) => {
-                    records.retain(|x| x.hash != r.hash);
-                    records.push(r.clone());
-                }
-                crate::engine::history::HistoryWrite::Delete(r) => records.retain(|x| x.hash != r.hash),
-            }
         }
-        h = History::new(records);
+        h = h.apply(&writes);
     }
     println!(
         "set {key}: rolling back from revision {} ({}) to {} ({})",
@@ -194,21 +189,9 @@ mod cluster {
             return Ok(ExitCode::SUCCESS);
         }
         let current = cs.status.as_ref().and_then(|s| s.current_revision.clone()).unwrap_or_default();
-        println!("{:<9} {:<11} {:<11} {:<26} {:<45} CURRENT", "REVISION", "HASH", "OUTCOME", "TIME", "IMAGE");
-        for r in history.records() {
-            println!(
-                "{:<9} {:<11} {:<11} {:<26} {:<45} {}",
-                r.number,
-                r.hash,
-                format!("{:?}", r.outcome),
-                r.time,
-                r.image,
-                if r.hash == current { "*" } else { "" }
-            );
-            if let Some(m) = &r.message {
-                println!("{:<9} {m}", "");
-            }
-        }
+        let table =
+            super::history_table(&history, |r| if r.hash == current { "current".into() } else { String::new() });
+        print!("{table}");
         Ok(ExitCode::SUCCESS)
     }
 

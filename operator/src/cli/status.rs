@@ -25,14 +25,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let resolved = load_input(&args.input, false)?;
     let mut views = observe_all(resolved.hosts.clone()).await;
     // The revision a set should run covers its pinned image: the same as apply would choose.
-    let pins = crate::docker::pin::pin_images(
-        views
-            .iter_mut()
-            .map(|v| crate::docker::pin::PinHost::new(&mut v.target, v.docker.as_ref(), v.observed.as_deref().ok())),
-        &resolved.image_policies,
-        &resolved.runtime,
-    )
-    .await;
+    let pins = crate::fleet::pin_images(&mut views, &resolved).await;
     eprint!("{pins}");
     let mut out = Vec::new();
     let mut unreachable = false;

@@ -127,14 +127,7 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let key = SetKey::new(cs.namespace().unwrap_or_default(), cs.name_any());
     let mut views = futures::future::join_all(resolved.hosts.iter().map(|t| view_of(t, ctx).boxed())).await;
     // One digest for every host: pinned before planning (the revision includes it).
-    let pins = docker::pin::pin_images(
-        views
-            .iter_mut()
-            .map(|v| docker::pin::PinHost::new(&mut v.target, v.docker.as_ref(), v.observed.as_deref().ok())),
-        &resolved.image_policies,
-        &resolved.runtime,
-    )
-    .await;
+    let pins = crate::fleet::pin_images(&mut views, &resolved).await;
     let pin_problem = pins.problems().next().map(ToString::to_string);
     if let Some(p) = &pin_problem {
         publish(ctx, cs, EventType::Warning, "PinFailed", "Pin", p.clone()).await;

@@ -80,6 +80,21 @@ impl History {
         History { records }
     }
 
+    /// The history after a store carried out `writes`.
+    pub fn apply(&self, writes: &[HistoryWrite]) -> History {
+        let mut records = self.records.clone();
+        for w in writes {
+            match w {
+                HistoryWrite::Put(r) => {
+                    records.retain(|x| x.hash != r.hash);
+                    records.push(r.clone());
+                }
+                HistoryWrite::Delete(r) => records.retain(|x| x.hash != r.hash),
+            }
+        }
+        History::new(records)
+    }
+
     pub fn records(&self) -> &[RevisionRecord] {
         &self.records
     }
@@ -209,17 +224,7 @@ mod tests {
     }
 
     fn apply(h: &History, writes: &[HistoryWrite]) -> History {
-        let mut records = h.records.clone();
-        for w in writes {
-            match w {
-                HistoryWrite::Put(r) => {
-                    records.retain(|x| x.hash != r.hash);
-                    records.push(r.clone());
-                }
-                HistoryWrite::Delete(r) => records.retain(|x| x.hash != r.hash),
-            }
-        }
-        History::new(records)
+        h.apply(writes)
     }
 
     #[test]

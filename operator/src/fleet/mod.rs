@@ -45,6 +45,19 @@ pub async fn observe_all(targets: Vec<HostTarget>) -> Vec<HostView> {
     futures::future::join_all(views).await
 }
 
+/// Pin every set's image to one digest for all its hosts, rewriting the views' desired state
+/// (see [`crate::docker::pin`]).
+pub async fn pin_images(views: &mut [HostView], resolved: &crate::input::Resolved) -> docker::pin::PinReport {
+    docker::pin::pin_images(
+        views
+            .iter_mut()
+            .map(|v| docker::pin::PinHost::new(&mut v.target, v.docker.as_ref(), v.observed.as_deref().ok())),
+        &resolved.image_policies,
+        &resolved.runtime,
+    )
+    .await
+}
+
 /// Plan every host that could be observed.
 pub fn plan_all(views: &[HostView]) -> Vec<Option<HostPlan>> {
     views

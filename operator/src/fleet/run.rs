@@ -465,7 +465,7 @@ async fn run_set(
             }
         }
         collect_images(views, &writes, &before).await;
-        history = apply_writes(&before, &writes);
+        history = before.apply(&writes);
     }
     report.history = Some(history);
     (report, outcomes, substitution)
@@ -575,22 +575,8 @@ async fn write_all(
     for w in &writes {
         store.write(key, w).await?;
     }
-    *history = apply_writes(history, &writes);
+    *history = history.apply(&writes);
     Ok(())
-}
-
-fn apply_writes(history: &History, writes: &[HistoryWrite]) -> History {
-    let mut records = history.records().to_vec();
-    for w in writes {
-        match w {
-            HistoryWrite::Put(r) => {
-                records.retain(|x| x.hash != r.hash);
-                records.push(r.clone());
-            }
-            HistoryWrite::Delete(r) => records.retain(|x| x.hash != r.hash),
-        }
-    }
-    History::new(records)
 }
 
 /// Remove images berth pulled for revisions the history no longer keeps. Docker refuses to
