@@ -55,7 +55,8 @@ async fn watch_heals_drift_rolls_out_file_changes_and_ignores_broken_files() {
 
     // Exec'd into: the container can no longer be trusted; replaced from `exec_start`.
     let t = Instant::now();
-    docker_cli(&["exec", &second, "/echo", "--help"]);
+    // Detached: berth may stop the container before a foreground exec finishes.
+    docker_cli(&["exec", "-d", &second, "/echo", "--help"]);
     let ((name, third), exec) = replaced(&docker, ns.name(), &second, t).await;
     eprintln!("watch heal times (drift → replacement running and healthy): killed {killed:.2}s, exec {exec:.2}s");
     assert!(name.contains(".web."), "{name}");
@@ -86,7 +87,7 @@ async fn watch_heals_drift_rolls_out_file_changes_and_ignores_broken_files() {
         watch.stdout().contains("No changes").then_some(c)
     })
     .await;
-    docker_cli(&["exec", &kept, "/echo", "--help"]);
+    docker_cli(&["exec", "-d", &kept, "/echo", "--help"]);
     eventually("the exec is reported", Duration::from_secs(20), || async {
         watch.stdout().contains("exec'd into").then_some(())
     })
