@@ -12,7 +12,7 @@ use super::apply::{self, HostView};
 use super::{HistoryArgs, InputArgs, RollbackArgs};
 use crate::engine::SetKey;
 use crate::engine::history::{History, Outcome, RevisionRecord};
-use crate::fleet::history::HistoryStore;
+use crate::fleet::history::{HistoryStore, HostVolumes};
 
 /// Which revision a rollback returns to: `--to-revision N`, else the newest revision that was
 /// ready everywhere other than the newest record.
@@ -78,14 +78,14 @@ fn running_on(views: &[HostView], key: &SetKey, hash: &str) -> String {
         .join(",")
 }
 
-pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let key = parse_set(&args.set);
-    if args.files.is_empty() {
-        return cluster::history(&key, args.output_json).await;
-    }
-    let input_args = InputArgs { files: args.files.clone() };
-    let (_, resolved) = apply::load(&input_args, false)?;
-    if !resolved.sets.contains(&key) {
+/// A set's history as its files' hosts hold it, the hosts as observed, and the set's
+/// `revisionHistoryLimit`.
+async fn hosts_history(
+    files: &[std::path::PathBuf],
+    key: &SetKey,
+) -> anyhow::Result<(Vec<HostView>, HostVolumes, History, usize)> {
+    let (_, resolved) = apply::load(&InputArgs { files: files.to_vec() }, false)?;
+    if !resolved.sets.contains(key) {
         bail!("set {key} is not declared in the input");
     }
     let views = apply::observe_all(resolved.hosts.clone()).await;
@@ -95,7 +95,17 @@ pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let store = apply::host_history(&views);
-    let history = store.load(&key).await?;
+    let history = store.load(key).await?;
+    let limit = resolved.set_infos.get(key).map(|i| i.policy.history_limit).unwrap_or(10);
+    Ok((views, store, history, limit))
+}
+
+pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let key = parse_set(&args.set);
+    if args.files.is_empty() {
+        return cluster::history(&key, args.output_json).await;
+    }
+    let (views, _, history, _) = hosts_history(&args.files, &key).await?;
     if args.output_json {
         println!("{}", serde_json::to_string_pretty(history.records())?);
     } else if history.records().is_empty() {
@@ -111,14 +121,7 @@ pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     if args.files.is_empty() {
         return cluster::rollback(&key, args.to_revision).await;
     }
-    let input_args = InputArgs { files: args.files.clone() };
-    let (input, resolved) = apply::load(&input_args, false)?;
-    if !resolved.sets.contains(&key) {
-        bail!("set {key} is not declared in the input");
-    }
-    let views = apply::observe_all(resolved.hosts.clone()).await;
-    let store = apply::host_history(&views);
-    let history = store.load(&key).await?;
+    let (views, store, history, limit) = hosts_history(&args.files, &key).await?;
     let from = history.latest().cloned().with_context(|| format!("set {key}: no revisions recorded yet"))?;
     let target = match args.to_revision {
         Some(n) => {
@@ -132,7 +135,6 @@ pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     if target.hash == from.hash {
         bail!("set {key}: revision {} is the newest revision already", target.number);
     }
-    let limit = resolved.set_infos.get(&key).map(|i| i.policy.history_limit).unwrap_or(10);
     let mut h = history.clone();
     let mut back = target.clone();
     back.outcome = Outcome::Ready;
@@ -152,10 +154,15 @@ pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         "set {key}: rolling back from revision {} ({}) to {} ({})",
         from.number, from.hash, target.number, target.hash
     );
-    drop((views, input));
+    drop(views);
     // The hosts may run exactly the revision the files declare (nothing pending): the apply
     // must read the history just written all the same, or it changes nothing.
-    let args = super::ApplyArgs { input: input_args, prune: false, dry_run: false, concurrency: args.concurrency };
+    let args = super::ApplyArgs {
+        input: InputArgs { files: args.files },
+        prune: false,
+        dry_run: false,
+        concurrency: args.concurrency,
+    };
     apply::apply_consulting(args, &std::collections::BTreeSet::from([key])).await
 }
 

@@ -362,12 +362,12 @@ fn split_broken_hosts(input: &mut Input, cs: &ContainerSet) -> Vec<HostReport> {
     broken
 }
 
-/// Observe, plan and (unless paused) execute one host; report what is there afterwards.
+/// Observe, plan and execute one host without waves or history (the finalizer's removal of
+/// a deleted set); report what is there afterwards.
 async fn converge_host(
     target: &HostTarget,
     ctx: &Context,
     options: &ExecOptions,
-    paused: bool,
     key: &crate::engine::SetKey,
 ) -> HostReport {
     let desired = target.desired.iter().find(|d| &d.key == key).map(|d| d.replicas).unwrap_or(0);
@@ -389,29 +389,14 @@ async fn converge_host(
     };
     let plan = plan_host(&target.name, &target.desired, &observed, &target.scope);
     let mut after = observed;
-    if !plan.is_empty() && !paused {
+    if !plan.is_empty() {
         let outcome = docker::execute_host(&docker, &plan, &target.desired, options, ctx.metrics.as_ref()).await;
         for s in &outcome.sets {
             if let Some(e) = &s.error {
                 report.error = Some(format!("{}: {e}", s.set));
             }
         }
-        let (mut created, mut replaced, mut removed) = (0, 0, 0);
-        for sp in plan.sets.iter().filter(|sp| &sp.set == key) {
-            for c in &sp.changes {
-                match c.action {
-                    PlanAction::Create | PlanAction::Start => created += 1,
-                    PlanAction::Replace { .. } | PlanAction::Complete => replaced += 1,
-                    PlanAction::Remove { .. } => removed += 1,
-                }
-                tracing::info!(host = %target.name, set = %sp.set, container = %c.container, action = ?c.action, "change");
-            }
-        }
-        let done: usize = outcome.sets.iter().filter(|s| &s.set == key).map(|s| s.done).sum();
-        report.changed = Some(format!(
-            "host {}: {created} to create, {replaced} to replace, {removed} to remove; {done} done",
-            target.name
-        ));
+        report.changed = change_summary(&plan, key, std::slice::from_ref(&outcome));
         after = match ctx.pool.observe(&target.name, &docker).await {
             Ok(o) => o,
             Err(e) => {
@@ -488,7 +473,7 @@ async fn cleanup(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let options = ExecOptions { concurrency: 8, sets: resolved.runtime.clone() };
     let mut failures = Vec::new();
     for target in &resolved.hosts {
-        let report = converge_host(target, ctx, &options, false, &key).boxed().await;
+        let report = converge_host(target, ctx, &options, &key).boxed().await;
         if let Some(e) = report.error {
             failures.push(format!("host {}: {e}", target.name));
             continue;
