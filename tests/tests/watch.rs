@@ -30,9 +30,28 @@ async fn replaced(docker: &Docker, ns: &str, old: &str, since: Instant) -> ((Str
     (c, since.elapsed().as_secs_f64())
 }
 
-fn docker_cli(args: &[&str]) {
+fn docker_cli(args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("docker").args(args).output().expect("the docker CLI runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("docker {args:?}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// `docker exec -d` into the set's healthy container; returns its id. Detached, since berth
+/// may stop the container before a foreground exec returns. Retried: runc now and then fails
+/// an exec with "write init-p: broken pipe" (seen in CI on a loaded machine), which says
+/// nothing about berth; the drift only exists once an exec started.
+async fn exec_into(docker: &Docker, ns: &str, only: &str) -> String {
+    eventually("an exec into the set's container", Duration::from_secs(20), || async {
+        let (_, id) = the_container(docker, ns).await.ok_or("no healthy container")?;
+        if id != only {
+            return Err(format!("the container is {id}, not {only}"));
+        }
+        docker_cli(&["exec", "-d", &id, "/echo", "--help"]).map(|()| id)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,13 +69,12 @@ async fn watch_heals_drift_rolls_out_file_changes_and_ignores_broken_files() {
 
     // Killed behind berth's back: replaced from the engine's `die` event.
     let t = Instant::now();
-    docker_cli(&["kill", &first]);
+    docker_cli(&["kill", &first]).unwrap();
     let ((_, second), killed) = replaced(&docker, ns.name(), &first, t).await;
 
     // Exec'd into: the container can no longer be trusted; replaced from `exec_start`.
     let t = Instant::now();
-    // Detached: berth may stop the container before a foreground exec finishes.
-    docker_cli(&["exec", "-d", &second, "/echo", "--help"]);
+    let second = exec_into(&docker, ns.name(), &second).await;
     let ((name, third), exec) = replaced(&docker, ns.name(), &second, t).await;
     eprintln!("watch heal times (drift → replacement running and healthy): killed {killed:.2}s, exec {exec:.2}s");
     assert!(name.contains(".web."), "{name}");
@@ -87,7 +105,7 @@ async fn watch_heals_drift_rolls_out_file_changes_and_ignores_broken_files() {
         watch.stdout().contains("No changes").then_some(c)
     })
     .await;
-    docker_cli(&["exec", "-d", &kept, "/echo", "--help"]);
+    exec_into(&docker, ns.name(), &kept).await;
     eventually("the exec is reported", Duration::from_secs(20), || async {
         watch.stdout().contains("exec'd into").then_some(())
     })
