@@ -54,6 +54,17 @@ async fn exec_into(docker: &Docker, ns: &str, only: &str) -> String {
     .await
 }
 
+/// Prints what `berth watch` said when the test fails, for the reader of the failure.
+struct ShowOnPanic<'a>(&'a BerthProcess);
+
+impl Drop for ShowOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- berth watch stdout\n{}\n--- stderr\n{}", self.0.stdout(), self.0.stderr());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_heals_drift_rolls_out_file_changes_and_ignores_broken_files() {
     ensure_echo_image();
@@ -63,14 +74,29 @@ async fn watch_heals_drift_rolls_out_file_changes_and_ignores_broken_files() {
     let set = EchoSet::new(ns.name(), "web").env("GREETING", "one");
     let file = set.write(dir.path());
     let watch = spawn_berth(["watch", "-f", dir.path().to_str().unwrap(), "--resync-seconds", "3600"], &[]);
+    let show = ShowOnPanic(&watch);
 
-    let (_, first) =
-        eventually("the set runs", Duration::from_secs(60), || async { the_container(&docker, ns.name()).await }).await;
+    // Done means berth saw it ready too: a container killed while berth still waits for it to
+    // turn ready fails its revision, which is not what this test is about.
+    let converged = |runs: usize| {
+        let watch = &watch;
+        let docker = &docker;
+        let ns = ns.name();
+        async move {
+            eventually("berth watch converged the set", Duration::from_secs(60), || async {
+                let c = the_container(docker, ns).await?;
+                (watch.stdout().matches("Converged:").count() >= runs).then_some(c)
+            })
+            .await
+        }
+    };
+    let (_, first) = converged(1).await;
 
     // Killed behind berth's back: replaced from the engine's `die` event.
     let t = Instant::now();
     docker_cli(&["kill", &first]).unwrap();
     let ((_, second), killed) = replaced(&docker, ns.name(), &first, t).await;
+    converged(2).await;
 
     // Exec'd into: the container can no longer be trusted; replaced from `exec_start`.
     let t = Instant::now();
@@ -111,6 +137,7 @@ async fn watch_heals_drift_rolls_out_file_changes_and_ignores_broken_files() {
     })
     .await;
     assert_eq!(the_container(&docker, ns.name()).await.map(|c| c.1), Some(kept), "left as it is");
+    drop(show);
     let out = watch.kill();
     assert!(!out.stdout.contains("panicked") && !out.stderr.contains("panicked"), "{out}");
 }

@@ -1,11 +1,23 @@
-//! Reaching an engine: unix socket, or TCP with mutual TLS, always with API version
-//! negotiation (bollard's default API version is newer than Docker 20.10's 1.41).
+//! Reaching an engine: unix socket, or TCP with mutual TLS, with the API version agreed on
+//! (bollard's default API version is newer than Docker 20.10's 1.41).
+//!
+//! Two ways: [`connect`] asks the engine (`GET /version`) and speaks the newest version both
+//! know — for connections that live long (the operator's pool, `watch`). [`connect_observe`]
+//! is for a run's first look at a host: it lists berth's containers speaking [`BASELINE`]
+//! straight away, which every engine from Docker 20.10 to 28 accepts, so a converged host
+//! costs one request in all; only an engine that refuses that version (Docker 29 wants ≥ 1.44)
+//! is asked for its version, and the list sent again.
 
 use std::path::PathBuf;
 
-use bollard::{API_DEFAULT_VERSION, Docker};
+use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
 
 use super::DockerError;
+use crate::engine::ObservedContainer;
+
+/// The API version berth speaks before it asked: Docker 20.10's, the oldest engine berth
+/// supports and the one its tests run against.
+pub const BASELINE: &ClientVersion = &ClientVersion { major_version: 1, minor_version: 41 };
 
 /// Client certificate files for a TLS endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,22 +78,75 @@ impl std::fmt::Display for Endpoint {
 /// host. Streaming calls (pull, logs) are not bounded by it per chunk.
 const TIMEOUT_SECS: u64 = 120;
 
+fn connect_error(endpoint: &Endpoint, e: &bollard::errors::Error) -> DockerError {
+    DockerError::Connect { endpoint: endpoint.to_string(), message: super::message_of(e) }
+}
+
+/// A client speaking `version`; no request is made.
+fn client(endpoint: &Endpoint, version: &ClientVersion) -> Result<Docker, DockerError> {
+    match endpoint {
+        Endpoint::Unix(path) => Docker::connect_with_unix(&path.to_string_lossy(), TIMEOUT_SECS, version),
+        Endpoint::Tcp { addr, tls: Some(t) } => {
+            Docker::connect_with_ssl(addr, &t.key, &t.cert, &t.ca, TIMEOUT_SECS, version)
+        }
+        Endpoint::Tcp { addr, tls: None } => Docker::connect_with_http(addr, TIMEOUT_SECS, version),
+    }
+    .map_err(|e| connect_error(endpoint, &e))
+}
+
 /// Connect and negotiate the API version. Fails when the engine does not answer.
 pub async fn connect(endpoint: &Endpoint) -> Result<Docker, DockerError> {
-    let err = |e: bollard::errors::Error| DockerError::Connect {
-        endpoint: endpoint.to_string(),
-        message: super::message_of(&e),
-    };
-    let docker = match endpoint {
-        Endpoint::Unix(path) => {
-            Docker::connect_with_unix(&path.to_string_lossy(), TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(err)?
+    client(endpoint, API_DEFAULT_VERSION)?.negotiate_version().await.map_err(|e| connect_error(endpoint, &e))
+}
+
+/// Connect and observe in one request where the engine accepts [`BASELINE`]; else negotiate
+/// and list again. Fails (as [`DockerError::Connect`]) when the engine does not answer; the
+/// observation's own error, if the engine answered, is the second field.
+pub async fn connect_observe(
+    endpoint: &Endpoint,
+) -> Result<(Docker, Result<Vec<ObservedContainer>, DockerError>), DockerError> {
+    let docker = client(endpoint, BASELINE)?;
+    match super::observe::list(&docker).await {
+        Ok(list) => Ok((docker, Ok(super::observe::observed(list)))),
+        Err(e) if refuses_version(&e) => {
+            tracing::debug!(%endpoint, error = %super::message_of(&e), "the engine refuses API 1.41; negotiating");
+            let docker = connect(endpoint).await?;
+            let observed = super::observe(&docker).await;
+            Ok((docker, observed))
         }
-        Endpoint::Tcp { addr, tls: Some(t) } => {
-            Docker::connect_with_ssl(addr, &t.key, &t.cert, &t.ca, TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(err)?
+        Err(e @ bollard::errors::Error::DockerResponseServerError { .. }) => {
+            Ok((docker, Err(DockerError::api("list containers on", "host", e))))
         }
-        Endpoint::Tcp { addr, tls: None } => {
-            Docker::connect_with_http(addr, TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(err)?
-        }
-    };
-    docker.negotiate_version().await.map_err(err)
+        Err(e) => Err(connect_error(endpoint, &e)),
+    }
+}
+
+/// The engine refused the request's API version ("client version 1.41 is too old. Minimum
+/// supported API version is 1.44" or "… is too new. Maximum supported …").
+fn refuses_version(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 400, message }
+        if message.contains("client version"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(status_code: u16, message: &str) -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError { status_code, message: message.into() }
+    }
+
+    #[test]
+    fn version_refusals_are_told_from_other_errors() {
+        assert!(refuses_version(&server_error(
+            400,
+            "client version 1.41 is too old. Minimum supported API version is 1.44, please upgrade your client to a newer version"
+        )));
+        assert!(refuses_version(&server_error(
+            400,
+            "client version 1.53 is too new. Maximum supported API version is 1.41"
+        )));
+        assert!(!refuses_version(&server_error(400, "invalid filter 'label'")));
+        assert!(!refuses_version(&server_error(500, "client version: internal error")));
+    }
 }

@@ -240,6 +240,9 @@ where
                 }
             };
             let (Some(ns), Some(set)) = (attrs.get(labels::NAMESPACE), attrs.get(labels::SET)) else { continue };
+            if action == "die" {
+                settle(docker, &id).await;
+            }
             let event = ContainerEvent {
                 host: host.to_string(),
                 set: SetKey::new(ns.clone(), set.clone()),
@@ -255,6 +258,17 @@ where
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Wait until the engine has recorded a container's exit, so that a list made after this
+/// returns shows it stopped. The engine sends `die` while it still holds the container's lock
+/// and updates the view that lists read only after that (cleanup first); an inspect waits for
+/// the lock. Without this, a reconcile woken by the event can list the container as running
+/// and find nothing to do (seen: `berth watch` missed a kill).
+async fn settle(docker: &Docker, id: &str) {
+    if let Err(e) = docker.inspect_container(id, None).await {
+        tracing::debug!(container = id, error = %super::message_of(&e), "inspect after die");
     }
 }
 

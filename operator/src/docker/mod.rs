@@ -1,7 +1,8 @@
 //! The Docker adapter: the only place berth talks to engines.
 //!
 //! It stays thin on purpose. [`connect`] reaches an engine (negotiating the API version down
-//! to what the engine speaks: Debian's Docker 20.10 knows API 1.41 only), [`observe`] turns
+//! to what the engine speaks: Debian's Docker 20.10 knows API 1.41 only; a run's first look
+//! at a host needs no round trip for that, see [`connect::connect_observe`]), [`observe`] turns
 //! one label-filtered list into the planner's [`crate::engine::ObservedContainer`]s,
 //! [`convert`] turns a [`crate::engine::ContainerSpec`] into Docker's create body, and
 //! [`execute`] runs a [`crate::engine::HostPlan`]'s steps with bounded concurrency, and

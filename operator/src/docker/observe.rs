@@ -18,12 +18,20 @@ use crate::engine::{Health, HostBinding, ObservedContainer, SetKey, State, label
 
 /// Every container on the host that carries berth's managed-by label.
 pub async fn observe(docker: &Docker) -> Result<Vec<ObservedContainer>, DockerError> {
+    let list = list(docker).await.map_err(|e| DockerError::api("list containers on", "host", e))?;
+    Ok(observed(list))
+}
+
+/// The one request: berth's containers, stopped ones included.
+pub(super) async fn list(docker: &Docker) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
     let filters: HashMap<String, Vec<String>> =
         HashMap::from([("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)])]);
     let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-    let list =
-        docker.list_containers(Some(options)).await.map_err(|e| DockerError::api("list containers on", "host", e))?;
-    Ok(list.into_iter().filter_map(to_observed).collect())
+    docker.list_containers(Some(options)).await
+}
+
+pub(super) fn observed(list: Vec<ContainerSummary>) -> Vec<ObservedContainer> {
+    list.into_iter().filter_map(to_observed).collect()
 }
 
 fn to_observed(c: ContainerSummary) -> Option<ObservedContainer> {

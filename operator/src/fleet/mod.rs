@@ -32,15 +32,16 @@ pub struct HostView {
     pub observed: Result<Vec<ObservedContainer>, String>,
 }
 
-/// Connect to and observe every host, concurrently. A host that fails is reported, not fatal.
+/// Connect to and observe every host, concurrently: one request per host
+/// ([`docker::connect::connect_observe`]). A host that fails is reported, not fatal.
 pub async fn observe_all(targets: Vec<HostTarget>) -> Vec<HostView> {
     let views = targets.into_iter().map(|target| async move {
-        let docker = match docker::connect(&target.endpoint).await {
-            Ok(d) => d,
-            Err(e) => return HostView { target, docker: None, observed: Err(e.to_string()) },
-        };
-        let observed = docker::observe(&docker).await.map_err(|e| e.to_string());
-        HostView { target, docker: Some(docker), observed }
+        match docker::connect::connect_observe(&target.endpoint).await {
+            Ok((docker, observed)) => {
+                HostView { target, docker: Some(docker), observed: observed.map_err(|e| e.to_string()) }
+            }
+            Err(e) => HostView { target, docker: None, observed: Err(e.to_string()) },
+        }
     });
     futures::future::join_all(views).await
 }
