@@ -209,10 +209,7 @@ pub fn plan_host(host: &str, desired: &[DesiredSet], observed: &[ObservedContain
     let desired_keys: BTreeSet<&SetKey> = desired.iter().map(|d| &d.key).collect();
     for d in desired {
         let containers = by_set.get(&d.key).map(Vec::as_slice).unwrap_or(&[]);
-        let p = plan_set(d, containers, &mut drifted);
-        if !p.changes.is_empty() {
-            sets.push(p);
-        }
+        sets.extend(plan_set(d, containers, &mut drifted));
     }
     drifted.sort();
     // Owned sets with containers here that should no longer run here.
@@ -283,12 +280,14 @@ fn create_and_start(d: &DesiredSet, ordinal: u32) -> Vec<Step> {
     vec![Step::Create { name: name.clone(), ordinal }, Step::Start { name: name.clone() }, Step::WaitReady { name }]
 }
 
-fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec<DriftReport>) -> SetPlan {
-    let mut by_ordinal: BTreeMap<u32, Vec<&ObservedContainer>> = BTreeMap::new();
+/// The set's plan on one host, `None` when nothing changes. `containers` are sorted by ordinal
+/// (those without one last), as [`plan_host`] sorts them.
+fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec<DriftReport>) -> Option<SetPlan> {
+    debug_assert!(containers.is_sorted_by_key(|c| (c.ordinal.is_none(), c.ordinal)));
     let mut changes = Vec::new();
     for c in containers {
         match c.ordinal {
-            Some(o) if o < d.replicas => by_ordinal.entry(o).or_default().push(c),
+            Some(o) if o < d.replicas => {}
             Some(_) => changes.push(remove(c, Reason::ScaledDown)),
             None => changes.push(remove(c, Reason::Duplicate)),
         }
@@ -311,9 +310,17 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
     }
     let order = if forced_stop_first.is_some() { Order::StopFirst } else { d.order };
 
+    // The containers of each ordinal are a run of the sorted slice: walk it once.
+    let mut at = 0;
     for ordinal in 0..d.replicas {
-        let here = by_ordinal.remove(&ordinal).unwrap_or_default();
-        changes.extend(plan_ordinal(d, ordinal, &here, order, drifted));
+        let start = at;
+        while containers.get(at).is_some_and(|c| c.ordinal == Some(ordinal)) {
+            at += 1;
+        }
+        changes.extend(plan_ordinal(d, ordinal, &containers[start..at], order, drifted));
+    }
+    if changes.is_empty() {
+        return None;
     }
 
     let creates = changes.iter().any(|c| c.steps.iter().any(|s| matches!(s, Step::Create { .. })));
@@ -327,8 +334,8 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
         }
         prepare.push(Step::EnsureImage { image: d.spec.image.clone(), pull: d.pull });
     }
-    changes.sort_by_key(|c| (c.ordinal.is_none(), c.ordinal, c.container.clone()));
-    SetPlan {
+    changes.sort_by(|a, b| (a.ordinal.is_none(), a.ordinal, &a.container).cmp(&(b.ordinal.is_none(), b.ordinal, &b.container)));
+    Some(SetPlan {
         set: d.key.clone(),
         revision: Some(d.revision.clone()),
         order,
@@ -337,7 +344,7 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
         changes,
         sequential: order == Order::StopFirst,
         frees_ports: false,
-    }
+    })
 }
 
 /// One ordinal: `here` are the containers that carry it, of any revision. Drift of the
@@ -349,6 +356,15 @@ fn plan_ordinal(
     order: Order,
     drifted: &mut Vec<DriftReport>,
 ) -> Vec<Change> {
+    // The common case, a converged ordinal: its one container, of this revision, running, no
+    // drift. What the general path below decides for it too, without allocating.
+    if let [c] = here
+        && c.revision == d.revision
+        && c.drift_kind().is_none()
+        && matches!(c.state, State::Running | State::Restarting)
+    {
+        return Vec::new();
+    }
     let name = d.container_name(ordinal);
     let (mut current, old): (Vec<&ObservedContainer>, Vec<&ObservedContainer>) =
         here.iter().partition(|c| c.revision == d.revision);
