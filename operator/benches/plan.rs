@@ -16,8 +16,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use berth::engine::{
-    ContainerSpec, DesiredSet, EnvValue, Health, HealthSpec, ObservedContainer, Order, PortSpec, Pull, Scope, SecretString,
-    SetKey, State, plan_host,
+    ContainerSpec, DesiredSet, EnvValue, Health, HealthSpec, ObservedContainer, Order, PortSpec, Pull, Scope,
+    SecretString, SetKey, State, plan_host,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 

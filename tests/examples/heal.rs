@@ -132,9 +132,7 @@ fn set_json(ns: &str) -> serde_json::Value {
 
 /// The count in a Prometheus text line `name{labels} N`.
 fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
-        .map_or(0, |v| v as u64)
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).map_or(0, |v| v as u64)
 }
 
 async fn run_watch(docker: &Docker, kills: usize) -> Vec<Heal> {
@@ -210,7 +208,9 @@ fn summary(mut xs: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn print_table(results: &[(&str, Vec<Heal>)]) {
-    println!("| mode | kills | kill → replacement running (p50 / p99 / max) | berth's share: kill → create (p50 / p99 / max) | container's own start: create → start (p50 / p99) | goal: berth's share < 1 s |");
+    println!(
+        "| mode | kills | kill → replacement running (p50 / p99 / max) | berth's share: kill → create (p50 / p99 / max) | container's own start: create → start (p50 / p99) | goal: berth's share < 1 s |"
+    );
     println!("|---|---|---|---|---|---|");
     for (mode, heals) in results {
         let (r50, r99, rmax) = summary(heals.iter().map(Heal::running).collect());

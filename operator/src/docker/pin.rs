@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 
 use super::SetRuntime;
 use super::digest::{DigestSource, Resolution, ResolveError, resolve_digest};
@@ -171,17 +172,30 @@ pub async fn pin_images<'a>(
         })
         .collect();
 
-    let resolves = decisions.iter().map(|(key, image, decision, asked)| {
-        let docker = asked.and_then(|i| hosts[i].docker);
-        let credentials = runtime.get(key).and_then(|r| r.credentials.clone());
-        async move {
-            match (decision, docker) {
-                (PinDecision::Resolve, Some(docker)) => Some(resolve_digest(docker, image, credentials).await),
-                _ => None,
-            }
-        }
-    });
-    let resolved = futures::future::join_all(resolves).await;
+    // One question per host, image and credentials (sets that pull with other credentials
+    // ask on their own), however many sets run that image.
+    let mut questions: Vec<(usize, &str, Option<DockerCredentials>)> = Vec::new();
+    let asks: Vec<Option<usize>> = decisions
+        .iter()
+        .map(|(key, image, decision, asked)| {
+            let host = asked.filter(|&i| *decision == PinDecision::Resolve && hosts[i].docker.is_some())?;
+            let credentials = runtime.get(key).and_then(|r| r.credentials.clone());
+            let same = |(h, i, c): &(usize, &str, Option<DockerCredentials>)| {
+                *h == host && *i == image.as_str() && *c == credentials
+            };
+            Some(questions.iter().position(same).unwrap_or_else(|| {
+                questions.push((host, image.as_str(), credentials));
+                questions.len() - 1
+            }))
+        })
+        .collect();
+    let answers = futures::future::join_all(questions.iter().map(|(host, image, credentials)| {
+        let docker = hosts[*host].docker.expect("questions go to connected hosts");
+        resolve_digest(docker, image, credentials.clone())
+    }))
+    .await;
+    let resolved: Vec<Option<Result<Resolution, ResolveError>>> =
+        asks.iter().map(|q| q.map(|q| answers[q].clone())).collect();
 
     let mut report = PinReport::default();
     for ((key, declared, decision, asked), answer) in decisions.into_iter().zip(resolved) {

@@ -334,7 +334,9 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
         }
         prepare.push(Step::EnsureImage { image: d.spec.image.clone(), pull: d.pull });
     }
-    changes.sort_by(|a, b| (a.ordinal.is_none(), a.ordinal, &a.container).cmp(&(b.ordinal.is_none(), b.ordinal, &b.container)));
+    changes.sort_by(|a, b| {
+        (a.ordinal.is_none(), a.ordinal, &a.container).cmp(&(b.ordinal.is_none(), b.ordinal, &b.container))
+    });
     Some(SetPlan {
         set: d.key.clone(),
         revision: Some(d.revision.clone()),

@@ -79,8 +79,10 @@ pub async fn prepare_consulting(
     }
     let mut prepared = Prepared { plans, held: HashMap::new(), histories: HashMap::new(), errors: HashMap::new() };
     let mut substituted = false;
-    for key in pending {
-        let history = match store.load(&key).await {
+    // Every pending set's history at once: a run with many new sets does not wait on each in turn.
+    let loads = futures::future::join_all(pending.iter().map(|key| store.load(key))).await;
+    for (key, loaded) in pending.into_iter().zip(loads) {
+        let history = match loaded {
             Ok(h) => h,
             Err(e) => {
                 prepared.errors.insert(key, e.to_string());
