@@ -1,0 +1,104 @@
+//! Running the two tools under test, `berth` and `docker-compose`, through the counting proxy.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use berth_tests::{CountingProxy, berth_command};
+
+use crate::sample::Sample;
+
+/// Everything a timed run needs.
+pub struct Tools<'a> {
+    pub proxy: &'a CountingProxy,
+    /// `--concurrency N` for berth's apply and delete, when set.
+    pub berth_concurrency: Option<u16>,
+}
+
+impl Tools<'_> {
+    /// `berth apply -f FILE` (or `delete`), timed from spawn to exit.
+    pub async fn berth(&self, verb: &str, file: &Path) -> anyhow::Result<Sample> {
+        let mut args: Vec<String> = vec![verb.to_string(), "-f".to_string(), file.display().to_string()];
+        if let Some(c) = self.berth_concurrency {
+            args.extend(["--concurrency".to_string(), c.to_string()]);
+        }
+        let host = self.proxy.docker_host();
+        let cmd = berth_command(&args, &[("DOCKER_HOST", host.as_str())]);
+        self.timed(cmd, &format!("berth {}", args.join(" "))).await
+    }
+
+    /// `docker-compose -p PROJECT -f FILE ARGS...`, timed from spawn to exit.
+    pub async fn compose(&self, project: &str, file: &Path, args: &[&str]) -> anyhow::Result<Sample> {
+        let mut cmd = Command::new("docker-compose");
+        cmd.arg("-p").arg(project).arg("-f").arg(file).args(args);
+        cmd.env("DOCKER_HOST", self.proxy.docker_host()).env_remove("COMPOSE_FILE").env_remove("COMPOSE_PROJECT_NAME");
+        cmd.stdin(Stdio::null());
+        self.timed(cmd, &format!("docker-compose -p {project} -f {} {}", file.display(), args.join(" "))).await
+    }
+
+    async fn timed(&self, cmd: Command, what: &str) -> anyhow::Result<Sample> {
+        crate::cleanup::check_interrupted()?;
+        self.proxy.reset();
+        let started = Instant::now();
+        let out = tokio::process::Command::from(cmd).output().await.with_context(|| format!("cannot run {what}"))?;
+        let wall = started.elapsed();
+        anyhow::ensure!(
+            out.status.success(),
+            "{what} failed ({}):\n--- stdout\n{}--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Sample { started, wall, requests: self.proxy.requests() })
+    }
+}
+
+/// The `docker-compose` on PATH; when there is none, installs Debian's package (as root, or
+/// with sudo) and says so.
+pub fn ensure_compose() -> anyhow::Result<PathBuf> {
+    if let Some(path) = which("docker-compose") {
+        return Ok(path);
+    }
+    eprintln!(
+        "docker-compose not found: installing Debian's docker-compose package (apt-get install -y docker-compose)"
+    );
+    let root = is_root();
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let mut cmd = if root {
+            Command::new(args[0])
+        } else {
+            anyhow::ensure!(which("sudo").is_some(), "installing docker-compose needs root (or sudo): run as root");
+            let mut c = Command::new("sudo");
+            c.arg(args[0]);
+            c
+        };
+        cmd.args(&args[1..]).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null());
+        let status = cmd.status().with_context(|| format!("cannot run {}", args.join(" ")))?;
+        anyhow::ensure!(status.success(), "{} failed ({status})", args.join(" "));
+        Ok(())
+    };
+    run(&["apt-get", "update"])?;
+    run(&["apt-get", "install", "-y", "docker-compose"])?;
+    which("docker-compose").context("apt-get installed docker-compose but it is not on PATH")
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
+}
+
+/// `docker-compose version --short`.
+pub fn compose_version() -> String {
+    Command::new("docker-compose")
+        .args(["version", "--short"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
