@@ -54,6 +54,13 @@ struct Args {
     /// Changes measured for the StartFirst gap, per tool (0 skips it).
     #[arg(long, default_value_t = 7)]
     gap_rounds: u16,
+    /// Rounds (the first ones) that also time the sequential floor; the 4-parallel floor, the
+    /// one the targets use, runs in every round.
+    #[arg(long, default_value_t = 3)]
+    seq_floor_rounds: u16,
+    /// Write each tool's request timeline of the last round, per size and scenario, into DIR.
+    #[arg(long, value_name = "DIR")]
+    timelines: Option<std::path::PathBuf>,
     /// Pass `--concurrency N` to berth's apply and delete (default: berth's own default).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     berth_concurrency: Option<u16>,
@@ -104,8 +111,27 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Err(panic) => std::panic::resume_unwind(panic),
     };
     outcome?;
+    if let Some(dir) = &args.timelines {
+        write_timelines(&results, dir)?;
+    }
     let machine = rt.block_on(machine::Machine::gather(&docker, &bin, compose_version));
     print!("{}", report::markdown(&results, args.rounds as usize, &machine.markdown(), began.elapsed()));
+    Ok(())
+}
+
+/// Writes `DIR/<N>-<scenario>-<tool>.txt`: the last round's request timeline of each tool.
+fn write_timelines(results: &Results, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for n in results.sizes() {
+        for s in Scenario::ALL {
+            for (who, name) in [(Who::Berth, "berth"), (Who::Compose, "compose")] {
+                let Some(last) = results.get(n, s, who).last() else { continue };
+                let path = dir.join(format!("{n}-{}-{name}.txt", s.slug()));
+                std::fs::write(&path, last.timeline()).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+    }
+    eprintln!("request timelines written to {}", dir.display());
     Ok(())
 }
 
@@ -140,7 +166,10 @@ async fn bench(args: &Args, docker: &Docker, proxy: &CountingProxy, results: &mu
                 match who {
                     Who::Berth => berth_cycle(&tools, docker, work.path(), n, round, results).await?,
                     Who::Compose => compose_cycle(&tools, docker, work.path(), n, round, results).await?,
-                    _ => floor_cycle(&floor_docker, proxy, docker, n, round, results).await?,
+                    _ => {
+                        let sequential = round < args.seq_floor_rounds as usize;
+                        floor_cycle(&floor_docker, proxy, docker, n, round, sequential, results).await?
+                    }
                 }
             }
             eprintln!("N={n} round {}/{} done in {:.1} s", round + 1, args.rounds, started.elapsed().as_secs_f64());
@@ -216,19 +245,26 @@ async fn floor_cycle(
     docker: &Docker,
     n: usize,
     round: usize,
+    sequential: bool,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let ns = unique_ns("bench-floor");
     let label = format!("berth.dev/namespace={ns}");
     cleanup::register(&label);
     let floor = Floor { docker: floor_docker, proxy, namespace: ns, n };
-    results.add(n, Scenario::Converge, Who::Floor, floor.converge_sequential().await?);
-    results.add(n, Scenario::Delete, Who::FloorParallel, floor.delete_parallel().await?);
+    if sequential {
+        results.add(n, Scenario::Converge, Who::Floor, floor.converge_sequential().await?);
+        results.add(n, Scenario::Delete, Who::FloorParallel, floor.delete_parallel().await?);
+    }
     results.add(n, Scenario::Converge, Who::FloorParallel, floor.converge_parallel().await?);
     expect_containers(docker, &label, n, "the floor converged").await?;
     results.add(n, Scenario::Noop, Who::Floor, floor.noop().await?);
     results.add(n, Scenario::ChangeOne, Who::Floor, floor.change_one(round % n, &changed_value(round)).await?);
-    results.add(n, Scenario::Delete, Who::Floor, floor.delete_sequential().await?);
+    if sequential {
+        results.add(n, Scenario::Delete, Who::Floor, floor.delete_sequential().await?);
+    } else {
+        results.add(n, Scenario::Delete, Who::FloorParallel, floor.delete_parallel().await?);
+    }
     expect_containers(docker, &label, 0, "the floor deleted all").await?;
     finish(docker, &label).await
 }

@@ -20,6 +20,16 @@ pub enum Scenario {
 impl Scenario {
     pub const ALL: [Scenario; 4] = [Scenario::Converge, Scenario::Noop, Scenario::ChangeOne, Scenario::Delete];
 
+    /// A file-name word: `converge`, `noop`, `change-one`, `delete`.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Scenario::Converge => "converge",
+            Scenario::Noop => "noop",
+            Scenario::ChangeOne => "change-one",
+            Scenario::Delete => "delete",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Scenario::Converge => "converge from nothing",
@@ -62,11 +72,11 @@ impl Results {
         self.samples.entry((n, scenario, who)).or_default().push(sample);
     }
 
-    fn get(&self, n: usize, s: Scenario, w: Who) -> &[Sample] {
+    pub fn get(&self, n: usize, s: Scenario, w: Who) -> &[Sample] {
         self.samples.get(&(n, s, w)).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    fn sizes(&self) -> Vec<usize> {
+    pub fn sizes(&self) -> Vec<usize> {
         let mut v: Vec<usize> = self.samples.keys().map(|k| k.0).collect();
         v.dedup();
         v

@@ -50,6 +50,21 @@ impl Sample {
         self.requests.iter().filter(|r| pred(&r.method, &endpoint(r))).count()
     }
 
+    /// The request timeline, one request a line: `+offset took METHOD endpoint`, offsets
+    /// from the run's start, in milliseconds.
+    pub fn timeline(&self) -> String {
+        let mut out = String::from("# +ms_since_start  engine_ms  method endpoint\n");
+        for r in &self.requests {
+            let at = r.at.saturating_duration_since(self.started).as_secs_f64() * 1000.0;
+            let took =
+                r.took.map(|t| format!("{:9.1}", t.as_secs_f64() * 1000.0)).unwrap_or_else(|| "        -".into());
+            out.push_str(&format!("+{at:9.1} {took}  {} {}\n", r.method, endpoint(r)));
+        }
+        let end = self.wall.as_secs_f64() * 1000.0;
+        out.push_str(&format!("+{end:9.1}     exit\n"));
+        out
+    }
+
     /// Where the run's time went, from its requests' timeline.
     pub fn anatomy(&self) -> Anatomy {
         let end = self.started + self.wall;

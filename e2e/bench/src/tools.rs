@@ -73,7 +73,8 @@ pub fn ensure_compose() -> anyhow::Result<PathBuf> {
             c.arg(args[0]);
             c
         };
-        cmd.args(&args[1..]).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null());
+        // apt's output goes to stderr with the progress: stdout is the report.
+        cmd.args(&args[1..]).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null()).stdout(std::io::stderr());
         let status = cmd.status().with_context(|| format!("cannot run {}", args.join(" ")))?;
         anyhow::ensure!(status.success(), "{} failed ({status})", args.join(" "));
         Ok(())
