@@ -39,7 +39,7 @@ use clap::Parser;
 use crate::floor::Floor;
 use crate::report::{Results, Scenario, Who};
 use crate::sample::Sample;
-use crate::tools::Tools;
+use crate::tools::{Deployment, Runner, Tool};
 
 /// berth against docker-compose and the engine's floor, on the local Docker engine.
 #[derive(Parser, Debug)]
@@ -110,13 +110,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),
     };
-    outcome?;
-    if let Some(dir) = &args.timelines {
-        write_timelines(&results, dir)?;
+    // What was measured is printed even when the run failed part-way, marked as such.
+    if outcome.is_ok() || !results.samples.is_empty() {
+        if let Some(dir) = &args.timelines {
+            write_timelines(&results, dir)?;
+        }
+        let machine = rt.block_on(machine::Machine::gather(&docker, &bin, compose_version));
+        if let Err(e) = &outcome {
+            println!(
+                "> **Incomplete run** (it failed: {}); what follows is what was measured before.\n",
+                e.to_string().lines().next().unwrap_or_default()
+            );
+        }
+        print!("{}", report::markdown(&results, args.rounds as usize, &machine.markdown(), began.elapsed()));
     }
-    let machine = rt.block_on(machine::Machine::gather(&docker, &bin, compose_version));
-    print!("{}", report::markdown(&results, args.rounds as usize, &machine.markdown(), began.elapsed()));
-    Ok(())
+    outcome
 }
 
 /// Writes `DIR/<N>-<scenario>-<tool>.txt`: the last round's request timeline of each tool.
@@ -148,7 +156,12 @@ async fn connect(host: &str) -> anyhow::Result<Docker> {
 }
 
 async fn bench(args: &Args, docker: &Docker, proxy: &CountingProxy, results: &mut Results) -> anyhow::Result<()> {
-    let tools = Tools { proxy, berth_concurrency: args.berth_concurrency };
+    let largest = args.sizes.iter().copied().max().unwrap_or(1) as usize;
+    let runner = Runner {
+        proxy,
+        berth_concurrency: args.berth_concurrency,
+        compose_parallel_limit: tools::compose_parallel_limit(largest),
+    };
     // The floor's client connects and negotiates now, not inside a timed run.
     let floor_docker = connect(&proxy.docker_host()).await?;
     let work = tempfile::Builder::new().prefix("berth-bench-").tempdir().context("cannot create a temp dir")?;
@@ -164,8 +177,8 @@ async fn bench(args: &Args, docker: &Docker, proxy: &CountingProxy, results: &mu
             };
             for who in order {
                 match who {
-                    Who::Berth => berth_cycle(&tools, docker, work.path(), n, round, results).await?,
-                    Who::Compose => compose_cycle(&tools, docker, work.path(), n, round, results).await?,
+                    Who::Berth => tool_cycle(&runner, Tool::Berth, docker, work.path(), n, round, results).await?,
+                    Who::Compose => tool_cycle(&runner, Tool::Compose, docker, work.path(), n, round, results).await?,
                     _ => {
                         let sequential = round < args.seq_floor_rounds as usize;
                         floor_cycle(&floor_docker, proxy, docker, n, round, sequential, results).await?
@@ -176,7 +189,7 @@ async fn bench(args: &Args, docker: &Docker, proxy: &CountingProxy, results: &mu
         }
     }
     if args.gap_rounds > 0 {
-        gap_runs(&tools, docker, work.path(), args.gap_rounds as usize, results).await?;
+        gap_runs(&runner, docker, work.path(), args.gap_rounds as usize, results).await?;
     }
     Ok(())
 }
@@ -186,56 +199,28 @@ fn changed_value(round: usize) -> String {
     (round + 2).to_string()
 }
 
-async fn berth_cycle(
-    tools: &Tools<'_>,
+/// One tool's cycle on `n` containers: converge, no-op, change one, delete.
+async fn tool_cycle(
+    runner: &Runner<'_>,
+    tool: Tool,
     docker: &Docker,
     work: &Path,
     n: usize,
     round: usize,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    let ns = unique_ns("bench");
-    let label = format!("berth.dev/namespace={ns}");
-    cleanup::register(&label);
-    let dir = work.join(&ns);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file = workload::write_berth(&dir, &ns, n, None)?;
-    let s = tools.berth("apply", &file).await?;
-    expect_containers(docker, &label, n, "berth converged").await?;
-    results.add(n, Scenario::Converge, Who::Berth, s);
-    results.add(n, Scenario::Noop, Who::Berth, tools.berth("apply", &file).await?);
-    workload::write_berth(&dir, &ns, n, Some((round % n, &changed_value(round))))?;
-    results.add(n, Scenario::ChangeOne, Who::Berth, tools.berth("apply", &file).await?);
-    expect_containers(docker, &label, n, "berth changed one").await?;
-    results.add(n, Scenario::Delete, Who::Berth, tools.berth("delete", &file).await?);
-    expect_containers(docker, &label, 0, "berth deleted all").await?;
-    finish(docker, &label).await
-}
-
-async fn compose_cycle(
-    tools: &Tools<'_>,
-    docker: &Docker,
-    work: &Path,
-    n: usize,
-    round: usize,
-    results: &mut Results,
-) -> anyhow::Result<()> {
-    let project = unique_ns("bench-compose");
-    let label = format!("com.docker.compose.project={project}");
-    cleanup::register(&label);
-    let dir = work.join(&project);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file = workload::write_compose(&dir, n, None)?;
-    let up = ["up", "-d"];
-    let s = tools.compose(&project, &file, &up).await?;
-    expect_containers(docker, &label, n, "compose converged").await?;
-    results.add(n, Scenario::Converge, Who::Compose, s);
-    results.add(n, Scenario::Noop, Who::Compose, tools.compose(&project, &file, &up).await?);
-    workload::write_compose(&dir, n, Some((round % n, &changed_value(round))))?;
-    results.add(n, Scenario::ChangeOne, Who::Compose, tools.compose(&project, &file, &up).await?);
-    expect_containers(docker, &label, n, "compose changed one").await?;
-    results.add(n, Scenario::Delete, Who::Compose, tools.compose(&project, &file, &["down"]).await?);
-    expect_containers(docker, &label, 0, "compose deleted all").await?;
+    let d = Deployment::new(tool, work, "bench")?;
+    let (label, name, who) = (d.label(), tool.name(), Who::from(tool));
+    let file = d.write(n, None)?;
+    let s = d.apply(runner, &file).await?;
+    expect_containers(docker, &label, n, &format!("{name} converged")).await?;
+    results.add(n, Scenario::Converge, who, s);
+    results.add(n, Scenario::Noop, who, d.apply(runner, &file).await?);
+    d.write(n, Some((round % n, &changed_value(round))))?;
+    results.add(n, Scenario::ChangeOne, who, d.apply(runner, &file).await?);
+    expect_containers(docker, &label, n, &format!("{name} changed one")).await?;
+    results.add(n, Scenario::Delete, who, d.delete(runner, &file).await?);
+    expect_containers(docker, &label, 0, &format!("{name} deleted all")).await?;
     finish(docker, &label).await
 }
 
@@ -299,47 +284,37 @@ async fn expect_containers(docker: &Docker, label: &str, n: usize, what: &str) -
 
 /// The StartFirst gap: `changes` env changes of a one-replica service per tool, alternating.
 async fn gap_runs(
-    tools: &Tools<'_>,
+    runner: &Runner<'_>,
     docker: &Docker,
     work: &Path,
     changes: usize,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    let ns = unique_ns("bench-gap");
-    let berth_label = format!("berth.dev/namespace={ns}");
-    let project = unique_ns("bench-gap-compose");
-    let compose_label = format!("com.docker.compose.project={project}");
-    cleanup::register(&berth_label);
-    cleanup::register(&compose_label);
-    let (bdir, cdir) = (work.join(&ns), work.join(&project));
-    for d in [&bdir, &cdir] {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    let deployments =
+        [Deployment::new(Tool::Berth, work, "bench-gap")?, Deployment::new(Tool::Compose, work, "bench-gap")?];
+    let mut files = Vec::new();
+    for d in &deployments {
+        let file = d.write_gap("0")?;
+        d.apply(runner, &file).await?;
+        files.push(file);
     }
-    let bfile = workload::write_berth_gap(&bdir, &ns, "0")?;
-    tools.berth("apply", &bfile).await?;
-    let cfile = workload::write_compose_gap(&cdir, "0")?;
-    tools.compose(&project, &cfile, &["up", "-d"]).await?;
     let engine = docker_host();
     for k in 1..=changes {
-        let v = k.to_string();
-        let berth_first = k % 2 == 1;
-        for berth_turn in [berth_first, !berth_first] {
-            if berth_turn {
-                workload::write_berth_gap(&bdir, &ns, &v)?;
-                let g = measure_gap(&engine, &berth_label, tools.berth("apply", &bfile)).await?;
-                results.gaps.entry("berth").or_default().push(g);
-            } else {
-                workload::write_compose_gap(&cdir, &v)?;
-                let g = measure_gap(&engine, &compose_label, tools.compose(&project, &cfile, &["up", "-d"])).await?;
-                results.gaps.entry("docker-compose").or_default().push(g);
-            }
+        // berth and compose take turns going first.
+        let order = if k % 2 == 1 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let d = &deployments[i];
+            d.write_gap(&k.to_string())?;
+            let g = measure_gap(&engine, &d.label(), d.apply(runner, &files[i])).await?;
+            results.gaps.entry(d.tool.name()).or_default().push(g);
         }
         eprintln!("StartFirst gap: change {k}/{changes} done");
     }
-    tools.berth("delete", &bfile).await?;
-    tools.compose(&project, &cfile, &["down"]).await?;
-    finish(docker, &berth_label).await?;
-    finish(docker, &compose_label).await
+    for (d, file) in deployments.iter().zip(&files) {
+        d.delete(runner, file).await?;
+        finish(docker, &d.label()).await?;
+    }
+    Ok(())
 }
 
 /// Probes the service labelled `label` while `change` runs: the gap, and the change's wall time.

@@ -59,6 +59,15 @@ pub enum Who {
     FloorParallel,
 }
 
+impl From<crate::tools::Tool> for Who {
+    fn from(t: crate::tools::Tool) -> Who {
+        match t {
+            crate::tools::Tool::Berth => Who::Berth,
+            crate::tools::Tool::Compose => Who::Compose,
+        }
+    }
+}
+
 /// Everything measured in one run.
 #[derive(Default)]
 pub struct Results {
