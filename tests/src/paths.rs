@@ -27,7 +27,7 @@ pub fn target_dir() -> PathBuf {
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the path of the running test executable");
     let dir = exe.parent().expect("the test executable has a parent directory");
-    // Tests run from `deps/`, examples (the figures tool) from `examples/`.
+    // Tests run from `deps/`, examples from `examples/`; binaries (e2e's bench) from here.
     if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
         dir.parent().expect("deps/ has a parent directory").to_path_buf()
     } else {

@@ -8,14 +8,19 @@
 //! Connection upgrades (attach, interactive exec start) are not supported: such requests
 //! get `501 Not Implemented`.
 //!
+//! Each request also carries when it arrived and how long the engine took to answer (until
+//! the response head), so a benchmark can draw a tool's request timeline.
+//!
 //! The proxy runs on its own thread with its own tokio runtime, so it serves sync and async
 //! tests alike; it stops when dropped.
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
@@ -34,6 +39,13 @@ pub struct Request {
     pub path: String,
     /// The query string without `?`, if there was one.
     pub query: Option<String>,
+    /// When the proxy received the request.
+    pub at: Instant,
+    /// How long until the engine's response head came back; `None` while in flight, or when
+    /// the proxy answered itself (an upgrade, an unreachable engine).
+    pub took: Option<Duration>,
+    /// The request's sequence number in this proxy (unique, increasing).
+    pub seq: u64,
 }
 
 impl Request {
@@ -215,15 +227,24 @@ impl Upstream {
     }
 }
 
+/// Numbers the requests of every proxy in the process, so an answer finds its entry even
+/// after a [`CountingProxy::reset`].
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
 async fn forward(
     req: HttpRequest<Incoming>,
     upstream: &tokio::sync::Mutex<Upstream>,
     log: &Log,
 ) -> Response<ProxyBody> {
+    let at = Instant::now();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     log.lock().unwrap().push(Request {
         method: req.method().as_str().to_string(),
         path: req.uri().path().to_string(),
         query: req.uri().query().map(str::to_string),
+        at,
+        took: None,
+        seq,
     });
     if req.headers().contains_key(hyper::header::UPGRADE) {
         return plain(
@@ -237,7 +258,13 @@ async fn forward(
         Err(e) => return plain(StatusCode::BAD_GATEWAY, &e),
     };
     match sender.send_request(req).await {
-        Ok(resp) => resp.map(|body| body.boxed()),
+        Ok(resp) => {
+            let took = at.elapsed();
+            if let Some(r) = log.lock().unwrap().iter_mut().rev().find(|r| r.seq == seq) {
+                r.took = Some(took);
+            }
+            resp.map(|body| body.boxed())
+        }
         Err(e) => plain(StatusCode::BAD_GATEWAY, &format!("upstream request failed: {e}")),
     }
 }
