@@ -59,11 +59,12 @@ struct Args {
     berth: Option<PathBuf>,
     timeout: Duration,
     log_filter: String,
+    keep_logs: bool,
 }
 
 fn usage() -> &'static str {
     "usage: operator-scale [--size SETSxHOSTS]... [--hosts-per-set K] [--replicas R] [--change-percent P]\n\
-     \x20                     [--berth PATH] [--timeout-secs S] [--log FILTER]\n\
+     \x20                     [--berth PATH] [--timeout-secs S] [--log FILTER] [--keep-logs]\n\
      defaults: --size 100x10 --hosts-per-set 1 --replicas 1 --change-percent 100 --timeout-secs 1800 --log berth=info\n\
      --berth defaults to target/release/berth, built first with `cargo build --release -p berth --bin berth`"
 }
@@ -77,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         berth: None,
         timeout: Duration::from_secs(1800),
         log_filter: "berth=info".into(),
+        keep_logs: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
             "--berth" => a.berth = Some(PathBuf::from(value()?)),
             "--timeout-secs" => a.timeout = Duration::from_secs(number(value()?)? as u64),
             "--log" => a.log_filter = value()?,
+            "--keep-logs" => a.keep_logs = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -578,6 +581,9 @@ async fn run_size(args: &Args, berth: &Path, sets: usize, hosts: usize) -> Resul
 
     let unknown_docker_routes = sim.requests().unknown();
     drop(op);
+    if args.keep_logs {
+        eprintln!("  operator log kept: {}", dir.keep().join("operator.log").display());
+    }
     Ok(SizeResult { sets, hosts, containers, phases, setup, unknown_docker_routes })
 }
 
