@@ -38,7 +38,8 @@ pub async fn reconcile(host: Arc<DockerHost>, ctx: Arc<Context>) -> Result<Actio
             let target = &resolved.hosts[0];
             match ctx.pool.get(&name, &target.endpoint, "").await {
                 Err(e) => Err(e.to_string()),
-                Ok(d) => match (d.version().await, d.info().await, docker::observe(&d).await) {
+                // Through the pool: a probe keeps its record of which sets the host holds fresh.
+                Ok(d) => match (d.version().await, d.info().await, ctx.pool.observe(&name, &d).await) {
                     (Ok(v), Ok(i), Ok(o)) => {
                         let mut by_state = std::collections::BTreeMap::new();
                         for c in &o {

@@ -5,7 +5,8 @@
 //! - [`host`]: the DockerHost controller (probe, status);
 //! - [`pool`]: kept Docker connections, and engine events as reconcile triggers;
 //! - [`leader`]: Lease-based leader election, so several replicas can run;
-//! - [`status`]: status and conditions as a pure function.
+//! - [`status`]: status and conditions as a pure function;
+//! - [`written`]: the status last written, while the watch cache has not caught up.
 //!
 //! Re-triggers of a set: its own changes; changes of a DockerHost it selects; changes of a
 //! Secret or ConfigMap it references (a changed value is a new revision); Docker events of its
@@ -17,6 +18,7 @@ pub mod pool;
 pub mod revisions;
 pub mod set;
 pub mod status;
+pub mod written;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_crd::{ContainerSet, DockerHost};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
@@ -32,7 +34,7 @@ use kube::core::{Selector, SelectorExt};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Store;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_stream_shim::UnboundedReceiverStream;
@@ -55,6 +57,8 @@ pub enum Error {
     Input(#[from] crate::input::InputErrors),
     #[error("cleanup: {0}")]
     Cleanup(String),
+    #[error("the operator is stopping: its DockerHost cache is gone")]
+    Stopped,
 }
 
 impl Error {
@@ -64,6 +68,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::Input(_) => "input",
             Error::Cleanup(_) => "cleanup",
+            Error::Stopped => "stopped",
         }
     }
 }
@@ -74,6 +79,11 @@ pub struct Context {
     pub pool: Arc<HostPool>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Every DockerHost in the watched namespaces, kept by a watch (a reconcile reads these
+    /// instead of listing them).
+    pub hosts: Store<DockerHost>,
+    /// ContainerSet status as berth last wrote it (see [`written`]).
+    pub written: written::Written<berth_crd::ContainerSetStatus>,
     probed: Mutex<HashSet<String>>,
     /// Consecutive failed reconciles per object, for exponential backoff.
     failures: Mutex<std::collections::HashMap<String, u32>>,
@@ -176,15 +186,6 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = mpsc::unbounded_channel::<ObjectRef<ContainerSet>>();
     let reporter = Reporter { controller: "berth".into(), instance: Some(opts.lease.identity.clone()) };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        pool: HostPool::new(tx, metrics.clone()),
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics: metrics.clone(),
-        probed: Mutex::new(HashSet::new()),
-        containers: Mutex::new(std::collections::HashMap::new()),
-        failures: Mutex::new(std::collections::HashMap::new()),
-    });
 
     // One namespace at most for now; several watch streams per kind would need merging.
     let ns = match opts.namespaces.as_slice() {
@@ -196,6 +197,34 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     let hosts: Api<DockerHost> = api(&client, ns);
     let secrets: Api<Secret> = api(&client, ns);
     let config_maps: Api<ConfigMap> = api(&client, ns);
+
+    // One watch of the DockerHosts feeds both the cache reconciles read and the set triggers,
+    // in that order, so a set woken by a host change sees that change.
+    let (host_cache, host_writer) = reflector::store::<DockerHost>();
+    let mut placement = PlacementChanges::default();
+    let host_triggers =
+        reflector(host_writer, watcher(hosts.clone(), watcher::Config::default())).try_filter_map(move |event| {
+            futures::future::ready(Ok(match event {
+                watcher::Event::Apply(h) | watcher::Event::InitApply(h) => placement.applied(&h).then_some(h),
+                watcher::Event::Delete(h) => {
+                    placement.deleted(&h);
+                    Some(h)
+                }
+                watcher::Event::Init | watcher::Event::InitDone => None,
+            }))
+        });
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        pool: HostPool::new(tx, metrics.clone()),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics: metrics.clone(),
+        hosts: host_cache,
+        written: written::Written::default(),
+        probed: Mutex::new(HashSet::new()),
+        containers: Mutex::new(std::collections::HashMap::new()),
+        failures: Mutex::new(std::collections::HashMap::new()),
+    });
 
     let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -213,14 +242,17 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     // A short debounce lets a burst settle (`docker rm -f` emits kill, die and destroy) before
     // the host is looked at. Engine events are throttled per set in the pool, so a set that
     // cannot converge is not retried in a tight loop; a longer debounce would delay every heal.
-    let set_controller = Controller::new(sets, watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)));
+    // Bounded concurrency: at 10k sets, an unbounded controller starts every reconcile at once
+    // and holds all their inputs and connections in memory together.
+    let set_controller = Controller::new(sets, watcher::Config::default()).with_config(
+        kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)).concurrency(SET_CONCURRENCY),
+    );
     let set_store = set_controller.store();
     let store_for_hosts = set_store.clone();
     let store_for_secrets = set_store.clone();
     let store_for_cms = set_store.clone();
     let set_controller = set_controller
-        .watches(hosts, watcher::Config::default(), move |host: DockerHost| sets_selecting(&store_for_hosts, &host))
+        .watches_stream(host_triggers, move |host: DockerHost| sets_selecting(&store_for_hosts, &host))
         .watches(secrets, watcher::Config::default(), move |s: Secret| {
             sets_referencing(&store_for_secrets, &s.metadata, RefKind::Secret)
         })
@@ -257,6 +289,43 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
         _ = mark_synced => {}
     }
     Ok(())
+}
+
+/// How many ContainerSet reconciles run at once.
+pub const SET_CONCURRENCY: u16 = 32;
+
+/// Which DockerHost changes can change a set's reconcile: its labels (placement), its spec
+/// (endpoint, TLS, cordon, policy; `metadata.generation`), whether it is Ready (a host that
+/// comes back), and its deletion. A probe's other status updates (last seen, container count,
+/// every minute on every host) are not: re-reconciling every set on the host for them would
+/// cost thousands of reconciles a minute at fleet scale.
+#[derive(Default)]
+struct PlacementChanges {
+    seen: std::collections::HashMap<ObjectRef<DockerHost>, u64>,
+}
+
+impl PlacementChanges {
+    fn fingerprint(host: &DockerHost) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        host.metadata.labels.hash(&mut h);
+        host.metadata.generation.hash(&mut h);
+        // Without a generation (an API server that does not set it), the spec itself.
+        serde_json::to_string(&host.spec).unwrap_or_default().hash(&mut h);
+        let ready = host.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        ready.map(|c| c.status.as_str()).hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether this version of `host` differs in what matters from the last one seen.
+    fn applied(&mut self, host: &DockerHost) -> bool {
+        let print = Self::fingerprint(host);
+        self.seen.insert(ObjectRef::from(host), print) != Some(print)
+    }
+
+    fn deleted(&mut self, host: &DockerHost) {
+        self.seen.remove(&ObjectRef::from(host));
+    }
 }
 
 fn sets_selecting(store: &Store<ContainerSet>, host: &DockerHost) -> Vec<ObjectRef<ContainerSet>> {
@@ -318,5 +387,39 @@ mod tokio_stream_shim {
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
             self.0.poll_recv(cx)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn host(group: &str, ready: &str, containers: i64) -> DockerHost {
+        serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "DockerHost",
+            "metadata": {"name": "h", "namespace": "ns", "generation": 1, "labels": {"group": group}},
+            "spec": {"endpoint": "unix:///run/h.sock"},
+            "status": {"managedContainers": containers, "lastSeen": format!("2026-01-01T00:{containers:02}:00Z"),
+                       "conditions": [{"type": "Ready", "status": ready, "reason": "R", "message": "",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .expect("a DockerHost")
+    }
+
+    #[test]
+    fn only_placement_readiness_and_deletion_of_a_host_wake_its_sets() {
+        let mut changes = PlacementChanges::default();
+        assert!(changes.applied(&host("web", "True", 0)), "first seen");
+        assert!(!changes.applied(&host("web", "True", 7)), "a probe's count and last-seen: no");
+        assert!(changes.applied(&host("api", "True", 7)), "relabelled: placement may change");
+        assert!(changes.applied(&host("api", "False", 7)), "down");
+        assert!(changes.applied(&host("api", "True", 7)), "back");
+        let mut moved = host("api", "True", 7);
+        moved.spec.endpoint = "unix:///run/other.sock".into();
+        moved.metadata.generation = Some(2);
+        assert!(changes.applied(&moved), "a new endpoint");
+        changes.deleted(&moved);
+        assert!(changes.applied(&moved), "re-created after deletion: seen afresh");
     }
 }

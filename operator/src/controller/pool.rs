@@ -8,6 +8,11 @@
 //! instead of on the next resync, and drift only an event shows is noted in the pool's
 //! [`DriftLog`], which [`HostPool::observe`] applies to every observation.
 //!
+//! Every observation through the pool also records which sets have containers on the host
+//! ([`Holdings`]), so a set's reconcile looks only at the hosts that matter to it: those it is
+//! placed on, those that still hold its containers, and those never observed yet. At 1k hosts
+//! per namespace, observing every host for every set would be 1k list calls per reconcile.
+//!
 //! Triggers are throttled per set: the first event after a quiet second goes out at once (a
 //! drift heals without waiting) and is followed by one more at the end of that second (the
 //! engine emits `die` before its container list says `exited`); later events within a second
@@ -15,7 +20,7 @@
 //! failed start's `die`), so without it a set that cannot converge would be retried in a tight
 //! loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +33,7 @@ use tokio::time::Instant;
 use berth_crd::ContainerSet;
 
 use crate::docker::{self, DockerError, DriftLog, Endpoint};
-use crate::engine::ObservedContainer;
+use crate::engine::{ObservedContainer, SetKey};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::MethodLabels;
 
@@ -47,6 +52,7 @@ pub struct HostPool {
     triggers: Throttle,
     metrics: Arc<Metrics>,
     drift: DriftLog,
+    holdings: std::sync::Mutex<Holdings>,
 }
 
 impl HostPool {
@@ -57,6 +63,7 @@ impl HostPool {
             triggers: Throttle::new(triggers, THROTTLE),
             metrics,
             drift: DriftLog::new(),
+            holdings: std::sync::Mutex::default(),
         })
     }
 
@@ -65,11 +72,25 @@ impl HostPool {
         &self.drift
     }
 
-    /// Observe `host` (one list call) and mark the drift its events showed.
+    /// Observe `host` (one list call), mark the drift its events showed, and note which sets
+    /// it holds.
     pub async fn observe(&self, host: &str, docker: &Docker) -> Result<Vec<ObservedContainer>, DockerError> {
+        let ticket = self.holdings().ticket();
         let mut observed = docker::observe(docker).await?;
         self.drift.mark(host, &mut observed);
+        self.holdings().record(host, ticket, observed.iter().map(|c| &c.set));
         Ok(observed)
+    }
+
+    /// Whether a reconcile of `set` must look at `host` although the set is not placed there:
+    /// the host's last observation showed containers of the set, or it was never observed.
+    pub fn may_hold(&self, host: &str, set: &SetKey) -> bool {
+        self.holdings().may_hold(host, set)
+    }
+
+    fn holdings(&self) -> std::sync::MutexGuard<'_, Holdings> {
+        // Every update is one insert: consistent whatever panicked while holding it.
+        self.holdings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The connection to `host` at `endpoint`, made (and its event follower started) if new.
@@ -111,6 +132,36 @@ impl HostPool {
         if let Some(c) = self.connections.lock().await.remove(host) {
             c.events.abort();
         }
+    }
+}
+
+/// Per host, the sets its last observation showed containers of.
+///
+/// An observation replaces the host's entry only if it started after the one recorded: two
+/// reconciles observe the same host concurrently, and the list that started first (before the
+/// other's create) must not overwrite the later one when its answer arrives last.
+#[derive(Default)]
+struct Holdings {
+    next_ticket: u64,
+    hosts: HashMap<String, (u64, HashSet<SetKey>)>,
+}
+
+impl Holdings {
+    /// A number for an observation about to start; later observations get larger ones.
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    fn record<'a>(&mut self, host: &str, ticket: u64, sets: impl Iterator<Item = &'a SetKey>) {
+        let newer = self.hosts.get(host).is_none_or(|(recorded, _)| *recorded < ticket);
+        if newer {
+            self.hosts.insert(host.to_string(), (ticket, sets.cloned().collect()));
+        }
+    }
+
+    fn may_hold(&self, host: &str, set: &SetKey) -> bool {
+        self.hosts.get(host).is_none_or(|(_, sets)| sets.contains(set))
     }
 }
 
@@ -168,6 +219,26 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_may_hold_a_set_until_an_observation_shows_it_does_not() {
+        let mut h = Holdings::default();
+        let (web, api) = (SetKey::new("ns", "web"), SetKey::new("ns", "api"));
+        assert!(h.may_hold("a", &web), "never observed: anything may be there");
+        let first = h.ticket();
+        h.record("a", first, [&web].into_iter());
+        assert!(h.may_hold("a", &web));
+        assert!(!h.may_hold("a", &api));
+        assert!(h.may_hold("b", &api), "another host is still unknown");
+        // Two observations in flight: the later one (after api's create) answers first.
+        let (early, late) = (h.ticket(), h.ticket());
+        h.record("a", late, [&web, &api].into_iter());
+        h.record("a", early, [&web].into_iter());
+        assert!(h.may_hold("a", &api), "the earlier list, answered last, does not hide api's container");
+        let after_removal = h.ticket();
+        h.record("a", after_removal, std::iter::empty());
+        assert!(!h.may_hold("a", &web) && !h.may_hold("a", &api));
+    }
 
     #[tokio::test]
     async fn the_first_trigger_goes_at_once_the_rest_fold_into_one_at_the_end_of_the_window() {

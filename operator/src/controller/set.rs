@@ -72,8 +72,10 @@ pub fn error_policy(cs: Arc<ContainerSet>, error: &Error, ctx: Arc<Context>) -> 
 /// Everything a reconcile of this set reads from the API server.
 async fn gather(cs: &ContainerSet, ctx: &Context) -> Result<Input, Error> {
     let ns = cs.namespace().unwrap_or_else(|| "default".into());
-    let hosts: Vec<DockerHost> =
-        Api::<DockerHost>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+    // From the watch cache, not a list per reconcile (1k hosts × 10k sets adds up).
+    ctx.hosts.wait_until_ready().await.map_err(|_| Error::Stopped)?;
+    let key = SetKey::new(ns.clone(), cs.name_any());
+    let hosts = relevant_hosts(ctx.hosts.state().iter().map(|h| h.as_ref()), cs, |h| ctx.pool.may_hold(h, &key));
     let t = &cs.spec.template;
     let mut secret_names: BTreeSet<String> = t.image_pull_secrets.iter().map(|s| s.name.clone()).collect();
     secret_names
@@ -200,7 +202,8 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
             publish(ctx, cs, EventType::Warning, "HostError", "Reconcile", format!("host {}: {e}", r.host)).await;
         }
     }
-    for e in drift_events(cs.status.as_ref(), &reports) {
+    let known = known_status(cs, ctx);
+    for e in drift_events(known.as_ref(), &reports) {
         ctx.metrics.drifted(e.kind);
         publish(ctx, cs, e.type_, e.reason, "Drift", e.note).await;
     }
@@ -228,17 +231,39 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         publish(ctx, cs, EventType::Warning, reason, "Rollout", msg).await;
     }
     let now = Timestamp::now();
-    let status = set_status(cs.metadata.generation, &note, cs.spec.paused, &reports, cs.status.as_ref(), now);
+    let status = set_status(cs.metadata.generation, &note, cs.spec.paused, &reports, known.as_ref(), now);
     let converged = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
     let settled =
         matches!(set_report.as_ref().map(|s| &s.result), Some(SetResult::Held { .. } | SetResult::Failed { .. }));
-    write_status(cs, ctx, status).await?;
+    write_status(cs, ctx, known.as_ref(), status).await?;
     let mut next = if converged || settled { RESYNC } else { RETRY };
     // imagePolicy: Follow polls the registry on its own interval.
     if let Some(poll) = resolved.image_policies.get(&key).and_then(|p| p.poll_interval()) {
         next = next.min(poll);
     }
     Ok(Action::requeue(next))
+}
+
+/// The DockerHosts a reconcile of `cs` must look at: those its selector picks, and those that
+/// `may_hold` its containers (the pool's last observation of the host showed some, or the host
+/// was never observed). The rest hold nothing of the set, so their plan would be empty;
+/// skipping them keeps a reconcile at a few list calls however many hosts share the namespace.
+fn relevant_hosts<'a>(
+    hosts: impl IntoIterator<Item = &'a DockerHost>,
+    cs: &ContainerSet,
+    may_hold: impl Fn(&str) -> bool,
+) -> Vec<DockerHost> {
+    // An invalid selector keeps every host: resolve reports it, naming the field.
+    let selector = kube::core::Selector::try_from(cs.spec.host_selector.clone()).ok();
+    hosts
+        .into_iter()
+        .filter(|h| h.metadata.namespace == cs.metadata.namespace)
+        .filter(|h| {
+            let labels = h.metadata.labels.clone().unwrap_or_default();
+            selector.as_ref().is_none_or(|s| kube::core::SelectorExt::matches(s, &labels)) || may_hold(&h.name_any())
+        })
+        .cloned()
+        .collect()
 }
 
 /// Connect through the pool and observe one host.
@@ -424,20 +449,38 @@ async fn converge_host(
 /// The spec cannot be rolled out: say so in status and an Event; touch no host.
 async fn refuse(cs: &ContainerSet, ctx: &Context, message: &str) -> Result<Action, Error> {
     publish(ctx, cs, EventType::Warning, "InvalidSpec", "Validate", message.to_string()).await;
-    let status = invalid_status(cs.metadata.generation, message, cs.status.as_ref(), Timestamp::now());
-    write_status(cs, ctx, status).await?;
+    let known = known_status(cs, ctx);
+    let status = invalid_status(cs.metadata.generation, message, known.as_ref(), Timestamp::now());
+    write_status(cs, ctx, known.as_ref(), status).await?;
     Ok(Action::await_change())
 }
 
-/// Server-side apply of the status under berth's field manager, only when it changed: an
-/// unchanged world makes no write, hence no watch event and no reconcile loop.
-async fn write_status(cs: &ContainerSet, ctx: &Context, status: ContainerSetStatus) -> Result<(), Error> {
-    if cs.status.as_ref() == Some(&status) {
+fn status_key(cs: &ContainerSet) -> String {
+    format!("{}/{}", cs.namespace().unwrap_or_default(), cs.name_any())
+}
+
+/// The set's status as it is now: the cached object's, or berth's own last write while the
+/// cache has not caught up with it (see [`super::written`]).
+fn known_status(cs: &ContainerSet, ctx: &Context) -> Option<ContainerSetStatus> {
+    ctx.written.current(&status_key(cs), cs.metadata.resource_version.as_deref(), cs.status.as_ref())
+}
+
+/// Server-side apply of the status under berth's field manager, only when it differs from the
+/// `known` one: an unchanged world makes no write, hence no watch event and no reconcile loop.
+async fn write_status(
+    cs: &ContainerSet,
+    ctx: &Context,
+    known: Option<&ContainerSetStatus>,
+    status: ContainerSetStatus,
+) -> Result<(), Error> {
+    if known == Some(&status) {
         return Ok(());
     }
     let api: Api<ContainerSet> = Api::namespaced(ctx.client.clone(), &cs.namespace().unwrap_or_default());
     let patch = json!({ "apiVersion": berth_crd::API_VERSION, "kind": "ContainerSet", "metadata": { "name": cs.name_any() }, "status": status });
     api.patch_status(&cs.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    tracing::debug!(set = %status_key(cs), "status written");
+    ctx.written.wrote(&status_key(cs), cs.metadata.resource_version.as_deref(), status);
     Ok(())
 }
 
@@ -496,6 +539,7 @@ async fn cleanup(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         return Err(Error::Cleanup(msg));
     }
     publish(ctx, cs, EventType::Normal, "Deleted", "Delete", "removed the set's containers on every host".into()).await;
+    ctx.written.forget(&status_key(cs));
     Ok(Action::await_change())
 }
 
@@ -504,5 +548,42 @@ async fn publish(ctx: &Context, cs: &ContainerSet, type_: EventType, reason: &st
     let ev = KubeEvent { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&ev, &cs.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn host(name: &str, group: &str) -> DockerHost {
+        serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "DockerHost",
+            "metadata": {"name": name, "namespace": "ns", "labels": {"group": group}},
+            "spec": {"endpoint": format!("unix:///run/{name}.sock")}
+        }))
+        .expect("a DockerHost")
+    }
+
+    #[test]
+    fn a_reconcile_looks_at_selected_hosts_and_those_that_may_hold_the_set() {
+        let web: ContainerSet = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "ContainerSet",
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"hostSelector": {"matchLabels": {"group": "web"}}, "template": {"image": "echo:1"}}
+        }))
+        .expect("a ContainerSet");
+        let mut elsewhere = host("elsewhere", "web");
+        elsewhere.metadata.namespace = Some("other".into());
+        let hosts = [
+            host("selected", "web"),
+            host("left-behind", "api"),
+            host("never-seen", "api"),
+            host("empty", "api"),
+            elsewhere,
+        ];
+        let may_hold = |h: &str| matches!(h, "left-behind" | "never-seen" | "elsewhere");
+        let names: Vec<String> = relevant_hosts(&hosts, &web, may_hold).iter().map(|h| h.name_any()).collect();
+        assert_eq!(names, ["selected", "left-behind", "never-seen"]);
     }
 }
