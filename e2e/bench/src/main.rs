@@ -122,7 +122,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 e.to_string().lines().next().unwrap_or_default()
             );
         }
-        print!("{}", report::markdown(&results, args.rounds as usize, &machine.markdown(), began.elapsed()));
+        print!(
+            "{}",
+            report::markdown(
+                &results,
+                args.rounds as usize,
+                args.seq_floor_rounds as usize,
+                &machine.markdown(),
+                began.elapsed()
+            )
+        );
     }
     outcome
 }

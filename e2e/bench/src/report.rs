@@ -181,12 +181,13 @@ fn fmt_requests(samples: &[Sample]) -> String {
 }
 
 /// The whole report, in markdown.
-pub fn markdown(results: &Results, rounds: usize, machine: &str, took: Duration) -> String {
+pub fn markdown(results: &Results, rounds: usize, seq_floor_rounds: usize, machine: &str, took: Duration) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## berth vs docker-compose vs the engine floor\n");
     let _ = writeln!(
         out,
-        "Median (min–max) wall time over {rounds} rounds; requests are Docker API requests counted by a proxy in front of the engine socket (median per round). \"floor\" is direct API calls with the same create options; berth/floor is against the 4-parallel floor for converge and delete.\n"
+        "Median (min–max) wall time over {rounds} rounds (the sequential floor of converge and delete: the first {} of them); requests are Docker API requests counted by a proxy in front of the engine socket (median per round). \"floor\" is direct API calls with the same create options; berth/floor is against the 4-parallel floor for converge and delete.\n",
+        seq_floor_rounds.min(rounds)
     );
     let _ = writeln!(
         out,
