@@ -112,3 +112,32 @@ async fn prune_removes_sets_no_longer_declared_in_the_namespace() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left[0].0.contains(".a."), "set a stays: {left:?}");
 }
+
+/// `--concurrency N` bounds the changes in flight on a host across all the sets of a run
+/// (each set executes on its own, side by side): never more than N container starts at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_bounds_a_host_across_sets() {
+    ensure_echo_image();
+    let docker = docker().await;
+    let ns = NamespaceGuard::new("bound");
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..8 {
+        EchoSet::new(ns.name(), &format!("s{i}")).without_healthcheck().write(dir.path());
+    }
+    let proxy = CountingProxy::start(&local_socket_path());
+    let host = proxy.docker_host();
+    berth_async(["apply", "--concurrency", "2", "-f", dir.path().to_str().unwrap()], &[("DOCKER_HOST", host.as_str())])
+        .await
+        .assert_success();
+    assert_eq!(containers_in(&docker, ns.name()).await.len(), 8, "every set runs");
+    let starts: Vec<(std::time::Instant, std::time::Instant)> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.endpoint().ends_with("/start"))
+        .map(|r| (r.at, r.at + r.took.expect("every start was answered")))
+        .collect();
+    assert_eq!(starts.len(), 8, "{}", proxy.describe());
+    // The most starts in flight at once: at each start's beginning, count those open then.
+    let most = starts.iter().map(|(t, _)| starts.iter().filter(|(a, b)| a <= t && t < b).count()).max().unwrap();
+    assert!(most <= 2, "{most} starts were in flight at once with --concurrency 2: {}", proxy.describe());
+}

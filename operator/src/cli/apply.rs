@@ -256,7 +256,7 @@ async fn execute(
     }
     print!("{}", held_notes(&prepared));
     let progress = TerminalProgress::new(total as u64);
-    let options = ExecOptions { concurrency: concurrency as usize, sets: resolved.runtime.clone() };
+    let options = ExecOptions::new(concurrency as usize, resolved.runtime.clone());
     let rebuild = |key: &SetKey, t: &serde_json::Value| input::resolve::rebuild(input, prune, key, t);
     let ctx = fleet::RunContext {
         sets: &resolved.set_infos,

@@ -12,7 +12,7 @@ use berth_crd::{ContainerSet, ContainerSetStatus, DockerHost, Validate, VolumeRe
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -143,7 +143,7 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let rebuild = |k: &SetKey, t: &serde_json::Value| input::resolve::rebuild(&input, false, k, t);
     let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
     let plans = prepared.plans.clone();
-    let options = ExecOptions { concurrency: 8, sets: resolved.runtime.clone() };
+    let options = ExecOptions::new(8, resolved.runtime.clone());
     let run = fleet::RunContext {
         sets: &resolved.set_infos,
         store: &store,
@@ -513,7 +513,7 @@ async fn cleanup(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         h.desired.clear();
         h.scope.sets.insert(key.clone());
     }
-    let options = ExecOptions { concurrency: 8, sets: resolved.runtime.clone() };
+    let options = ExecOptions::new(8, resolved.runtime.clone());
     let mut failures = Vec::new();
     for target in &resolved.hosts {
         let report = converge_host(target, ctx, &options, &key).boxed().await;

@@ -11,8 +11,8 @@
 //! Report fails with [`DockerError::Squatter`]. Either way [`SetOutcome::drift`] says so.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -44,17 +44,32 @@ pub struct SetRuntime {
     pub credentials: Option<DockerCredentials>,
 }
 
-/// Options for one host's execution.
+/// Options for executing plans, shared by every host and set of a run.
 #[derive(Clone, Debug)]
 pub struct ExecOptions {
     /// Concurrent changes per host.
     pub concurrency: usize,
     pub sets: HashMap<SetKey, SetRuntime>,
+    /// One semaphore of `concurrency` permits per host, shared by every [`execute_host`] call
+    /// with these options (and their clones): a run executes its sets side by side, one call
+    /// per set, and the bound is per host, not per set.
+    permits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+impl ExecOptions {
+    pub fn new(concurrency: usize, sets: HashMap<SetKey, SetRuntime>) -> ExecOptions {
+        ExecOptions { concurrency, sets, permits: Arc::default() }
+    }
+
+    fn permits(&self, host: &str) -> Arc<Semaphore> {
+        let mut permits = self.permits.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        permits.entry(host.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.concurrency.max(1)))).clone()
+    }
 }
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        ExecOptions { concurrency: 8, sets: HashMap::new() }
+        ExecOptions::new(8, HashMap::new())
     }
 }
 
@@ -104,7 +119,7 @@ pub async fn execute_host(
     options: &ExecOptions,
     progress: &dyn Progress,
 ) -> HostOutcome {
-    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let permits = options.permits(&plan.host);
     // Sets that free host ports for others finish first; the rest then run side by side.
     let (first, rest): (Vec<&SetPlan>, Vec<&SetPlan>) = plan.sets.iter().partition(|sp| sp.frees_ports);
     let mut sets = run_sets(docker, plan, &first, desired, options, progress, &permits).await;
