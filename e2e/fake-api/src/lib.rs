@@ -187,6 +187,20 @@ impl FakeApi {
         lock(&self.shared.store).get_raw(&(group.to_string(), plural.to_string()), namespace, name)
     }
 
+    /// `f` of a stored object, read in place: no copy, so a benchmark can poll thousands of
+    /// objects without slowing the server it measures. `f` runs under the store's lock.
+    pub fn with_object<T>(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        f: impl FnOnce(&Value) -> T,
+    ) -> Option<T> {
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or_default();
+        lock(&self.shared.store).get_raw_ref(&(group.to_string(), plural.to_string()), namespace, name).map(f)
+    }
+
     /// Forgets the change history, as etcd compaction (plus a watch-cache reset) does: every
     /// open watch, and any later watch from an earlier resourceVersion, gets a 410 `Expired`
     /// `ERROR` event, on which kube-runtime's watcher re-lists.

@@ -341,6 +341,11 @@ impl Store {
         self.objects.get(key).and_then(|m| m.get(&(ns.to_string(), name.to_string()))).cloned()
     }
 
+    /// Any stored object by raw keys, borrowed (for pollers over many objects).
+    pub fn get_raw_ref(&self, key: &TypeKey, ns: &str, name: &str) -> Option<&Value> {
+        self.objects.get(key).and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+    }
+
     /// Objects of a type in a namespace (`None`: all), selected, sorted by namespace and name.
     pub fn list(
         &self,

@@ -34,7 +34,7 @@ use kube::core::{Selector, SelectorExt};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Store;
-use kube::runtime::{Controller, reflector, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_stream_shim::UnboundedReceiverStream;
@@ -210,7 +210,11 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
                     placement.deleted(&h);
                     Some(h)
                 }
-                watcher::Event::Init | watcher::Event::InitDone => None,
+                watcher::Event::InitDone => {
+                    placement.synced();
+                    None
+                }
+                watcher::Event::Init => None,
             }))
         });
 
@@ -244,7 +248,11 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     // cannot converge is not retried in a tight loop; a longer debounce would delay every heal.
     // Bounded concurrency: at 10k sets, an unbounded controller starts every reconcile at once
     // and holds all their inputs and connections in memory together.
-    let set_controller = Controller::new(sets, watcher::Config::default()).with_config(
+    // The cache of sets holds 10k objects at fleet scale: without their managedFields (and a
+    // client-side apply's copy of the spec), which no reconcile reads.
+    let (set_cache, set_writer) = reflector::store::<ContainerSet>();
+    let set_stream = reflector(set_writer, watcher(sets, watcher::Config::default()).modify(slim)).applied_objects();
+    let set_controller = Controller::for_stream(set_stream, set_cache).with_config(
         kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)).concurrency(SET_CONCURRENCY),
     );
     let set_store = set_controller.store();
@@ -291,6 +299,14 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the cache keeps of a set: no managedFields, no client-side apply annotation.
+fn slim(cs: &mut ContainerSet) {
+    cs.metadata.managed_fields = None;
+    if let Some(a) = cs.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// How many ContainerSet reconciles run at once.
 pub const SET_CONCURRENCY: u16 = 32;
 
@@ -299,9 +315,13 @@ pub const SET_CONCURRENCY: u16 = 32;
 /// comes back), and its deletion. A probe's other status updates (last seen, container count,
 /// every minute on every host) are not: re-reconciling every set on the host for them would
 /// cost thousands of reconciles a minute at fleet scale.
+///
+/// Until the first list is complete, no host wakes anything: every set is reconciled at start
+/// anyway, and mapping 1k hosts onto 10k sets then would cost 10M selector matches.
 #[derive(Default)]
 struct PlacementChanges {
     seen: std::collections::HashMap<ObjectRef<DockerHost>, u64>,
+    synced: bool,
 }
 
 impl PlacementChanges {
@@ -317,10 +337,16 @@ impl PlacementChanges {
         h.finish()
     }
 
-    /// Whether this version of `host` differs in what matters from the last one seen.
+    /// Whether this version of `host` differs in what matters from the last one seen (and the
+    /// first list is complete).
     fn applied(&mut self, host: &DockerHost) -> bool {
         let print = Self::fingerprint(host);
-        self.seen.insert(ObjectRef::from(host), print) != Some(print)
+        self.seen.insert(ObjectRef::from(host), print) != Some(print) && self.synced
+    }
+
+    /// The first list is complete: from now on, changes wake sets.
+    fn synced(&mut self) {
+        self.synced = true;
     }
 
     fn deleted(&mut self, host: &DockerHost) {
@@ -410,7 +436,10 @@ mod tests {
     #[test]
     fn only_placement_readiness_and_deletion_of_a_host_wake_its_sets() {
         let mut changes = PlacementChanges::default();
-        assert!(changes.applied(&host("web", "True", 0)), "first seen");
+        assert!(!changes.applied(&host("web", "True", 0)), "the first list wakes nothing");
+        changes.synced();
+        assert!(changes.applied(&host("web", "False", 0)), "after it, a change does");
+        assert!(changes.applied(&host("web", "True", 0)));
         assert!(!changes.applied(&host("web", "True", 7)), "a probe's count and last-seen: no");
         assert!(changes.applied(&host("api", "True", 7)), "relabelled: placement may change");
         assert!(changes.applied(&host("api", "False", 7)), "down");

@@ -368,14 +368,20 @@ fn wait_converged(
     let started = Instant::now();
     let total = pending.len();
     let mut last_report = Instant::now();
+    let mut last_rv = 0;
     while !pending.is_empty() {
         op.alive()?;
         if let Some((_, rss)) = memory_kb(op.pid()) {
             *max_rss = (*max_rss).max(rss);
         }
-        pending.retain(|name| {
-            !fake.object("berth.dev/v1alpha1", "containersets", NAMESPACE, name).is_some_and(|s| converged(&s))
-        });
+        // Read in place, and only when something changed: polling must not slow the server.
+        let rv = fake.resource_version();
+        if rv != last_rv {
+            last_rv = rv;
+            pending.retain(|name| {
+                fake.with_object("berth.dev/v1alpha1", "containersets", NAMESPACE, name, converged) != Some(true)
+            });
+        }
         if started.elapsed() > timeout {
             let example = pending.iter().next().cloned().unwrap_or_default();
             let status = fake
