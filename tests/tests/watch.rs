@@ -104,6 +104,8 @@ async fn watch_heals_drift_rolls_out_file_changes_and_ignores_broken_files() {
     let t = Instant::now();
     let second = exec_into(&docker, ns.name(), &second).await;
     let ((name, third), exec) = replaced(&docker, ns.name(), &second, t).await;
+    // Replaced because of the exec, not for some other reason.
+    assert!(watch.stdout().contains("exec_start: /echo --help"), "{}", watch.stdout());
     eprintln!("watch heal times (drift → replacement running and healthy): killed {killed:.2}s, exec {exec:.2}s");
     assert!(name.contains(".web."), "{name}");
 

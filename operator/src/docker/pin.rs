@@ -175,16 +175,16 @@ pub async fn pin_images<'a>(
     // One question per host, image and credentials (sets that pull with other credentials
     // ask on their own), however many sets run that image.
     let mut questions: Vec<(usize, &str, Option<DockerCredentials>)> = Vec::new();
+    let mut by_image: HashMap<(usize, &str), Vec<usize>> = HashMap::new();
     let asks: Vec<Option<usize>> = decisions
         .iter()
         .map(|(key, image, decision, asked)| {
             let host = asked.filter(|&i| *decision == PinDecision::Resolve && hosts[i].docker.is_some())?;
             let credentials = runtime.get(key).and_then(|r| r.credentials.clone());
-            let same = |(h, i, c): &(usize, &str, Option<DockerCredentials>)| {
-                *h == host && *i == image.as_str() && *c == credentials
-            };
-            Some(questions.iter().position(same).unwrap_or_else(|| {
+            let asked_already = by_image.entry((host, image.as_str())).or_default();
+            Some(asked_already.iter().copied().find(|&q| questions[q].2 == credentials).unwrap_or_else(|| {
                 questions.push((host, image.as_str(), credentials));
+                asked_already.push(questions.len() - 1);
                 questions.len() - 1
             }))
         })
