@@ -12,14 +12,13 @@
 //! A registry that cannot be reached at all is an error: the digest the host last saw may be
 //! stale, and pinning a new revision to it would be a guess.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use oci_spec::distribution::Reference;
 
 use super::{message_of, status_of};
+use crate::engine::image_ref::ImageRef;
 use crate::engine::pin::pinned_reference;
 
 /// How long the engine may take to get an answer from the registry.
@@ -68,8 +67,10 @@ pub async fn resolve_digest(
     image: &str,
     credentials: Option<DockerCredentials>,
 ) -> Result<Resolution, ResolveError> {
-    let reference = Reference::from_str(image)
-        .map_err(|e| ResolveError::Invalid { image: image.to_string(), message: e.to_string() })?;
+    let reference = ImageRef::parse(image).ok_or_else(|| ResolveError::Invalid {
+        image: image.to_string(),
+        message: "cannot split it into name, tag and digest".into(),
+    })?;
     let local = match docker.inspect_image(image).await {
         Ok(i) => Some(same_repository_digests(&reference, i.repo_digests.unwrap_or_default())),
         Err(e) if status_of(&e) == Some(404) => None,
@@ -113,11 +114,11 @@ pub async fn resolve_digest(
 /// The digests among `repo_digests` (`registry/repo@sha256:…`) that belong to the repository
 /// of `reference`, in a stable order. An image pushed to several repositories carries one
 /// per repository; another repository's digest says nothing about this one.
-fn same_repository_digests(reference: &Reference, repo_digests: Vec<String>) -> Vec<String> {
+fn same_repository_digests(reference: &ImageRef<'_>, repo_digests: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = repo_digests
         .iter()
-        .filter_map(|rd| Reference::from_str(rd).ok())
-        .filter(|r| r.resolve_registry() == reference.resolve_registry() && r.repository() == reference.repository())
+        .filter_map(|rd| ImageRef::parse(rd))
+        .filter(|r| r.same_repository(reference))
         .filter_map(|r| r.digest().map(str::to_string))
         .collect();
     out.sort();
@@ -134,7 +135,7 @@ mod tests {
 
     #[test]
     fn only_digests_of_the_same_repository_count() {
-        let r = Reference::from_str("127.0.0.1:5000/team/echo:live").expect("valid");
+        let r = ImageRef::parse("127.0.0.1:5000/team/echo:live").expect("valid");
         let digests = vec![
             format!("127.0.0.1:5000/other/echo@{D1}"),
             format!("127.0.0.1:5001/team/echo@{D1}"),
@@ -146,10 +147,10 @@ mod tests {
 
     #[test]
     fn docker_hub_names_match_in_their_short_forms() {
-        let r = Reference::from_str("echo:1").expect("valid");
+        let r = ImageRef::parse("echo:1").expect("valid");
         assert_eq!(same_repository_digests(&r, vec![format!("echo@{D1}")]), vec![D1.to_string()]);
         assert_eq!(same_repository_digests(&r, vec![format!("docker.io/library/echo@{D1}")]), vec![D1.to_string()]);
-        let r = Reference::from_str("example/echo:latest").expect("valid");
+        let r = ImageRef::parse("example/echo:latest").expect("valid");
         assert!(same_repository_digests(&r, vec![format!("127.0.0.1:5000/example/echo@{D1}")]).is_empty());
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod diff;
 pub mod history;
+pub mod image_ref;
 pub mod model;
 pub mod pin;
 pub mod plan;

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -472,12 +471,11 @@ pub fn same_image(listed: &str, spec: &str) -> Option<bool> {
     if id.len() >= 12 && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let (Ok(a), Ok(b)) =
-        (oci_spec::distribution::Reference::from_str(listed), oci_spec::distribution::Reference::from_str(spec))
+    let (Some(a), Some(b)) = (super::image_ref::ImageRef::parse(listed), super::image_ref::ImageRef::parse(spec))
     else {
         return None;
     };
-    let same_name = a.registry() == b.registry() && a.repository() == b.repository();
+    let same_name = a.same_repository(&b);
     Some(match (a.digest(), b.digest()) {
         (Some(x), Some(y)) => same_name && x == y,
         _ => same_name && a.tag() == b.tag(),

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use berth_crd::quantity::{parse_cpus, parse_duration, parse_memory};
@@ -482,9 +481,9 @@ fn pull_credentials(
     if t.image_pull_secrets.is_empty() {
         return Ok(None);
     }
-    let registry = oci_spec::distribution::Reference::from_str(&t.image)
+    let registry = crate::engine::image_ref::ImageRef::parse(&t.image)
         .map(|r| normalize_registry(r.registry()))
-        .unwrap_or_else(|_| "docker.io".into());
+        .unwrap_or_else(|| "docker.io".into());
     for (i, r) in t.image_pull_secrets.iter().enumerate() {
         let field = format!("spec.template.imagePullSecrets[{i}]");
         let Some(secret) = input.secrets.get(&(namespace.to_string(), r.name.clone())) else {
