@@ -11,6 +11,7 @@
 //! - [`registry`]: a private registry (Debian's `docker-registry`) with optional auth.
 //! - [`forward`]: the registry's loopback address, reachable inside a test host's namespace.
 //! - [`namespace`]: unique namespaces per test and cleanup of their containers.
+//! - [`trials`]: seeded choices, a serving probe, and data written into and read out of volumes.
 //! - [`wait`]: polling for conditions with deadlines (tests never sleep instead) and HTTP probes.
 
 pub mod berth_cli;
@@ -26,6 +27,7 @@ pub mod proxy;
 pub mod registry;
 mod rt;
 pub mod testbed;
+pub mod trials;
 pub mod wait;
 
 pub use berth_cli::{BerthOutput, BerthProcess, berth, berth_async, berth_bin, berth_command, spawn_berth};
@@ -37,4 +39,5 @@ pub use namespace::{NamespaceGuard, cleanup_containers, unique_ns};
 pub use proxy::{CountingProxy, Request};
 pub use registry::{Registry, basic_auth, push_image};
 pub use testbed::{RemoteHost, StartTimings, cleanup_stale};
+pub use trials::{ServingProbe, ServingReport, TrialRng, VolumeGuard, read_volume_file, sha256_hex, write_volume_file};
 pub use wait::{eventually, eventually_sync, http_get, http_request};
