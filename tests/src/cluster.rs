@@ -26,13 +26,29 @@ pub async fn fake_cluster(ns: &str) -> (FakeApi, kube::Client) {
 /// `berth operator` against the fake, its Lease in `ns`, a 3 s lease, HTTP on `port`.
 /// The kubeconfig is written under `dir/<identity>/`.
 pub fn spawn_operator(fake: &FakeApi, dir: &Path, ns: &str, identity: &str, port: u16) -> BerthProcess {
+    spawn_operator_via(fake, &fake.url(), dir, ns, identity, port, 3)
+}
+
+/// [`spawn_operator`] reaching the fake at `api_url` (e.g. through a [`crate::link::Link`])
+/// with a lease of `lease_seconds`.
+pub fn spawn_operator_via(
+    fake: &FakeApi,
+    api_url: &str,
+    dir: &Path,
+    ns: &str,
+    identity: &str,
+    port: u16,
+    lease_seconds: u32,
+) -> BerthProcess {
     let dir = dir.join(identity);
     std::fs::create_dir_all(&dir).expect("a folder for the kubeconfig");
-    let kubeconfig = fake.write_kubeconfig(&dir);
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig_yaml().replace(&fake.url(), api_url)).expect("write the kubeconfig");
     let kc = kubeconfig.to_str().expect("a UTF-8 path").to_string();
     let addr = format!("127.0.0.1:{port}");
+    let lease = lease_seconds.to_string();
     spawn_berth(
-        ["operator", "--http-addr", &addr, "--lease-namespace", ns, "--identity", identity, "--lease-seconds", "3"],
+        ["operator", "--http-addr", &addr, "--lease-namespace", ns, "--identity", identity, "--lease-seconds", &lease],
         &[("KUBECONFIG", kc.as_str()), ("RUST_LOG", "berth=info")],
     )
 }

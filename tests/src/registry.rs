@@ -111,6 +111,27 @@ impl Registry {
         let _ = self.child.wait();
     }
 
+    /// Starts the registry again after [`Registry::stop`], on the same address with the same
+    /// storage and config: the registry host is back, with every image pushed before.
+    ///
+    /// # Panics
+    /// When it does not come up (e.g. its port was taken meanwhile), with its log.
+    pub fn restart(&mut self) {
+        let bin = find_binary("docker-registry").expect("docker-registry was installed at start");
+        let log = File::options().append(true).open(self.dir.path().join("registry.log")).expect("the registry log");
+        self.child = Command::new(&bin)
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log file handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        if let Err(why) = wait_ready(&mut self.child, &self.addr) {
+            panic!("docker-registry did not come back on {}: {why}\n--- registry log\n{}", self.addr, self.log());
+        }
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

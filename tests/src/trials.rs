@@ -68,7 +68,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 enum Targets {
     /// The running containers of a namespace on an engine whose bridge addresses the test
     /// reaches (the local engine), listed before and after each round.
-    Containers { docker: Docker, namespace: String },
+    Containers { docker: Docker, namespace: String, netns: Option<String> },
     /// Fixed addresses (published ports).
     Fixed(Vec<SocketAddr>),
 }
@@ -102,7 +102,14 @@ impl ServingProbe {
     /// Probes every running container of `namespace` on the engine `docker` at its bridge
     /// address, port 8080.
     pub fn containers(docker: Docker, namespace: &str) -> ServingProbe {
-        Self::start(Targets::Containers { docker, namespace: namespace.to_string() })
+        Self::start(Targets::Containers { docker, namespace: namespace.to_string(), netns: None })
+    }
+
+    /// [`ServingProbe::containers`] of a test host's engine: its bridge addresses are reached
+    /// from inside its network namespace `netns` ([`crate::RemoteHost::name`]), which the
+    /// probe's thread enters.
+    pub fn containers_in_netns(docker: Docker, namespace: &str, netns: &str) -> ServingProbe {
+        Self::start(Targets::Containers { docker, namespace: namespace.to_string(), netns: Some(netns.to_string()) })
     }
 
     /// Probes fixed addresses (e.g. published host ports on test hosts).
@@ -116,6 +123,10 @@ impl ServingProbe {
         let thread = std::thread::Builder::new()
             .name("serving-probe".into())
             .spawn(move || {
+                if let Targets::Containers { netns: Some(netns), .. } = &targets {
+                    // Threads spawned from here (one per probe) start in it too.
+                    enter_netns(netns);
+                }
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
                 let t0 = Instant::now();
                 let mut report = ServingReport::default();
@@ -167,7 +178,7 @@ impl Targets {
     async fn list(&self) -> BTreeMap<String, SocketAddr> {
         match self {
             Targets::Fixed(addrs) => addrs.iter().map(|a| (a.to_string(), *a)).collect(),
-            Targets::Containers { docker, namespace } => {
+            Targets::Containers { docker, namespace, .. } => {
                 let filters = HashMap::from([
                     ("label".to_string(), vec![format!("berth.dev/namespace={namespace}")]),
                     ("status".to_string(), vec!["running".to_string()]),
@@ -189,6 +200,17 @@ impl Targets {
             }
         }
     }
+}
+
+/// Moves the calling thread into network namespace `/var/run/netns/<name>` for good.
+fn enter_netns(name: &str) {
+    use std::os::fd::AsRawFd as _;
+    let path = format!("/var/run/netns/{name}");
+    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+    // SAFETY: setns(2) with a valid descriptor of a network namespace; it affects the
+    // calling thread only.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "cannot enter {path}: {}", std::io::Error::last_os_error());
 }
 
 /// The names whose address answered `GET /` with the echo body, probed all at once.
