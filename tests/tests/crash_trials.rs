@@ -69,8 +69,8 @@ struct Scenario {
 impl Scenario {
     fn from_seed(seed: u64) -> Scenario {
         let mut rng = TrialRng::new(seed);
-        let front_end = if seed % 2 == 0 { FrontEnd::Apply } else { FrontEnd::Operator };
-        let strategy = if (seed / 2) % 2 == 0 { "StartFirst" } else { "StopFirst" };
+        let front_end = if seed.is_multiple_of(2) { FrontEnd::Apply } else { FrontEnd::Operator };
+        let strategy = if (seed / 2).is_multiple_of(2) { "StartFirst" } else { "StopFirst" };
         let replicas = rng.between(2, 3) as u32;
         // A replacement is create, start, stop and remove per replica: kill anywhere in it,
         // and sometimes by time (which may fall before the first request or after the last).
@@ -322,7 +322,7 @@ fn kill_at(mut run: BerthProcess, proxy: &CountingProxy, kill: KillPoint) -> Str
         std::thread::sleep(Duration::from_millis(1));
     }
     let out = run.kill();
-    let last = proxy.requests().into_iter().filter(|r| r.is_mutating()).last();
+    let last = proxy.requests().into_iter().rev().find(|r| r.is_mutating());
     format!(
         "killed (signal {:?}) after {} mutating requests, the last {}",
         out.signal,
