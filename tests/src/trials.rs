@@ -96,7 +96,7 @@ pub struct ServingProbe {
 }
 
 /// How long one probe may take: a replica that does not answer within it is not serving.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl ServingProbe {
     /// Probes every running container of `namespace` on the engine `docker` at its bridge
