@@ -38,6 +38,9 @@ const DEFAULT_TRIALS: u64 = 6;
 /// Deadline of every wait for convergence (a loaded 2-core machine; not a measure of speed).
 const WAIT: Duration = Duration::from_secs(120);
 
+/// No mutating request for this long: the rollout is over (see [`kill_at`]).
+const QUIET: Duration = Duration::from_secs(15);
+
 /// The set every trial rolls out.
 const SET: &str = "web";
 
@@ -301,6 +304,7 @@ async fn ready_at_new_revision(sets: &Api<ContainerSet>, replicas: u32, not: Opt
 /// Waits for the kill point, then SIGKILLs berth; says what happened.
 fn kill_at(mut run: BerthProcess, proxy: &CountingProxy, kill: KillPoint) -> String {
     let start = Instant::now();
+    let (mut seen, mut quiet_since) = (0, Instant::now());
     // Poll tightly: the point is to stop between two particular requests.
     loop {
         let reached = match kill {
@@ -309,6 +313,18 @@ fn kill_at(mut run: BerthProcess, proxy: &CountingProxy, kill: KillPoint) -> Str
         };
         if reached {
             break;
+        }
+        // An operator never exits by itself: a rollout that made its last request before the
+        // kill point is over once the requests stop.
+        let count = proxy.count_mutating();
+        if count != seen {
+            (seen, quiet_since) = (count, Instant::now());
+        } else if count > 0 && quiet_since.elapsed() > QUIET {
+            let out = run.kill();
+            return format!(
+                "the rollout was over before the kill point ({count} mutating requests); killed then (signal {:?})",
+                out.signal
+            );
         }
         if !run.is_running() {
             let out = run.wait();
