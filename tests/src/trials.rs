@@ -130,13 +130,19 @@ impl ServingProbe {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
                 let t0 = Instant::now();
                 let mut report = ServingReport::default();
+                let mut last_known: Option<BTreeMap<String, SocketAddr>> = None;
                 while !flag.load(Ordering::SeqCst) {
-                    let before = rt.block_on(targets.list());
-                    let answered = probe_all(&before);
-                    let after = rt.block_on(targets.list());
+                    // While the engine does not answer (it is down), its containers are
+                    // those it last listed: nobody can start or stop one meanwhile.
+                    let before = rt.block_on(targets.list()).or_else(|| last_known.clone());
+                    let answered = before.as_ref().map(probe_all).unwrap_or_default();
+                    let after = rt.block_on(targets.list()).or_else(|| before.clone());
                     report.rounds += 1;
-                    let same = before.keys().collect::<BTreeSet<_>>() == after.keys().collect::<BTreeSet<_>>();
-                    if same {
+                    if let (Some(before), Some(after)) = (before, after)
+                        && before.keys().eq(after.keys())
+                    {
+                        last_known = Some(after);
+                        let before = last_known.as_ref().expect("just set");
                         report.valid_rounds += 1;
                         let n = answered.len();
                         if report.min_serving.is_none_or(|m| n < m) {
@@ -174,18 +180,20 @@ impl Drop for ServingProbe {
 }
 
 impl Targets {
-    /// What to probe now: a name (container or address) and its address.
-    async fn list(&self) -> BTreeMap<String, SocketAddr> {
+    /// What to probe now: a name (container or address) and its address; `None` when the
+    /// engine does not answer.
+    async fn list(&self) -> Option<BTreeMap<String, SocketAddr>> {
         match self {
-            Targets::Fixed(addrs) => addrs.iter().map(|a| (a.to_string(), *a)).collect(),
+            Targets::Fixed(addrs) => Some(addrs.iter().map(|a| (a.to_string(), *a)).collect()),
             Targets::Containers { docker, namespace, .. } => {
                 let filters = HashMap::from([
                     ("label".to_string(), vec![format!("berth.dev/namespace={namespace}")]),
                     ("status".to_string(), vec!["running".to_string()]),
                 ]);
                 let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
-                let Ok(list) = docker.list_containers(Some(opts)).await else { return BTreeMap::new() };
-                list.into_iter()
+                let list = docker.list_containers(Some(opts)).await.ok()?;
+                let running = list
+                    .into_iter()
                     .filter_map(|c| {
                         let name = c.names?.first()?.trim_start_matches('/').to_string();
                         let ip = c
@@ -196,7 +204,8 @@ impl Targets {
                             .find(|ip| !ip.is_empty())?;
                         Some((name, format!("{ip}:8080").parse().ok()?))
                     })
-                    .collect()
+                    .collect();
+                Some(running)
             }
         }
     }
