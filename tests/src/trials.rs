@@ -68,7 +68,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 enum Targets {
     /// The running containers of a namespace on an engine whose bridge addresses the test
     /// reaches (the local engine), listed before and after each round.
-    Containers { docker: Docker, namespace: String, netns: Option<String> },
+    Containers { host: String, namespace: String, netns: Option<String> },
     /// Fixed addresses (published ports).
     Fixed(Vec<SocketAddr>),
 }
@@ -99,17 +99,22 @@ pub struct ServingProbe {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl ServingProbe {
-    /// Probes every running container of `namespace` on the engine `docker` at its bridge
-    /// address, port 8080.
-    pub fn containers(docker: Docker, namespace: &str) -> ServingProbe {
-        Self::start(Targets::Containers { docker, namespace: namespace.to_string(), netns: None })
+    /// Probes every running container of `namespace` on the engine at `host` (a
+    /// `DOCKER_HOST` value) at its bridge address, port 8080. The probe has a client of its
+    /// own: a client's pooled connections belong to the runtime that made them.
+    pub fn containers(host: &str, namespace: &str) -> ServingProbe {
+        Self::start(Targets::Containers { host: host.to_string(), namespace: namespace.to_string(), netns: None })
     }
 
     /// [`ServingProbe::containers`] of a test host's engine: its bridge addresses are reached
     /// from inside its network namespace `netns` ([`crate::RemoteHost::name`]), which the
     /// probe's thread enters.
-    pub fn containers_in_netns(docker: Docker, namespace: &str, netns: &str) -> ServingProbe {
-        Self::start(Targets::Containers { docker, namespace: namespace.to_string(), netns: Some(netns.to_string()) })
+    pub fn containers_in_netns(host: &str, namespace: &str, netns: &str) -> ServingProbe {
+        Self::start(Targets::Containers {
+            host: host.to_string(),
+            namespace: namespace.to_string(),
+            netns: Some(netns.to_string()),
+        })
     }
 
     /// Probes fixed addresses (e.g. published host ports on test hosts).
@@ -128,15 +133,19 @@ impl ServingProbe {
                     enter_netns(netns);
                 }
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                let docker = match &targets {
+                    Targets::Containers { host, .. } => Some(rt.block_on(crate::engine::docker_at(host))),
+                    Targets::Fixed(_) => None,
+                };
                 let t0 = Instant::now();
                 let mut report = ServingReport::default();
                 let mut last_known: Option<BTreeMap<String, SocketAddr>> = None;
                 while !flag.load(Ordering::SeqCst) {
                     // While the engine does not answer (it is down), its containers are
                     // those it last listed: nobody can start or stop one meanwhile.
-                    let before = rt.block_on(targets.list()).or_else(|| last_known.clone());
+                    let before = rt.block_on(targets.list(docker.as_ref())).or_else(|| last_known.clone());
                     let answered = before.as_ref().map(probe_all).unwrap_or_default();
-                    let after = rt.block_on(targets.list()).or_else(|| before.clone());
+                    let after = rt.block_on(targets.list(docker.as_ref())).or_else(|| before.clone());
                     report.rounds += 1;
                     if let (Some(before), Some(after)) = (before, after)
                         && before.keys().eq(after.keys())
@@ -182,10 +191,11 @@ impl Drop for ServingProbe {
 impl Targets {
     /// What to probe now: a name (container or address) and its address; `None` when the
     /// engine does not answer.
-    async fn list(&self) -> Option<BTreeMap<String, SocketAddr>> {
+    async fn list(&self, docker: Option<&Docker>) -> Option<BTreeMap<String, SocketAddr>> {
         match self {
             Targets::Fixed(addrs) => Some(addrs.iter().map(|a| (a.to_string(), *a)).collect()),
-            Targets::Containers { docker, namespace, .. } => {
+            Targets::Containers { namespace, .. } => {
+                let docker = docker?;
                 let filters = HashMap::from([
                     ("label".to_string(), vec![format!("berth.dev/namespace={namespace}")]),
                     ("status".to_string(), vec!["running".to_string()]),

@@ -195,7 +195,7 @@ async fn apply_trial(s: &Scenario) -> String {
 
     s.set(ns.name(), &volume, 2).write(dir.path());
     let proxy = CountingProxy::start(&local_socket_path());
-    let probe = ServingProbe::containers(docker.clone(), ns.name());
+    let probe = ServingProbe::containers(&docker_host(), ns.name());
     let run = spawn_berth(["apply", "-f", &file], &[("DOCKER_HOST", proxy.docker_host().as_str())]);
     let killed = block_in_place(|| kill_at(run, &proxy, s.kill));
     let t = Instant::now();
@@ -241,7 +241,7 @@ async fn operator_trial(s: &Scenario) -> String {
     write_volume_file(&docker, &volume, "blob", s.blob.as_bytes()).await.expect("write the volume's data");
 
     proxy.reset();
-    let probe = ServingProbe::containers(docker.clone(), ns.name());
+    let probe = ServingProbe::containers(&docker_host(), ns.name());
     let patch = json!({"spec": {"template": {"env": [{"name": "V", "value": "2"}]}}});
     sets.patch(SET, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let killed = block_in_place(|| kill_at(op.0.take().unwrap(), &proxy, s.kill));

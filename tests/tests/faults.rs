@@ -173,7 +173,7 @@ async fn dockerd_restarted_mid_rollout_converges_without_duplicates_and_never_dr
     input.apply().await.assert_success();
     let v1 = assert_one_per_ordinal(&d, &ns, replicas).await;
 
-    let probe = ServingProbe::containers_in_netns(d.clone(), &ns, host.name());
+    let probe = ServingProbe::containers_in_netns(&host.unix_endpoint(), &ns, host.name());
     input.declare(&web(&ns, "2", replicas, json!({})));
     let run = spawn_berth(["apply", "-f", input.path()], &[]);
     // The rollout has begun: a container of the new revision exists.
