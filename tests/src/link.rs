@@ -7,12 +7,13 @@
 //! server goes down); [`Link::restore`] listens on the same port again. Plain threads, so it
 //! serves sync and async tests alike; it stops when dropped.
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crate::forward::pump;
 
 /// Open connections (both ends), to shut down on a cut.
 type Open = Arc<Mutex<Vec<TcpStream>>>;
@@ -112,19 +113,4 @@ fn relay(client: TcpStream, upstream: SocketAddr, open: &Open) {
     open.lock().unwrap().extend([c3, s3]);
     std::thread::spawn(move || pump(c2, s2));
     std::thread::spawn(move || pump(server, client));
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
 }

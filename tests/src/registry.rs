@@ -25,6 +25,20 @@ use crate::wait::http_request;
 /// How long the registry may take to answer `GET /v2/` after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Removes a tag from the local engine when dropped (also when the test panics), never the
+/// image itself: e.g. a pushed reference of `example/echo:latest`, which other tests use.
+pub struct TagGuard(pub String);
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        let tag = self.0.clone();
+        let _ = crate::rt::try_block_on(async move {
+            let opts = bollard::query_parameters::RemoveImageOptions { noprune: true, ..Default::default() };
+            let _ = crate::engine::docker().await.remove_image(&tag, Some(opts), None).await;
+        });
+    }
+}
+
 /// A running `docker-registry` process, killed on drop.
 pub struct Registry {
     child: Child,

@@ -237,7 +237,7 @@ async fn operator_trial(s: &Scenario) -> String {
     sets.create(&PostParams::default(), &cs).await.unwrap();
 
     let mut op = OperatorLog(Some(spawn_operator(&fake, dir.path(), ns.name(), "trial", free_port())));
-    let first = ready_at_new_revision(&sets, s.replicas, None).await;
+    let first = ready_at_new_revision(&sets, SET, s.replicas, None, WAIT).await;
     write_volume_file(&docker, &volume, "blob", s.blob.as_bytes()).await.expect("write the volume's data");
 
     proxy.reset();
@@ -247,7 +247,7 @@ async fn operator_trial(s: &Scenario) -> String {
     let killed = block_in_place(|| kill_at(op.0.take().unwrap(), &proxy, s.kill));
     let t = Instant::now();
     op.0 = Some(spawn_operator(&fake, dir.path(), ns.name(), "trial", free_port()));
-    let revision = ready_at_new_revision(&sets, s.replicas, Some(&first)).await;
+    let revision = ready_at_new_revision(&sets, SET, s.replicas, Some(&first), WAIT).await;
     let recovery = t.elapsed();
     // The status may say Ready a moment before the last old container is gone.
     eventually("only the new revision's containers left", WAIT, || async {
@@ -263,42 +263,6 @@ async fn operator_trial(s: &Scenario) -> String {
         recovery.as_secs_f64(),
         describe_serving(&serving, s)
     )
-}
-
-/// The operator's log explains a failed wait: its tail is printed when the trial panics.
-struct OperatorLog(Option<BerthProcess>);
-
-impl Drop for OperatorLog {
-    fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(p) = &self.0
-        {
-            let log = p.stderr();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- berth operator log (last 40 lines) ---");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
-/// Waits until the set's status is Ready with every replica ready at a revision other than
-/// `not`, for the current generation; returns that revision.
-async fn ready_at_new_revision(sets: &Api<ContainerSet>, replicas: u32, not: Option<&str>) -> String {
-    eventually("the set Ready at the declared revision", WAIT, || async {
-        let cs = sets.get(SET).await.ok()?;
-        let st = cs.status.as_ref()?;
-        let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        let current = st.current_revision.clone()?;
-        (ready
-            && st.observed_generation == cs.metadata.generation
-            && st.ready_replicas == replicas as i32
-            && st.update_revision.as_deref() == Some(current.as_str())
-            && not != Some(current.as_str()))
-        .then_some(current)
-    })
-    .await
 }
 
 /// Waits for the kill point, then SIGKILLs berth; says what happened.

@@ -210,22 +210,6 @@ async fn dockerd_restarted_mid_rollout_converges_without_duplicates_and_never_dr
     assert_eq!(min, replicas as usize, "StartFirst with live-restore: every replica answered throughout");
 }
 
-/// Removes a local image tag when dropped, never the image itself.
-struct TagGuard(String);
-
-impl Drop for TagGuard {
-    fn drop(&mut self) {
-        let tag = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(async {
-                let opts = RemoveImageOptions { noprune: true, ..Default::default() };
-                let _ = docker().await.remove_image(&tag, Some(opts), None).await;
-            })
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn registry_down_stops_nothing_and_the_rollout_converges_when_it_is_back() {
     ensure_echo_image();
@@ -355,40 +339,6 @@ async fn a_full_data_root_at_create_is_a_clear_error_and_the_old_container_serve
     assert_eq!(http_request(&addr.to_string(), "GET", "/env/V", &[]), Some((200, "2".into())));
 }
 
-/// The operator's log explains a failed wait: its tail is printed when the test panics.
-struct OperatorLog(BerthProcess);
-
-impl Drop for OperatorLog {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.0.stderr();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- berth operator log (last 40 lines) ---");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
-/// The set's status: Ready at a revision other than `not`, every replica ready, for the
-/// current generation.
-async fn ready_at_new_revision(sets: &Api<ContainerSet>, replicas: u32, not: Option<&str>) -> String {
-    eventually("the set Ready at the declared revision", WAIT, || async {
-        let cs = sets.get(SET).await.ok()?;
-        let st = cs.status.as_ref()?;
-        let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        let current = st.current_revision.clone()?;
-        (ready
-            && st.observed_generation == cs.metadata.generation
-            && st.ready_replicas == replicas as i32
-            && st.update_revision.as_deref() == Some(current.as_str())
-            && not != Some(current.as_str()))
-        .then_some(current)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kubernetes_api_unreachable_leaves_hosts_as_they_are_and_the_operator_resumes() {
     ensure_echo_image();
@@ -410,8 +360,9 @@ async fn the_kubernetes_api_unreachable_leaves_hosts_as_they_are_and_the_operato
     sets.create(&PostParams::default(), &serde_json::from_value(set).unwrap()).await.unwrap();
     // A lease longer than the outage: the operator keeps it (a shorter one would make it step
     // down and exit, as it must, so that two replicas never act at once).
-    let mut op = OperatorLog(spawn_operator_via(&fake, &link.url(), dir.path(), ns.name(), "outage", free_port(), 30));
-    let v1 = ready_at_new_revision(&sets, 2, None).await;
+    let mut op =
+        OperatorLog(Some(spawn_operator_via(&fake, &link.url(), dir.path(), ns.name(), "outage", free_port(), 30)));
+    let v1 = ready_at_new_revision(&sets, SET, 2, None, WAIT).await;
     let before = names_ids_states(&docker, ns.name()).await;
 
     link.cut();
@@ -419,7 +370,8 @@ async fn the_kubernetes_api_unreachable_leaves_hosts_as_they_are_and_the_operato
     // The outage lasts a while: its length is the scenario (well past a watch's reconnect
     // backoff and the operator's periodic work, well short of the lease).
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert!(op.0.is_running(), "the operator survives an outage shorter than its lease:\n{}", op.0.stderr());
+    let operator = op.0.as_mut().expect("the operator");
+    assert!(operator.is_running(), "the operator survives an outage shorter than its lease:\n{}", operator.stderr());
     let changed = changes_since(&docker, ns.name(), since).await;
     assert!(changed.is_empty(), "nothing changed on the host during the outage: {changed:?}");
     assert_eq!(names_ids_states(&docker, ns.name()).await, before);
@@ -428,7 +380,7 @@ async fn the_kubernetes_api_unreachable_leaves_hosts_as_they_are_and_the_operato
     let restored = Instant::now();
     let patch = json!({"spec": {"template": {"env": [{"name": "V", "value": "2"}]}}});
     sets.patch(SET, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let v2 = ready_at_new_revision(&sets, 2, Some(&v1)).await;
+    let v2 = ready_at_new_revision(&sets, SET, 2, Some(&v1), WAIT).await;
     println!("after an 8 s API outage, a spec change converged {:?} after the API came back", restored.elapsed());
     eventually("only the new revision's containers", WAIT, || async {
         (containers_in(&docker, ns.name()).await.len() == 2).then_some(())
@@ -469,8 +421,8 @@ async fn the_operator_goes_on_past_a_host_partitioned_mid_rollout_and_converges_
     let spec = json!({"hostSelector": {"matchLabels": {"role": "web"}}, "strategy": {"maxUnavailable": 1, "minReadySeconds": 2}});
     let sets: Api<ContainerSet> = Api::namespaced(client.clone(), &ns);
     sets.create(&PostParams::default(), &serde_json::from_value(web(&ns, "1", 1, spec)).unwrap()).await.unwrap();
-    let _op = OperatorLog(spawn_operator(&fake, dir.path(), &ns, "partition", free_port()));
-    let v1 = ready_at_new_revision(&sets, 2, None).await;
+    let _op = OperatorLog(Some(spawn_operator(&fake, dir.path(), &ns, "partition", free_port())));
+    let v1 = ready_at_new_revision(&sets, SET, 2, None, WAIT).await;
     let (da, db) = (hosts[0].docker_unix().await, hosts[1].docker_unix().await);
 
     let patch = json!({"spec": {"template": {"env": [{"name": "V", "value": "2"}]}}});
@@ -501,7 +453,7 @@ async fn the_operator_goes_on_past_a_host_partitioned_mid_rollout_and_converges_
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(cut.elapsed())).await;
     hosts[1].heal();
     let healed = Instant::now();
-    let now = ready_at_new_revision(&sets, 2, Some(&v1)).await;
+    let now = ready_at_new_revision(&sets, SET, 2, Some(&v1), WAIT).await;
     assert_eq!(now, v2);
     println!("host b converged {:?} after the heal", healed.elapsed());
     eventually("host b runs only the new revision", WAIT, || async {
