@@ -8,7 +8,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 
+use std::time::Duration;
+
+use berth_crd::ContainerSet;
+
 use crate::berth_cli::{BerthProcess, spawn_berth};
+use crate::wait::eventually;
 
 /// The fake API with berth's CRDs and the namespace `ns`, and a client for it.
 pub async fn fake_cluster(ns: &str) -> (FakeApi, kube::Client) {
@@ -26,13 +31,72 @@ pub async fn fake_cluster(ns: &str) -> (FakeApi, kube::Client) {
 /// `berth operator` against the fake, its Lease in `ns`, a 3 s lease, HTTP on `port`.
 /// The kubeconfig is written under `dir/<identity>/`.
 pub fn spawn_operator(fake: &FakeApi, dir: &Path, ns: &str, identity: &str, port: u16) -> BerthProcess {
+    spawn_operator_via(fake, &fake.url(), dir, ns, identity, port, 3)
+}
+
+/// [`spawn_operator`] reaching the fake at `api_url` (e.g. through a [`crate::link::Link`])
+/// with a lease of `lease_seconds`.
+pub fn spawn_operator_via(
+    fake: &FakeApi,
+    api_url: &str,
+    dir: &Path,
+    ns: &str,
+    identity: &str,
+    port: u16,
+    lease_seconds: u32,
+) -> BerthProcess {
     let dir = dir.join(identity);
     std::fs::create_dir_all(&dir).expect("a folder for the kubeconfig");
-    let kubeconfig = fake.write_kubeconfig(&dir);
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig_yaml().replace(&fake.url(), api_url)).expect("write the kubeconfig");
     let kc = kubeconfig.to_str().expect("a UTF-8 path").to_string();
     let addr = format!("127.0.0.1:{port}");
+    let lease = lease_seconds.to_string();
     spawn_berth(
-        ["operator", "--http-addr", &addr, "--lease-namespace", ns, "--identity", identity, "--lease-seconds", "3"],
+        ["operator", "--http-addr", &addr, "--lease-namespace", ns, "--identity", identity, "--lease-seconds", &lease],
         &[("KUBECONFIG", kc.as_str()), ("RUST_LOG", "berth=info")],
     )
+}
+
+/// A `berth operator` process whose log tail is printed if the test panics while it is held:
+/// the log is what explains a failed wait. `None` while the test has it stopped.
+pub struct OperatorLog(pub Option<BerthProcess>);
+
+impl Drop for OperatorLog {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(p) = &self.0
+        {
+            let log = p.stderr();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- berth operator log (last 40 lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// Waits (up to `timeout`) until the set `name` is Ready with `ready` replicas ready, at a
+/// revision other than `not`, for its current generation; returns that revision.
+pub async fn ready_at_new_revision(
+    sets: &kube::Api<ContainerSet>,
+    name: &str,
+    ready: u32,
+    not: Option<&str>,
+    timeout: Duration,
+) -> String {
+    eventually("the set Ready at the declared revision", timeout, || async {
+        let cs = sets.get(name).await.ok()?;
+        let st = cs.status.as_ref()?;
+        let is_ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let current = st.current_revision.clone()?;
+        (is_ready
+            && st.observed_generation == cs.metadata.generation
+            && st.ready_replicas == ready as i32
+            && st.update_revision.as_deref() == Some(current.as_str())
+            && not != Some(current.as_str()))
+        .then_some(current)
+    })
+    .await
 }

@@ -99,7 +99,8 @@ fn relay(inside: TcpStream, port: u16) {
     let _ = up.join();
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` until `from` closes, then half-closes `to`.
+pub(crate) fn pump(mut from: TcpStream, mut to: TcpStream) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {

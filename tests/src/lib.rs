@@ -10,7 +10,9 @@
 //! - [`proxy`]: a counting proxy in front of an engine socket, to count API calls.
 //! - [`registry`]: a private registry (Debian's `docker-registry`) with optional auth.
 //! - [`forward`]: the registry's loopback address, reachable inside a test host's namespace.
+//! - [`link`]: a TCP link to a server (the fake Kubernetes API) that a test cuts and restores.
 //! - [`namespace`]: unique namespaces per test and cleanup of their containers.
+//! - [`trials`]: seeded choices, a serving probe, and data written into and read out of volumes.
 //! - [`wait`]: polling for conditions with deadlines (tests never sleep instead) and HTTP probes.
 
 pub mod berth_cli;
@@ -19,6 +21,7 @@ pub mod engine;
 pub mod fixtures;
 pub mod forward;
 pub mod image;
+pub mod link;
 pub mod lock;
 pub mod namespace;
 pub mod paths;
@@ -26,15 +29,18 @@ pub mod proxy;
 pub mod registry;
 mod rt;
 pub mod testbed;
+pub mod trials;
 pub mod wait;
 
 pub use berth_cli::{BerthOutput, BerthProcess, berth, berth_async, berth_bin, berth_command, spawn_berth};
-pub use cluster::{fake_cluster, spawn_operator};
+pub use cluster::{OperatorLog, fake_cluster, ready_at_new_revision, spawn_operator, spawn_operator_via};
 pub use engine::{docker, docker_at, docker_host, local_socket_path};
 pub use fixtures::{EchoSet, container_addr, containers_in, free_port, names_ids_states};
 pub use image::{ECHO_BODY, ECHO_IMAGE, ECHO_PORT, ensure_echo_image};
+pub use link::Link;
 pub use namespace::{NamespaceGuard, cleanup_containers, unique_ns};
 pub use proxy::{CountingProxy, Request};
-pub use registry::{Registry, basic_auth, push_image};
-pub use testbed::{RemoteHost, StartTimings, cleanup_stale};
+pub use registry::{Registry, TagGuard, basic_auth, push_image};
+pub use testbed::{HostOptions, RemoteHost, StartTimings, cleanup_stale};
+pub use trials::{ServingProbe, ServingReport, TrialRng, VolumeGuard, read_volume_file, sha256_hex, write_volume_file};
 pub use wait::{eventually, eventually_sync, http_get, http_request};

@@ -25,6 +25,20 @@ use crate::wait::http_request;
 /// How long the registry may take to answer `GET /v2/` after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Removes a tag from the local engine when dropped (also when the test panics), never the
+/// image itself: e.g. a pushed reference of `example/echo:latest`, which other tests use.
+pub struct TagGuard(pub String);
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        let tag = self.0.clone();
+        let _ = crate::rt::try_block_on(async move {
+            let opts = bollard::query_parameters::RemoveImageOptions { noprune: true, ..Default::default() };
+            let _ = crate::engine::docker().await.remove_image(&tag, Some(opts), None).await;
+        });
+    }
+}
+
 /// A running `docker-registry` process, killed on drop.
 pub struct Registry {
     child: Child,
@@ -109,6 +123,27 @@ impl Registry {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the registry again after [`Registry::stop`], on the same address with the same
+    /// storage and config: the registry host is back, with every image pushed before.
+    ///
+    /// # Panics
+    /// When it does not come up (e.g. its port was taken meanwhile), with its log.
+    pub fn restart(&mut self) {
+        let bin = find_binary("docker-registry").expect("docker-registry was installed at start");
+        let log = File::options().append(true).open(self.dir.path().join("registry.log")).expect("the registry log");
+        self.child = Command::new(&bin)
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log file handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        if let Err(why) = wait_ready(&mut self.child, &self.addr) {
+            panic!("docker-registry did not come back on {}: {why}\n--- registry log\n{}", self.addr, self.log());
+        }
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -112,6 +112,17 @@ pub struct StartTimings {
     pub total: Duration,
 }
 
+/// How a test host's engine is set up beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostOptions {
+    /// `live-restore`: containers keep running while dockerd is down, and the engine adopts
+    /// them when it starts again (without it, a restarted engine restarts them).
+    pub live_restore: bool,
+    /// The data root on a tmpfs of this many bytes (it must hold the echo image, a few MB):
+    /// a disk that a test can fill. Unmounted with the host.
+    pub data_root_bytes: Option<u64>,
+}
+
 /// An extra Docker host: a dockerd in its own network namespace at `10.250.<slot>.2`.
 ///
 /// Dropping it stops the engine and removes everything it made (namespace, veth, mounts,
@@ -140,6 +151,11 @@ impl RemoteHost {
     /// When not root, a tool is missing, all slots are taken, or a step fails (a failing
     /// engine start shows the tail of its log). What was made so far is removed.
     pub fn start(index: u8) -> RemoteHost {
+        Self::start_with(index, HostOptions::default())
+    }
+
+    /// [`RemoteHost::start`] with `options` (live restore, a small data root).
+    pub fn start_with(index: u8, options: HostOptions) -> RemoteHost {
         let t0 = Instant::now();
         assert!(
             (1..=MAX_SLOTS).contains(&index),
@@ -184,8 +200,11 @@ impl RemoteHost {
         // /etc/docker/key.json: every host gets its own, or all would have the root
         // engine's ID. Only daemon.json can say where it is in 20.10.
         let key = serde_json::to_string(&host.dir.join("key.json")).expect("a path as JSON");
-        std::fs::write(host.dir.join("daemon.json"), format!("{{\"deprecated-key-path\": {key}}}\n"))
-            .expect("write the engine's daemon.json");
+        let daemon = format!("{{\"deprecated-key-path\": {key}, \"live-restore\": {}}}\n", options.live_restore);
+        std::fs::write(host.dir.join("daemon.json"), daemon).expect("write the engine's daemon.json");
+        if let Some(bytes) = options.data_root_bytes {
+            host.mount_small_data_root(bytes);
+        }
         generate_certificates(&host.dir, slot, &host.ip);
         host.timings.certificates = lap();
         host.create_network();
@@ -360,6 +379,26 @@ impl RemoteHost {
             if self.engine_running() { "running" } else { "not running" },
             if self.is_partitioned() { "partitioned" } else { "up" },
             self.log_tail(40)
+        );
+    }
+
+    /// The engine's data root (`--data-root`).
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn mount_small_data_root(&self, bytes: u64) {
+        let out = Command::new(tool("mount"))
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(self.data_root())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount: {e}"));
+        assert!(
+            out.status.success(),
+            "mount of a {bytes}-byte tmpfs on {} failed: {}",
+            self.data_root().display(),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 

@@ -13,22 +13,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-/// The operator's log is what explains a failed wait: print its tail when the test panics.
-struct ShowLogOnPanic(BerthProcess);
-
-impl Drop for ShowLogOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.0.stderr();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- berth operator log (last 40 lines) ---");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
 fn condition(cs: &ContainerSet, kind: &str) -> Option<(String, String)> {
     cs.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind).map(|c| (c.status.clone(), c.message.clone()))
 }
@@ -74,7 +58,7 @@ async fn a_set_spans_a_local_and_a_tls_host_and_survives_one_going_down() {
     }))
     .unwrap();
     sets.create(&PostParams::default(), &cs).await.unwrap();
-    let _op = ShowLogOnPanic(spawn_operator(&fake, dir.path(), ns.name(), "fleet", free_port()));
+    let _op = OperatorLog(Some(spawn_operator(&fake, dir.path(), ns.name(), "fleet", free_port())));
 
     // Both hosts run it; the remote one answers on its own address.
     eventually("Ready on both hosts", Duration::from_secs(60), || async {

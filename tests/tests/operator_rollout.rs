@@ -18,23 +18,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-struct ShowLogOnPanic(Option<BerthProcess>);
-
-impl Drop for ShowLogOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(p) = &self.0
-        {
-            let log = p.stderr();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- berth operator log (last 60 lines) ---");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
 fn condition(cs: &ContainerSet, kind: &str) -> Option<(String, String, String)> {
     cs.status
         .as_ref()?
@@ -99,7 +82,7 @@ async fn a_failing_revision_rolls_back_host_by_host_and_history_survives_a_resta
     }))
     .unwrap();
     sets.create(&PostParams::default(), &cs).await.unwrap();
-    let mut op = ShowLogOnPanic(Some(spawn_operator(&fake, dir.path(), ns.name(), "first", free_port())));
+    let mut op = OperatorLog(Some(spawn_operator(&fake, dir.path(), ns.name(), "first", free_port())));
 
     let ready = eventually("Ready on three hosts", Duration::from_secs(90), || async {
         let cs = sets.get("web").await.ok()?;

@@ -10,29 +10,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use berth_tests::{
-    CountingProxy, ECHO_BODY, ECHO_IMAGE, EchoSet, NamespaceGuard, Registry, berth_async, containers_in, docker,
-    ensure_echo_image, eventually, free_port, http_get, local_socket_path, names_ids_states,
+    CountingProxy, ECHO_BODY, ECHO_IMAGE, EchoSet, NamespaceGuard, Registry, TagGuard, berth_async, containers_in,
+    docker, ensure_echo_image, eventually, free_port, http_get, local_socket_path, names_ids_states,
 };
 use bollard::Docker;
 use bollard::query_parameters::RemoveImageOptions;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Removes a local image tag when dropped (also when the test panics), leaving the image
-/// itself (it is `example/echo:latest` under another name) in place.
-struct TagGuard(String);
-
-impl Drop for TagGuard {
-    fn drop(&mut self) {
-        let tag = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(async {
-                untag(&docker().await, &tag).await;
-            })
-        })
-        .join();
-    }
-}
 
 /// Removes the tag `reference` from the local engine (absent is fine), never the image.
 async fn untag(docker: &Docker, reference: &str) {

@@ -257,10 +257,7 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
         Step::EnsureVolume { name } => ensure_volume(ctx.docker, name).await,
         Step::EnsureImage { image, pull } => ensure_image(ctx, image, *pull).await,
         Step::Create { name, ordinal } => create(ctx, name, *ordinal).await,
-        Step::Start { name } => match ctx.docker.start_container(name, None).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(DockerError::api("start container", name.clone(), e)),
-        },
+        Step::Start { name } => start(ctx, name).await,
         Step::WaitReady { name } => wait_ready(ctx, name).await,
         Step::Stop { id, name } => match ctx.docker.stop_container(id, None).await {
             Err(e) if status_of(&e) != Some(404) => Err(DockerError::api("stop container", name.clone(), e)),
@@ -425,6 +422,43 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
     Ok(())
 }
 
+/// Start a created container. An engine killed while it started one can come back with the
+/// container recorded as never started and its runtime task still there: every start then
+/// fails with "task …: already exists". Such a container never ran for berth; it is removed
+/// and made afresh, once.
+async fn start(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
+    let e = match ctx.docker.start_container(name, None).await {
+        Ok(()) => return Ok(()),
+        Err(e) if is_stale_task(&e) => e,
+        Err(e) => return Err(DockerError::api("start container", name, e)),
+    };
+    let ordinal = ctx
+        .docker
+        .inspect_container(name, None)
+        .await
+        .ok()
+        .and_then(|c| c.config?.labels?.get(labels::ORDINAL)?.parse::<u32>().ok())
+        .ok_or_else(|| DockerError::api("start container", name, e))?;
+    tracing::warn!(
+        host = ctx.host,
+        set = %ctx.set,
+        container = name,
+        "the engine holds a stale task for a container it never started (it crashed mid-start): making it afresh"
+    );
+    let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    match ctx.docker.remove_container(name, Some(opts)).await {
+        Err(e) if status_of(&e) != Some(404) => return Err(DockerError::api("remove container", name, e)),
+        _ => {}
+    }
+    create(ctx, name, ordinal).await?;
+    ctx.docker.start_container(name, None).await.map_err(|e| DockerError::api("start container", name, e))
+}
+
+/// The engine refused a start because a runtime task of the container already exists.
+fn is_stale_task(e: &bollard::errors::Error) -> bool {
+    status_of(e) == Some(500) && super::message_of(e).contains("already exists")
+}
+
 /// Stop a foreign container that holds a managed name and rename it aside. berth never deletes
 /// a container it did not make: whoever made it can still inspect, restart or remove it.
 async fn move_aside(ctx: &StepContext<'_>, name: &str, id: &str) -> Result<(), DockerError> {
@@ -518,4 +552,20 @@ async fn last_log_lines(docker: &Docker, name: &str) -> String {
     let chunks: Vec<_> = docker.logs(name, Some(opts)).take(20).collect().await;
     let text: String = chunks.into_iter().filter_map(Result::ok).map(|c| c.to_string()).collect();
     text.trim().replace('\n', " | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_stale_task;
+
+    #[test]
+    fn a_stale_task_is_told_from_other_start_errors() {
+        let err = |status_code: u16, message: &str| bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.to_string(),
+        };
+        assert!(is_stale_task(&err(500, "task 74d8a83482b5: already exists")));
+        assert!(!is_stale_task(&err(500, "driver failed programming external connectivity")));
+        assert!(!is_stale_task(&err(409, "container already exists")));
+    }
 }

@@ -30,7 +30,8 @@
 //!    mounts exists afterwards, and `Stop`/`Remove` only target containers of owned sets.
 //! 6. **Forced StopFirst**: when the old and new revision publish the same host port, the set
 //!    is replaced StopFirst, the plan says which port, and every old container is stopped
-//!    before its replacement is created; StopFirst is never forced without a shared port.
+//!    before its replacement is started, but only after it is created (a create the engine
+//!    refuses leaves the old one serving); StopFirst is never forced without a shared port.
 //! 7. **Scale down** removes the highest ordinals only; scale to 0 removes all, creates none.
 //!
 //! Beyond the sim's own refusals (name in use, no such container, removing a running one),
@@ -902,7 +903,8 @@ proptest! {
     }
 
     /// Law 6: a host port shared by the old and the new revision forces StopFirst, says
-    /// which port, and stops every old container before its replacement is created.
+    /// which port, and stops every old container before its replacement starts, after it is
+    /// created.
     #[test]
     fn law6_shared_host_port_forces_stop_first(
         old in spec_gene(2..4),
@@ -933,10 +935,15 @@ proptest! {
         let why = sp.forced_stop_first.as_deref().unwrap_or_default();
         prop_assert!(why.contains(&port.to_string()), "{:?} does not name {}", sp.forced_stop_first, port);
         for ch in &sp.changes {
-            let first_new = ch.steps.iter().position(|s| matches!(s, Step::Create { .. } | Step::Start { .. }));
+            let created = ch.steps.iter().position(|s| matches!(s, Step::Create { .. }));
+            let started = ch.steps.iter().position(|s| matches!(s, Step::Start { .. }));
+            let first_old = ch.steps.iter().position(|s| matches!(s, Step::Stop { id, .. } | Step::Remove { id, .. } if *id == old_id));
             let last_old = ch.steps.iter().rposition(|s| matches!(s, Step::Stop { id, .. } | Step::Remove { id, .. } if *id == old_id));
-            if let (Some(first_new), Some(last_old)) = (first_new, last_old) {
-                prop_assert!(last_old < first_new, "{:#?}", ch);
+            if let (Some(started), Some(last_old)) = (started, last_old) {
+                prop_assert!(last_old < started, "{:#?}", ch);
+            }
+            if let (Some(created), Some(first_old)) = (created, first_old) {
+                prop_assert!(created < first_old, "the replacement is created before the old one goes: {:#?}", ch);
             }
         }
         apply(&mut host, &plan, desired, None).map_err(fail)?;
@@ -1153,7 +1160,7 @@ fn a_fixed_host_port_forces_stop_first_and_says_why() {
     assert!(sp.sequential);
     assert!(sp.forced_stop_first.as_deref().unwrap().contains("9000/tcp"), "{:?}", sp.forced_stop_first);
     let kinds: Vec<&str> = sp.changes[0].steps.iter().map(Step::kind).collect();
-    assert_eq!(kinds, ["stop", "remove", "create", "start", "waitReady"]);
+    assert_eq!(kinds, ["create", "stop", "remove", "start", "waitReady"]);
     apply(&mut host, &plan, std::slice::from_ref(&new), None).unwrap();
     assert!(plan_for(&host, std::slice::from_ref(&new)).is_empty());
 }

@@ -8,6 +8,7 @@
 //! - the plan of a converged host is empty;
 //! - applying a plan to a simulated host and planning again gives the empty plan;
 //! - under StartFirst, no ready container is stopped before its replacement is ready;
+//! - under StopFirst, no container is stopped before its replacement is created;
 //! - no plan removes a named volume.
 //!
 //! Drift: a container of the desired revision that drifted (renamed, updated, exec'd or copied
@@ -462,8 +463,14 @@ fn plan_ordinal(
                     steps.extend(olds);
                 }
                 Order::StopFirst => {
+                    // Created before the old ones stop (creating binds no port; starting
+                    // does): a create the engine refuses (disk full, a config it rejects)
+                    // then leaves them serving instead of leaving the ordinal down.
+                    let mut create = create_and_start(d, ordinal);
+                    let start_and_wait = create.split_off(1);
+                    steps.extend(create);
                     steps.extend(olds);
-                    steps.extend(create_and_start(d, ordinal));
+                    steps.extend(start_and_wait);
                     steps.extend(dead_after);
                 }
             }
