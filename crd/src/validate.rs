@@ -39,7 +39,8 @@ pub trait Validate {
 }
 
 /// Why a path that policy compares by prefix is refused.
-const NOT_NORMAL: &str = "is not a normalised path: no . or .. segments, no // and no trailing / (berth compares host paths as written)";
+const NOT_NORMAL: &str =
+    "is not a normalised path: no . or .. segments, no // and no trailing / (berth compares host paths as written)";
 
 /// Collects errors under a path prefix.
 #[derive(Default)]
@@ -115,7 +116,10 @@ impl Validate for DockerHost {
         }
         for (i, c) in spec.policy.allowed_capabilities.iter().enumerate() {
             if !is_match(CAPABILITY, c) {
-                e.add(format!("spec.policy.allowedCapabilities[{i}]"), format!("{c:?} is not a capability name (NET_ADMIN, ALL)"));
+                e.add(
+                    format!("spec.policy.allowedCapabilities[{i}]"),
+                    format!("{c:?} is not a capability name (NET_ADMIN, ALL)"),
+                );
             }
         }
         e.0
@@ -392,7 +396,9 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             (MountKind::Bind, Some(s)) if !s.starts_with('/') => {
                 e.add(format!("{p}.source"), format!("{s:?}: a bind mount's source must be an absolute host path"))
             }
-            (MountKind::Bind, Some(s)) if !is_match(NORMAL_PATH, s) => e.add(format!("{p}.source"), format!("{s:?} {NOT_NORMAL}")),
+            (MountKind::Bind, Some(s)) if !is_match(NORMAL_PATH, s) => {
+                e.add(format!("{p}.source"), format!("{s:?} {NOT_NORMAL}"))
+            }
             _ => {}
         }
     }
@@ -403,7 +409,10 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             e.add(format!("{path}.networks"), "a container on the host's network (hostNetwork) joins no other network");
         }
         for (i, _) in t.ports.iter().enumerate().filter(|(_, p)| p.host_port.is_some()) {
-            e.add(format!("{path}.ports[{i}].hostPort"), "does not apply with hostNetwork: the container listens on the host directly");
+            e.add(
+                format!("{path}.ports[{i}].hostPort"),
+                "does not apply with hostNetwork: the container listens on the host directly",
+            );
         }
     }
     for (i, n) in t.networks.iter().enumerate() {

@@ -51,7 +51,11 @@ pub fn policy_violations(t: &ContainerTemplate, host: &DockerHost) -> Vec<Policy
     for (i, m) in t.mounts.iter().enumerate().filter(|(_, m)| m.kind == MountKind::Bind) {
         let source = m.source.as_deref().unwrap_or_default();
         if !host_path_allowed(policy, source) {
-            refuse(format!("spec.template.mounts[{i}].source"), format!("bind mounts of {source:?}"), "allowedHostPaths");
+            refuse(
+                format!("spec.template.mounts[{i}].source"),
+                format!("bind mounts of {source:?}"),
+                "allowedHostPaths",
+            );
         }
     }
     out
@@ -64,7 +68,10 @@ fn capability_name(cap: &str) -> &str {
 
 /// Whether `cap` may be added: it is listed, or `ALL` is. `capAdd: [ALL]` needs `ALL` listed.
 fn capability_allowed(policy: &HostPolicy, cap: &str) -> bool {
-    policy.allowed_capabilities.iter().any(|a| capability_name(a) == "ALL" || capability_name(a) == capability_name(cap))
+    policy
+        .allowed_capabilities
+        .iter()
+        .any(|a| capability_name(a) == "ALL" || capability_name(a) == capability_name(cap))
 }
 
 /// Whether `source` is a normalised absolute path equal to or under an allowed prefix (itself
@@ -74,7 +81,9 @@ fn host_path_allowed(policy: &HostPolicy, source: &str) -> bool {
         return false;
     }
     policy.allowed_host_paths.iter().filter(|p| is_match(NORMAL_PATH, p)).any(|prefix| {
-        prefix == "/" || source == prefix || source.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('/'))
+        prefix == "/"
+            || source == prefix
+            || source.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('/'))
     })
 }
 
@@ -116,7 +125,12 @@ mod tests {
     fn each_grant_is_refused_by_default_and_allowed_by_its_policy_field() {
         let cases = [
             ("privileged", json!({"privileged": true}), json!({"allowPrivileged": true}), "spec.template.privileged"),
-            ("hostNetwork", json!({"hostNetwork": true}), json!({"allowHostNetwork": true}), "spec.template.hostNetwork"),
+            (
+                "hostNetwork",
+                json!({"hostNetwork": true}),
+                json!({"allowHostNetwork": true}),
+                "spec.template.hostNetwork",
+            ),
             ("hostPID", json!({"hostPID": true}), json!({"allowHostPID": true}), "spec.template.hostPID"),
             (
                 "capAdd",
@@ -188,7 +202,8 @@ mod tests {
     #[test]
     fn host_paths_are_allowed_by_whole_segments() {
         let srv = json!({"allowedHostPaths": ["/srv", "/var/log/app"]});
-        for ok in ["/srv", "/srv/data", "/srv/a/b/c", "/var/log/app", "/var/log/app/x.log", "/srv/.hidden", "/srv/..."] {
+        for ok in ["/srv", "/srv/data", "/srv/a/b/c", "/var/log/app", "/var/log/app/x.log", "/srv/.hidden", "/srv/..."]
+        {
             assert_eq!(refused(&bind(ok), srv.clone()), [""; 0], "{ok}");
         }
         for bad in ["/", "/srvx", "/sr", "/var/log", "/var/log/apps", "/etc", "/root"] {
