@@ -26,6 +26,18 @@ pub async fn fake_cluster(ns: &str) -> (FakeApi, kube::Client) {
 /// `berth operator` against the fake, its Lease in `ns`, a 3 s lease, HTTP on `port`.
 /// The kubeconfig is written under `dir/<identity>/`.
 pub fn spawn_operator(fake: &FakeApi, dir: &Path, ns: &str, identity: &str, port: u16) -> BerthProcess {
+    spawn_operator_logging(fake, dir, ns, identity, port, "berth=info")
+}
+
+/// [`spawn_operator`] with `RUST_LOG=rust_log` (e.g. `trace`, to see everything it could say).
+pub fn spawn_operator_logging(
+    fake: &FakeApi,
+    dir: &Path,
+    ns: &str,
+    identity: &str,
+    port: u16,
+    rust_log: &str,
+) -> BerthProcess {
     let dir = dir.join(identity);
     std::fs::create_dir_all(&dir).expect("a folder for the kubeconfig");
     let kubeconfig = fake.write_kubeconfig(&dir);
@@ -33,6 +45,6 @@ pub fn spawn_operator(fake: &FakeApi, dir: &Path, ns: &str, identity: &str, port
     let addr = format!("127.0.0.1:{port}");
     spawn_berth(
         ["operator", "--http-addr", &addr, "--lease-namespace", ns, "--identity", identity, "--lease-seconds", "3"],
-        &[("KUBECONFIG", kc.as_str()), ("RUST_LOG", "berth=info")],
+        &[("KUBECONFIG", kc.as_str()), ("RUST_LOG", rust_log)],
     )
 }

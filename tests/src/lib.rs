@@ -29,12 +29,12 @@ pub mod testbed;
 pub mod wait;
 
 pub use berth_cli::{BerthOutput, BerthProcess, berth, berth_async, berth_bin, berth_command, spawn_berth};
-pub use cluster::{fake_cluster, spawn_operator};
+pub use cluster::{fake_cluster, spawn_operator, spawn_operator_logging};
 pub use engine::{docker, docker_at, docker_host, local_socket_path};
 pub use fixtures::{EchoSet, container_addr, containers_in, free_port, names_ids_states};
 pub use image::{ECHO_BODY, ECHO_IMAGE, ECHO_PORT, ensure_echo_image};
 pub use namespace::{NamespaceGuard, cleanup_containers, unique_ns};
 pub use proxy::{CountingProxy, Request};
 pub use registry::{Registry, basic_auth, push_image};
-pub use testbed::{RemoteHost, StartTimings, cleanup_stale};
+pub use testbed::{ForeignPki, RemoteHost, StartTimings, cleanup_stale};
 pub use wait::{eventually, eventually_sync, http_get, http_request};
