@@ -47,9 +47,10 @@ pub struct SetRuntime {
 /// By hand: bollard's `DockerCredentials` prints its password in `Debug`.
 impl std::fmt::Debug for SetRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let credentials = self.credentials.as_ref().map(|c| {
-            format!("<credentials for {}>", c.serveraddress.as_deref().unwrap_or("a registry"))
-        });
+        let credentials = self
+            .credentials
+            .as_ref()
+            .map(|c| format!("<credentials for {}>", c.serveraddress.as_deref().unwrap_or("a registry")));
         f.debug_struct("SetRuntime")
             .field("progress_deadline", &self.progress_deadline)
             .field("credentials", &credentials)
