@@ -225,8 +225,9 @@ async fn secret_values_never_leak() {
     for format in ["table", "json", "yaml"] {
         run(&["status", "-f", &f, "-o", format], 0);
     }
-    run(&["history", "web", "-f", &f], 0);
-    run(&["history", "web", "-f", &f, "--json"], 0);
+    let set = format!("{ns}/web");
+    run(&["history", &set, "-f", &f], 0);
+    run(&["history", &set, "-f", &f, "--json"], 0);
 
     let (state, envs) = host_state(&remote, &ns).await;
     said("the host's containers (inspect without Config.Env) and volumes", &state);
@@ -237,6 +238,16 @@ async fn secret_values_never_leak() {
         envs[0].iter().map(|e| e.split('=').next().unwrap_or_default()).collect::<Vec<_>>()
     );
     cleanup_containers(&remote, &ns).await;
+    // Gone from the host, so that the operator pulls it again with the credentials.
+    let pulled = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .filters(&std::collections::HashMap::from([("reference", vec![format!("{}/leak/echo", registry.addr())])]))
+        .build();
+    let pulled = remote.list_images(Some(pulled)).await.unwrap();
+    assert!(!pulled.is_empty(), "the image was pulled from the registry");
+    for i in pulled {
+        let force = bollard::query_parameters::RemoveImageOptions { force: true, ..Default::default() };
+        remote.remove_image(&i.id, Some(force), None).await.unwrap();
+    }
 
     // The operator, at its most verbose.
     let ns = unique_ns("leak");
