@@ -31,7 +31,7 @@ pub mod wait;
 pub use berth_cli::{BerthOutput, BerthProcess, berth, berth_async, berth_bin, berth_command, spawn_berth};
 pub use cluster::{fake_cluster, spawn_operator, spawn_operator_logging};
 pub use engine::{docker, docker_at, docker_host, local_socket_path};
-pub use fixtures::{EchoSet, container_addr, containers_in, free_port, names_ids_states};
+pub use fixtures::{EchoSet, container_addr, containers_in, free_port, names_ids_states, write_documents};
 pub use image::{ECHO_BODY, ECHO_IMAGE, ECHO_PORT, ensure_echo_image};
 pub use namespace::{NamespaceGuard, cleanup_containers, unique_ns};
 pub use proxy::{CountingProxy, Request};

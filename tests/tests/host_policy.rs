@@ -53,20 +53,13 @@ fn set_yaml(ns: &str, name: &str, host: &str, template: serde_json::Value) -> se
     })
 }
 
-fn write_docs(dir: &std::path::Path, file: &str, docs: &[serde_json::Value]) -> String {
-    let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect();
-    let path = dir.join(file);
-    std::fs::write(&path, text.join("\n---\n")).unwrap();
-    path.display().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_that_grants_nothing_refuses_a_takeover_and_is_not_touched() {
     ensure_echo_image();
     let ns = NamespaceGuard::new("policy");
     let proxy = CountingProxy::start(&local_socket_path());
     let dir = tempfile::tempdir().unwrap();
-    let file = write_docs(
+    let file = write_documents(
         dir.path(),
         "tenant.yaml",
         &[
@@ -102,7 +95,7 @@ async fn a_host_that_grants_it_runs_the_container_with_those_settings() {
     let mut privileged = json!({"image": ECHO_IMAGE, "imagePullPolicy": "Never", "privileged": true,
                                 "stopGracePeriodSeconds": 2});
     privileged["env"] = json!([{"name": "PORT", "value": free_port().to_string()}]);
-    let file = write_docs(
+    let file = write_documents(
         dir.path(),
         "trusted.yaml",
         &[

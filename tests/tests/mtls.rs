@@ -48,13 +48,6 @@ fn secrets(ns: &str, host: &RemoteHost, foreign: &ForeignPki) -> [Value; 3] {
     ]
 }
 
-fn write_input(dir: &std::path::Path, file: &str, docs: &[Value]) -> String {
-    let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect();
-    let path = dir.join(file);
-    std::fs::write(&path, text.join("\n---\n")).unwrap();
-    path.display().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn standalone_refuses_certificates_that_do_not_belong() {
     let host = RemoteHost::start(31);
@@ -64,7 +57,7 @@ async fn standalone_refuses_certificates_that_do_not_belong() {
     let set: Value = serde_saphyr::from_str(&EchoSet::new(&ns, "web").yaml()).unwrap();
     let [good, foreign_client, wrong_ca] = secrets(&ns, &host, &foreign);
     let plan = |file: &str, docs: &[Value]| {
-        let path = write_input(dir.path(), file, docs);
+        let path = write_documents(dir.path(), file, docs);
         async move { berth_async(["plan", "-f", &path], &[]).await }
     };
 

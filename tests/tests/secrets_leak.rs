@@ -199,8 +199,7 @@ async fn secret_values_never_leak() {
             docker_host(&ns, &host),
             container_set(&ns, &image),
         ];
-        let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect();
-        std::fs::write(dir.path().join("app.yaml"), text.join("\n---\n")).unwrap();
+        write_documents(dir.path(), "app.yaml", &docs);
     };
     let f = dir.path().display().to_string();
     let trace = [("RUST_LOG", "trace")];
