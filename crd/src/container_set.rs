@@ -123,7 +123,9 @@ fn ten() -> i32 {
     validation = Rule::new("!has(self.ports) || self.ports.all(p, !has(p.hostPort) || self.ports.exists_one(q, has(q.hostPort) && q.hostPort == p.hostPort && q.protocol == p.protocol && q.hostIP == p.hostIP))").message("spec.template.ports: duplicate hostPort/protocol/hostIP").field_path(".ports"),
     validation = Rule::new("!has(self.ports) || self.ports.all(p, self.ports.exists_one(q, q.containerPort == p.containerPort && q.protocol == p.protocol))").message("spec.template.ports: duplicate containerPort/protocol").field_path(".ports"),
     validation = Rule::new("!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))").message("spec.template.env: duplicate name").field_path(".env"),
-    validation = Rule::new("!has(self.mounts) || self.mounts.all(m, self.mounts.exists_one(n, n.target == m.target))").message("spec.template.mounts: duplicate target").field_path(".mounts")
+    validation = Rule::new("!has(self.mounts) || self.mounts.all(m, self.mounts.exists_one(n, n.target == m.target))").message("spec.template.mounts: duplicate target").field_path(".mounts"),
+    validation = Rule::new("!has(self.hostNetwork) || !self.hostNetwork || !has(self.networks) || size(self.networks) == 0").message("spec.template.networks: a container on the host's network joins no other network").field_path(".networks"),
+    validation = Rule::new("!has(self.hostNetwork) || !self.hostNetwork || !has(self.ports) || self.ports.all(p, !has(p.hostPort))").message("spec.template.ports: a container on the host's network listens on the host directly; hostPort does not apply").field_path(".ports")
 )]
 pub struct ContainerTemplate {
     /// An image reference: `[registry[:port]/]repo[:tag][@sha256:digest]`.
@@ -213,6 +215,18 @@ pub struct ContainerTemplate {
     /// Needs the host's `policy.allowPrivileged`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub privileged: bool,
+
+    /// Run in the host's network namespace (Docker's `--network host`), as a Pod's
+    /// `hostNetwork`. Excludes `networks` and `ports[].hostPort`. Needs the host's
+    /// `policy.allowHostNetwork`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub host_network: bool,
+
+    /// Run in the host's PID namespace (Docker's `--pid host`): the container sees, and as
+    /// root can signal, every process of the host. Spelled as a Pod's `hostPID`. Needs the
+    /// host's `policy.allowHostPID`.
+    #[serde(default, rename = "hostPID", skip_serializing_if = "is_false")]
+    pub host_pid: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
@@ -316,6 +330,7 @@ impl Protocol {
 #[x_kube(
     validation = Rule::new("self.type == 'tmpfs' ? !has(self.source) : has(self.source)").message("source: is required for volume and bind mounts and not allowed for tmpfs").field_path(".source"),
     validation = Rule::new("self.type != 'bind' || !has(self.source) || self.source.startsWith('/')").message("source: a bind mount's source must be an absolute host path").field_path(".source"),
+    validation = Rule::new(format!("self.type != 'bind' || !has(self.source) || !self.source.startsWith('/') || self.source.matches('{NORMAL_PATH}')")).message("source: a bind mount's source must be a normalised path: no . or .. segments, no // and no trailing /").field_path(".source"),
     validation = Rule::new(format!("self.type != 'volume' || !has(self.source) || self.source.matches('{DOCKER_NAME}')")).message("source: a volume name must match [a-zA-Z0-9][a-zA-Z0-9_.-]*").field_path(".source")
 )]
 pub struct Mount {

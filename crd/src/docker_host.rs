@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::patterns::{ABSOLUTE_PATH, DNS_SUBDOMAIN, ENDPOINT};
+use crate::patterns::{CAPABILITY, DNS_SUBDOMAIN, ENDPOINT, NORMAL_PATH};
 
 /// A Docker engine reached over its API: a unix socket, or TCP with mutual TLS.
 ///
@@ -59,16 +59,31 @@ pub struct HostTls {
     pub secret_name: String,
 }
 
-/// Capabilities a host grants to the containers placed on it.
+/// What a host grants to the containers placed on it. Everything that would let a container
+/// take the host over is denied unless listed here: whoever may write ContainerSets in the
+/// namespace gets exactly this much of the host.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostPolicy {
-    /// Containers may run `privileged`.
+    /// Containers may run `privileged` (every capability and device: the host itself).
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_privileged: bool,
-    /// Bind mounts may use host paths under these prefixes (absolute paths).
+    /// Containers may use the host's network namespace (`template.hostNetwork`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_host_network: bool,
+    /// Containers may use the host's PID namespace (`template.hostPID`).
+    #[serde(default, rename = "allowHostPID", skip_serializing_if = "is_false")]
+    pub allow_host_pid: bool,
+    /// Capabilities `template.capAdd` may add (`NET_ADMIN`, `SYS_TIME`, ...; with or without
+    /// `CAP_`). `ALL` here allows any, and is the only way to allow `capAdd: [ALL]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = ABSOLUTE_PATH)))]
+    #[schemars(inner(regex(pattern = CAPABILITY)))]
+    pub allowed_capabilities: Vec<String>,
+    /// Bind mounts may use host paths equal to or under these prefixes: absolute and
+    /// normalised (no `.` or `..` segments, no `//`, no trailing `/` except `/` itself).
+    /// The check is lexical: the host's symlinks are not followed (see docs/security.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = NORMAL_PATH)))]
     pub allowed_host_paths: Vec<String>,
 }
 

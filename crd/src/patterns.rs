@@ -53,6 +53,12 @@ pub const DOCKER_NAME: &str = "^[a-zA-Z0-9][a-zA-Z0-9_.-]*$";
 /// An absolute path.
 pub const ABSOLUTE_PATH: &str = "^/";
 
+/// An absolute path in normal form: `/`, or `/`-separated segments none of which is empty,
+/// `.` or `..` (so no `//`, no trailing `/`). Host policies compare such paths by prefix;
+/// `/etc/../root` or `//etc` would slip past a prefix check, and berth refuses them rather
+/// than resolve them (the host's symlinks are out of its sight anyway).
+pub const NORMAL_PATH: &str = "^(/|(/([^/.][^/]*|[.][^/.][^/]*|[.][.][^/]+))+)$";
+
 /// A mount target: an absolute path other than `/`, without a trailing `/` (so that two
 /// spellings of one directory cannot hide a duplicate).
 pub const MOUNT_TARGET: &str = "^/([^/]|/+[^/])+$";

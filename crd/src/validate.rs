@@ -38,6 +38,10 @@ pub trait Validate {
     fn validate(&self) -> Vec<FieldError>;
 }
 
+/// Why a path that policy compares by prefix is refused.
+const NOT_NORMAL: &str =
+    "is not a normalised path: no . or .. segments, no // and no trailing / (berth compares host paths as written)";
+
 /// Collects errors under a path prefix.
 #[derive(Default)]
 struct Errors(Vec<FieldError>);
@@ -106,6 +110,16 @@ impl Validate for DockerHost {
         for (i, p) in spec.policy.allowed_host_paths.iter().enumerate() {
             if !p.starts_with('/') {
                 e.add(format!("spec.policy.allowedHostPaths[{i}]"), format!("{p:?} must be an absolute path"));
+            } else if !is_match(NORMAL_PATH, p) {
+                e.add(format!("spec.policy.allowedHostPaths[{i}]"), format!("{p:?} {NOT_NORMAL}"));
+            }
+        }
+        for (i, c) in spec.policy.allowed_capabilities.iter().enumerate() {
+            if !is_match(CAPABILITY, c) {
+                e.add(
+                    format!("spec.policy.allowedCapabilities[{i}]"),
+                    format!("{c:?} is not a capability name (NET_ADMIN, ALL)"),
+                );
             }
         }
         e.0
@@ -382,10 +396,25 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             (MountKind::Bind, Some(s)) if !s.starts_with('/') => {
                 e.add(format!("{p}.source"), format!("{s:?}: a bind mount's source must be an absolute host path"))
             }
+            (MountKind::Bind, Some(s)) if !is_match(NORMAL_PATH, s) => {
+                e.add(format!("{p}.source"), format!("{s:?} {NOT_NORMAL}"))
+            }
             _ => {}
         }
     }
 
+    if t.host_network {
+        // Docker ignores both on the host's network; saying so beats a silent surprise.
+        if !t.networks.is_empty() {
+            e.add(format!("{path}.networks"), "a container on the host's network (hostNetwork) joins no other network");
+        }
+        for (i, _) in t.ports.iter().enumerate().filter(|(_, p)| p.host_port.is_some()) {
+            e.add(
+                format!("{path}.ports[{i}].hostPort"),
+                "does not apply with hostNetwork: the container listens on the host directly",
+            );
+        }
+    }
     for (i, n) in t.networks.iter().enumerate() {
         let p = format!("{path}.networks[{i}]");
         if BUILTIN_NETWORKS.contains(&n.as_str()) {

@@ -477,6 +477,52 @@ fn invalid_cases() -> Vec<Case> {
             dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedHostPaths: [srv]}"),
         ),
         bad("insecure a string (type)", "spec.insecure", dh("\n  endpoint: tcp://10.0.0.5:2375\n  insecure: \"yes\"")),
+        // host policy: paths compared by prefix must be normalised; no host network with others
+        bad(
+            "allowed host path with a trailing /",
+            "spec.policy.allowedHostPaths[0]",
+            dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedHostPaths: [/srv/]}"),
+        ),
+        bad(
+            "allowed host path with ..",
+            "spec.policy.allowedHostPaths[0]",
+            dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedHostPaths: [/srv/../etc]}"),
+        ),
+        bad(
+            "lowercase allowed capability",
+            "spec.policy.allowedCapabilities[0]",
+            dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedCapabilities: [net_admin]}"),
+        ),
+        bad(
+            "bind source with ..",
+            "spec.template.mounts[0].source",
+            tpl("    mounts: [{type: bind, source: /srv/../etc, target: /x}]"),
+        ),
+        bad(
+            "bind source //etc",
+            "spec.template.mounts[0].source",
+            tpl("    mounts: [{type: bind, source: //etc, target: /x}]"),
+        ),
+        bad(
+            "bind source /srv/",
+            "spec.template.mounts[0].source",
+            tpl("    mounts: [{type: bind, source: /srv/, target: /x}]"),
+        ),
+        bad(
+            "bind source /srv/.",
+            "spec.template.mounts[0].source",
+            tpl("    mounts: [{type: bind, source: /srv/., target: /x}]"),
+        ),
+        bad(
+            "hostNetwork with networks",
+            "spec.template.networks",
+            tpl("    hostNetwork: true\n    networks: [backend]"),
+        ),
+        bad(
+            "hostNetwork with a hostPort",
+            "spec.template.ports[0].hostPort",
+            tpl("    hostNetwork: true\n    ports: [{containerPort: 80, hostPort: 8080}]"),
+        ),
     ]
 }
 
@@ -583,6 +629,18 @@ fn valid_edge_cases() -> Vec<(&'static str, String)> {
             "DockerHost over plain TCP",
             dh(
                 "\n  endpoint: \"tcp://[::1]:65535\"\n  insecure: true\n  policy: {allowPrivileged: true, allowedHostPaths: [/srv]}",
+            ),
+        ),
+        (
+            "DockerHost granting everything",
+            dh(
+                "\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowPrivileged: true, allowHostNetwork: true, allowHostPID: true, allowedCapabilities: [ALL, NET_ADMIN, CAP_SYS_TIME], allowedHostPaths: [/, /srv/data, /srv/.hidden, /srv/...]}",
+            ),
+        ),
+        (
+            "host network and PID, a container port, a bind of /",
+            tpl(
+                "    hostNetwork: true\n    hostPID: true\n    ports: [{containerPort: 8080}]\n    mounts: [{type: bind, source: /, target: /host, readOnly: true}]",
             ),
         ),
     ]

@@ -34,6 +34,18 @@ pub fn spawn_operator(fake: &FakeApi, dir: &Path, ns: &str, identity: &str, port
     spawn_operator_via(fake, &fake.url(), dir, ns, identity, port, 3)
 }
 
+/// [`spawn_operator`] with `RUST_LOG=rust_log` (e.g. `trace`, to see everything it could say).
+pub fn spawn_operator_logging(
+    fake: &FakeApi,
+    dir: &Path,
+    ns: &str,
+    identity: &str,
+    port: u16,
+    rust_log: &str,
+) -> BerthProcess {
+    spawn_operator_with(fake, &fake.url(), dir, ns, identity, port, 3, rust_log)
+}
+
 /// [`spawn_operator`] reaching the fake at `api_url` (e.g. through a [`crate::link::Link`])
 /// with a lease of `lease_seconds`.
 pub fn spawn_operator_via(
@@ -45,6 +57,20 @@ pub fn spawn_operator_via(
     port: u16,
     lease_seconds: u32,
 ) -> BerthProcess {
+    spawn_operator_with(fake, api_url, dir, ns, identity, port, lease_seconds, "berth=info")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_operator_with(
+    fake: &FakeApi,
+    api_url: &str,
+    dir: &Path,
+    ns: &str,
+    identity: &str,
+    port: u16,
+    lease_seconds: u32,
+    rust_log: &str,
+) -> BerthProcess {
     let dir = dir.join(identity);
     std::fs::create_dir_all(&dir).expect("a folder for the kubeconfig");
     let kubeconfig = dir.join("kubeconfig");
@@ -54,7 +80,7 @@ pub fn spawn_operator_via(
     let lease = lease_seconds.to_string();
     spawn_berth(
         ["operator", "--http-addr", &addr, "--lease-namespace", ns, "--identity", identity, "--lease-seconds", &lease],
-        &[("KUBECONFIG", kc.as_str()), ("RUST_LOG", "berth=info")],
+        &[("KUBECONFIG", kc.as_str()), ("RUST_LOG", rust_log)],
     )
 }
 

@@ -183,3 +183,12 @@ pub async fn container_addr(docker: &Docker, name: &str) -> String {
         .unwrap_or_else(|| panic!("container {name} has no IP address"));
     format!("{ip}:8080")
 }
+
+/// Writes `docs` (objects as JSON values; JSON is YAML) into `dir/file` as one multi-document
+/// file, as a user would hand it to `berth -f`, and returns its path.
+pub fn write_documents(dir: &Path, file: &str, docs: &[serde_json::Value]) -> String {
+    let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).expect("JSON")).collect();
+    let path = dir.join(file);
+    std::fs::write(&path, text.join("\n---\n")).expect("write the test's YAML");
+    path.display().to_string()
+}

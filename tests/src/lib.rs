@@ -33,14 +33,16 @@ pub mod trials;
 pub mod wait;
 
 pub use berth_cli::{BerthOutput, BerthProcess, berth, berth_async, berth_bin, berth_command, spawn_berth};
-pub use cluster::{OperatorLog, fake_cluster, ready_at_new_revision, spawn_operator, spawn_operator_via};
+pub use cluster::{
+    OperatorLog, fake_cluster, ready_at_new_revision, spawn_operator, spawn_operator_logging, spawn_operator_via,
+};
 pub use engine::{docker, docker_at, docker_host, local_socket_path};
-pub use fixtures::{EchoSet, container_addr, containers_in, free_port, names_ids_states};
+pub use fixtures::{EchoSet, container_addr, containers_in, free_port, names_ids_states, write_documents};
 pub use image::{ECHO_BODY, ECHO_IMAGE, ECHO_PORT, ensure_echo_image};
 pub use link::Link;
 pub use namespace::{NamespaceGuard, cleanup_containers, unique_ns};
 pub use proxy::{CountingProxy, Request};
 pub use registry::{Registry, TagGuard, basic_auth, push_image};
-pub use testbed::{HostOptions, RemoteHost, StartTimings, cleanup_stale};
+pub use testbed::{ForeignPki, HostOptions, RemoteHost, StartTimings, cleanup_stale};
 pub use trials::{ServingProbe, ServingReport, TrialRng, VolumeGuard, read_volume_file, sha256_hex, write_volume_file};
 pub use wait::{eventually, eventually_sync, http_get, http_request};

@@ -1161,6 +1161,33 @@ fn require_prerequisites() {
     }
 }
 
+/// Certificates from a CA of their own, unrelated to any test host's: what a test needs to
+/// show that an engine refuses a client certificate it did not sign, and that berth refuses
+/// an engine whose certificate its configured CA did not sign.
+pub struct ForeignPki {
+    /// The foreign CA (PEM).
+    pub ca_pem: String,
+    /// A client certificate signed by the foreign CA (PEM).
+    pub cert_pem: String,
+    /// Its private key (PEM, PKCS#8).
+    pub key_pem: String,
+}
+
+impl ForeignPki {
+    /// Makes a CA and a client certificate in `dir` with the openssl CLI.
+    ///
+    /// # Panics
+    /// When openssl is missing or fails.
+    pub fn generate(dir: &Path) -> ForeignPki {
+        for sub in ["tls", "client"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("a folder for certificates");
+        }
+        generate_certificates(dir, 0, "10.250.0.250");
+        let read = |f: &str| std::fs::read_to_string(dir.join("client").join(f)).expect("a generated PEM file");
+        ForeignPki { ca_pem: read("ca.pem"), cert_pem: read("cert.pem"), key_pem: read("key.pem") }
+    }
+}
+
 /// A CA, a server certificate for `ip` and a client certificate, all ECDSA P-256, made
 /// with the openssl CLI (3.x): `tls/` has the engine's files, `client/` a `DOCKER_CERT_PATH`.
 fn generate_certificates(dir: &Path, slot: u8, ip: &str) {

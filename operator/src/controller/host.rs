@@ -17,6 +17,12 @@ use super::{Context, Error, FIELD_MANAGER};
 use crate::docker;
 use crate::input::{self, Input};
 
+/// `Ready=False` reasons: the host's spec does not resolve (say, its TLS Secret is missing),
+/// TLS with the engine failed (certificate, CA or key), or the engine does not answer.
+const INVALID_SPEC: &str = "InvalidSpec";
+const TLS_ERROR: &str = "TLSError";
+const UNREACHABLE: &str = "Unreachable";
+
 /// How often a host is probed.
 const PROBE_EVERY: Duration = Duration::from_secs(30);
 
@@ -32,12 +38,14 @@ pub async fn reconcile(host: Arc<DockerHost>, ctx: Arc<Context>) -> Result<Actio
         }
     }
     let input = Input::from_cluster(Vec::new(), vec![(*host).clone()], secrets, Vec::new());
+    // Err is (reason, message): the Ready condition says which kind of problem it is.
     let probe = match input::resolve(&input, false) {
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err((INVALID_SPEC, e.to_string())),
         Ok(resolved) => {
             let target = &resolved.hosts[0];
             match ctx.pool.get(&name, &target.endpoint, "").await {
-                Err(e) => Err(e.to_string()),
+                Err(e) if e.is_tls() => Err((TLS_ERROR, e.to_string())),
+                Err(e) => Err((UNREACHABLE, e.to_string())),
                 // Through the pool: a probe keeps its record of which sets the host holds fresh.
                 Ok(d) => match (d.version().await, d.info().await, ctx.pool.observe(&name, &d).await) {
                     (Ok(v), Ok(i), Ok(o)) => {
@@ -50,9 +58,10 @@ pub async fn reconcile(host: Arc<DockerHost>, ctx: Arc<Context>) -> Result<Actio
                     }
                     (Err(e), _, _) | (_, Err(e), _) => {
                         ctx.pool.forget(&name).await;
-                        Err(docker::message_of(&e))
+                        let reason = if docker::is_tls_failure(&e) { TLS_ERROR } else { UNREACHABLE };
+                        Err((reason, docker::message_of(&e)))
                     }
-                    (_, _, Err(e)) => Err(e.to_string()),
+                    (_, _, Err(e)) => Err((if e.is_tls() { TLS_ERROR } else { UNREACHABLE }, e.to_string())),
                 },
             }
         }
@@ -62,7 +71,7 @@ pub async fn reconcile(host: Arc<DockerHost>, ctx: Arc<Context>) -> Result<Actio
     let mut status = prev.clone();
     let (cond_status, reason, message) = match &probe {
         Ok((v, _, _)) => ("True", "Reachable", format!("Docker {} answers", v.version.clone().unwrap_or_default())),
-        Err(e) => ("False", "Unreachable", e.clone()),
+        Err((reason, e)) => ("False", *reason, e.clone()),
     };
     if let Ok((v, i, managed)) = probe {
         status.engine_version = v.version;

@@ -108,9 +108,15 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let problems = cs.validate();
     if !problems.is_empty() {
         let msg = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        return refuse(cs, ctx, &msg).await;
+        return refuse(cs, ctx, INVALID_SPEC, &msg).await;
     }
     let mut input = gather(cs, ctx).await?;
+    // A host that does not grant what the template asks for: the set is refused as a whole
+    // (resolve would refuse it too), so no host runs half of what a tenant may not have.
+    let violations = policy_refusals(&input, cs);
+    if !violations.is_empty() {
+        return refuse(cs, ctx, POLICY_VIOLATION, &violations.join("; ")).await;
+    }
     // A DockerHost that cannot be resolved (say, its TLS Secret is missing) is that host's
     // problem: report it for this set if selected, and go on with the other hosts.
     let broken = split_broken_hosts(&mut input, cs);
@@ -123,7 +129,7 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
                 .map(|e| format!("{}: {}", e.field.as_deref().unwrap_or("spec"), e.message))
                 .collect::<Vec<_>>()
                 .join("; ");
-            return refuse(cs, ctx, &msg).await;
+            return refuse(cs, ctx, INVALID_SPEC, &msg).await;
         }
     };
     let key = SetKey::new(cs.namespace().unwrap_or_default(), cs.name_any());
@@ -446,11 +452,33 @@ async fn converge_host(
     report
 }
 
+/// The reason of a set refused because its spec (or what it refers to) is invalid.
+const INVALID_SPEC: &str = "InvalidSpec";
+/// The reason of a set refused because a host it selects does not grant what it asks for.
+const POLICY_VIOLATION: &str = "PolicyViolation";
+
+/// `field: message` for every policy violation of the set on a host it would be placed on
+/// (selected, in its namespace, not cordoned: as resolve places it).
+fn policy_refusals(input: &Input, cs: &ContainerSet) -> Vec<String> {
+    let Ok(selector) = kube::core::Selector::try_from(cs.spec.host_selector.clone()) else {
+        return Vec::new(); // resolve names the field
+    };
+    input
+        .hosts
+        .iter()
+        .map(|h| &h.object)
+        .filter(|h| h.metadata.namespace == cs.metadata.namespace && !h.spec.unschedulable)
+        .filter(|h| kube::core::SelectorExt::matches(&selector, &h.metadata.labels.clone().unwrap_or_default()))
+        .flat_map(|h| input::policy::policy_violations(&cs.spec.template, h))
+        .map(|v| format!("{}: {}", v.field, v.message))
+        .collect()
+}
+
 /// The spec cannot be rolled out: say so in status and an Event; touch no host.
-async fn refuse(cs: &ContainerSet, ctx: &Context, message: &str) -> Result<Action, Error> {
-    publish(ctx, cs, EventType::Warning, "InvalidSpec", "Validate", message.to_string()).await;
+async fn refuse(cs: &ContainerSet, ctx: &Context, reason: &str, message: &str) -> Result<Action, Error> {
+    publish(ctx, cs, EventType::Warning, reason, "Validate", message.to_string()).await;
     let known = known_status(cs, ctx);
-    let status = invalid_status(cs.metadata.generation, message, known.as_ref(), Timestamp::now());
+    let status = invalid_status(cs.metadata.generation, reason, message, known.as_ref(), Timestamp::now());
     write_status(cs, ctx, known.as_ref(), status).await?;
     Ok(Action::await_change())
 }

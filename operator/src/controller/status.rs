@@ -237,6 +237,7 @@ pub fn set_status(
 /// A status for a set whose spec berth refuses (invalid, or referring to missing objects).
 pub fn invalid_status(
     generation: Option<i64>,
+    reason: &str,
     message: &str,
     previous: Option<&ContainerSetStatus>,
     now: Timestamp,
@@ -245,15 +246,15 @@ pub fn invalid_status(
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.conditions = vec![
-        condition("Ready", ("False", "InvalidSpec", message.to_string()), generation, prev, now),
+        condition("Ready", ("False", reason, message.to_string()), generation, prev, now),
         condition(
             "Progressing",
-            ("False", "InvalidSpec", "nothing is rolled out until the spec is fixed".into()),
+            ("False", reason, "nothing is rolled out until the spec is fixed".into()),
             generation,
             prev,
             now,
         ),
-        condition("Degraded", ("True", "InvalidSpec", message.to_string()), generation, prev, now),
+        condition("Degraded", ("True", reason, message.to_string()), generation, prev, now),
     ];
     // No host is looked at: what was last known about drift stays.
     status.conditions.extend(prev.iter().find(|c| c.type_ == "Drifted").cloned());

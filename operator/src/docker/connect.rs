@@ -79,7 +79,12 @@ impl std::fmt::Display for Endpoint {
 const TIMEOUT_SECS: u64 = 120;
 
 fn connect_error(endpoint: &Endpoint, e: &bollard::errors::Error) -> DockerError {
-    DockerError::Connect { endpoint: endpoint.to_string(), message: super::message_of(e) }
+    let (endpoint, message) = (endpoint.to_string(), super::message_of(e));
+    if super::is_tls_failure(e) {
+        DockerError::Tls { endpoint, message }
+    } else {
+        DockerError::Connect { endpoint, message }
+    }
 }
 
 /// A client speaking `version`; no request is made.
@@ -91,7 +96,13 @@ fn client(endpoint: &Endpoint, version: &ClientVersion) -> Result<Docker, Docker
         }
         Endpoint::Tcp { addr, tls: None } => Docker::connect_with_http(addr, TIMEOUT_SECS, version),
     }
-    .map_err(|e| connect_error(endpoint, &e))
+    .map_err(|e| match endpoint {
+        // No request was made: the certificate files themselves are the problem.
+        Endpoint::Tcp { tls: Some(_), .. } => {
+            DockerError::Tls { endpoint: endpoint.to_string(), message: super::message_of(&e) }
+        }
+        _ => connect_error(endpoint, &e),
+    })
 }
 
 /// Connect and negotiate the API version. Fails when the engine does not answer.

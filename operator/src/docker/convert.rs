@@ -68,7 +68,9 @@ pub fn create_body(spec: &ContainerSpec, labels: HashMap<String, String>) -> Con
         cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
         cap_drop: (!spec.cap_drop.is_empty()).then(|| spec.cap_drop.clone()),
         privileged: spec.privileged.then_some(true),
-        network_mode: spec.networks.first().cloned(),
+        // Validation keeps `networks` empty on the host's network.
+        network_mode: if spec.host_network { Some("host".into()) } else { spec.networks.first().cloned() },
+        pid_mode: spec.host_pid.then(|| "host".into()),
         ..Default::default()
     };
 

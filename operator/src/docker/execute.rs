@@ -36,12 +36,26 @@ use crate::engine::{
 const NAME_RELEASE: Duration = Duration::from_secs(10);
 
 /// What the executor needs per set beyond the plan.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct SetRuntime {
     /// How long a new container may take to become ready.
     pub progress_deadline: Duration,
     /// Registry credentials for the set's image, from its `imagePullSecrets`.
     pub credentials: Option<DockerCredentials>,
+}
+
+/// By hand: bollard's `DockerCredentials` prints its password in `Debug`.
+impl std::fmt::Debug for SetRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let credentials = self
+            .credentials
+            .as_ref()
+            .map(|c| format!("<credentials for {}>", c.serveraddress.as_deref().unwrap_or("a registry")));
+        f.debug_struct("SetRuntime")
+            .field("progress_deadline", &self.progress_deadline)
+            .field("credentials", &credentials)
+            .finish()
+    }
 }
 
 /// Options for executing plans, shared by every host and set of a run.

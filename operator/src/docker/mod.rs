@@ -27,6 +27,13 @@ pub use observe::observe;
 pub enum DockerError {
     #[error("cannot reach the Docker engine at {endpoint}: {message}")]
     Connect { endpoint: String, message: String },
+    /// Mutual TLS with the engine failed: its certificate is not signed by the CA berth was
+    /// given, or it refused berth's client certificate, or the files do not parse.
+    #[error(
+        "TLS with the Docker engine at {endpoint} failed (certificate or CA): {message}; \
+         check the host's ca.crt, tls.crt and tls.key (spec.tls.secretName)"
+    )]
+    Tls { endpoint: String, message: String },
     #[error("{op} {target}: {message}")]
     Api { op: &'static str, target: String, message: String },
     #[error("container {name}: the name is taken by a container berth did not create for this revision and ordinal")]
@@ -50,14 +57,46 @@ impl DockerError {
     }
 }
 
-/// The engine's own words for an error, without bollard's wrapping.
+impl DockerError {
+    /// Whether this is a TLS failure (a certificate, CA or key problem, not a host that is down).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, DockerError::Tls { .. })
+    }
+}
+
+/// The engine's own words for an error, without bollard's wrapping; for an error of the
+/// connection, the whole chain of causes (hyper's "client error (Connect)" alone says nothing
+/// of the certificate that was refused).
 pub fn message_of(e: &bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, status_code } => {
             format!("{message} (HTTP {status_code})")
         }
-        other => other.to_string(),
+        other => {
+            let mut message = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message = format!("{message}: {text}");
+                }
+                source = cause.source();
+            }
+            message
+        }
     }
+}
+
+/// Whether a connection error is TLS failing. rustls' error sits inside an `io::Error`,
+/// whose `source()` skips it, so its text is what there is to go by.
+pub(crate) fn is_tls_failure(e: &bollard::errors::Error) -> bool {
+    if matches!(e, bollard::errors::Error::DockerResponseServerError { .. }) {
+        return false;
+    }
+    let text = message_of(e).to_ascii_lowercase();
+    ["certificate", "tls", "handshake", "unknownca", "unknown ca", "private key", "pem"]
+        .iter()
+        .any(|w| text.contains(w))
 }
 
 /// The HTTP status of an engine error, if it was one.

@@ -50,6 +50,12 @@ pub fn diff_specs(old: &ContainerSpec, new: &ContainerSpec) -> Vec<FieldChange> 
                 Copy(o) => (o.path.to_string(), None, None),
                 Test(o) => (o.path.to_string(), None, None),
             };
+            // A Secret's value is shown as its digest nowhere: `<secret>` says it changed.
+            let (from, to) = if is_secret_value(&path) {
+                (from.map(|_| SECRET.to_string()), to.map(|_| SECRET.to_string()))
+            } else {
+                (from, to)
+            };
             FieldChange { field: field_path(&path, &a, &b), from, to }
         })
         .collect();
@@ -58,19 +64,43 @@ pub fn diff_specs(old: &ContainerSpec, new: &ContainerSpec) -> Vec<FieldChange> 
     out
 }
 
+/// How a value from a Secret reads in a diff.
+const SECRET: &str = "<secret>";
+
+/// Whether a JSON pointer lies inside an env value that came from a Secret
+/// (`/env/TOKEN/secret/value`).
+fn is_secret_value(pointer: &str) -> bool {
+    pointer.starts_with("/env/") && pointer.split('/').nth(3) == Some("secret")
+}
+
+/// `v` with every env value from a Secret (`{"secret": {...}}`) replaced by `"<secret>"`.
+fn without_secrets(v: &Value) -> Value {
+    match v {
+        Value::Object(m) if m.len() == 1 && m.contains_key("secret") => Value::String(SECRET.into()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), without_secrets(v))).collect()),
+        Value::Array(xs) => Value::Array(xs.iter().map(without_secrets).collect()),
+        other => other.clone(),
+    }
+}
+
 /// JSON text of a value, cut short so one long command line does not flood the plan.
 fn short(v: &Value) -> String {
     let s = match v {
         // Env values are `{"plain": "x"}` or `{"secret": {...}}`: show the inner value.
         Value::Object(m) if m.len() == 1 && m.contains_key("plain") => m["plain"].to_string(),
-        Value::Object(m) if m.len() == 1 && m.contains_key("secret") => "<secret changed>".to_string(),
-        other => other.to_string(),
+        Value::Object(m) if m.len() == 1 && m.contains_key("secret") => SECRET.to_string(),
+        // A whole env map (or more) added or removed: its secrets read `<secret>` too.
+        other => without_secrets(other).to_string(),
     };
     if s.chars().count() > 80 { format!("{}…", s.chars().take(79).collect::<String>()) } else { s }
 }
 
 /// `/ports/0/hostPort` → `ports[0].hostPort`; `/env/GREETING/plain` → `env.GREETING`.
 fn field_path(pointer: &str, a: &Value, b: &Value) -> String {
+    if is_secret_value(pointer) {
+        // `/env/TOKEN/secret/value`: how a secret is encoded is no field a user wrote.
+        return format!("env.{}", pointer.split('/').nth(2).unwrap_or_default().replace("~1", "/").replace("~0", "~"));
+    }
     let mut out = String::new();
     let mut cur_a = Some(a);
     let mut cur_b = Some(b);
@@ -139,6 +169,30 @@ mod tests {
         let d = diff_specs(&a, &b);
         assert_eq!(d[0].field, "ports[0].hostPort");
         assert_eq!(d[0].from.as_deref(), Some("9000"));
+    }
+
+    #[test]
+    fn secret_values_read_as_secret_in_both_directions() {
+        use crate::engine::model::SecretString;
+        let with = |v: EnvValue| {
+            let mut s = spec();
+            s.env.insert("TOKEN".into(), v);
+            s
+        };
+        let one = with(EnvValue::Secret { value: SecretString::new("hunter2") });
+        let two = with(EnvValue::Secret { value: SecretString::new("hunter3") });
+        let plain = with(EnvValue::Plain("open".into()));
+        for (a, b, text) in [
+            (&one, &two, &["env.TOKEN: <secret> → <secret>"][..]),
+            (&plain, &one, &["env.TOKEN: added <secret>", "env.TOKEN: removed (was \"open\")"]),
+            (&one, &plain, &["env.TOKEN: added \"open\"", "env.TOKEN: removed (was <secret>)"]),
+            (&spec(), &one, &["env: added {\"TOKEN\":\"<secret>\"}"]),
+        ] {
+            let d = diff_specs(a, b);
+            assert_eq!(d.iter().map(ToString::to_string).collect::<Vec<_>>(), text);
+            let json = serde_json::to_string(&d).unwrap();
+            assert!(!json.contains("sha256") && !json.contains("hunter"), "{json}");
+        }
     }
 
     #[test]

@@ -254,6 +254,13 @@ pub struct ContainerSpec {
     pub cap_drop: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub privileged: bool,
+    /// Docker's `NetworkMode=host`. Skipped when false, so revisions made before the field
+    /// existed keep their hash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    /// Docker's `PidMode=host`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_pid: bool,
 }
 
 impl ContainerSpec {

@@ -37,13 +37,25 @@ pub struct Located<T> {
 }
 
 /// Everything the files declare, each object valid on its own.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Input {
     pub hosts: Vec<Located<DockerHost>>,
     pub sets: Vec<Located<ContainerSet>>,
     /// By (namespace, name).
     pub secrets: BTreeMap<(String, String), Located<Secret>>,
     pub config_maps: BTreeMap<(String, String), Located<ConfigMap>>,
+}
+
+/// By hand: a Secret's `Debug` prints its data. Secrets and ConfigMaps show by name.
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("hosts", &self.hosts)
+            .field("sets", &self.sets)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("config_maps", &self.config_maps.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Input {

@@ -3,10 +3,11 @@
 //!
 //! Everything is read and checked before any host is touched: [`load`] parses and validates
 //! each object on its own, [`resolve`] checks what objects say about each other (Secret keys,
-//! pull secrets, host policies) and turns the lot into desired state per host. Every error
+//! pull secrets, host [`policy`]) and turns the lot into desired state per host. Every error
 //! names the file, the object and the field.
 
 pub mod load;
+pub mod policy;
 pub mod resolve;
 
 pub use load::{Input, Located, Origin, load};

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::{Selector, SelectorExt};
 use serde::Deserialize;
 
+use super::policy::policy_violations;
 use super::{Input, InputError, InputErrors, Located};
 use crate::docker::{Endpoint, SetRuntime, TlsFiles};
 use crate::engine::pin::ImagePolicy;
@@ -150,8 +151,8 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
                     continue; // cordoned: neither placed nor owned, so nothing there changes
                 }
                 if placed {
-                    for (field, message) in policy_violations(&s.object.spec.template, &h.object) {
-                        errors.push(err(&field, message));
+                    for v in policy_violations(&s.object.spec.template, &h.object) {
+                        errors.push(err(&v.field, v.message));
                     }
                 }
             }
@@ -439,6 +440,8 @@ pub fn container_spec(t: &ContainerTemplate, namespace: &str, input: &Input) -> 
         cap_add: t.cap_add.clone(),
         cap_drop: t.cap_drop.clone(),
         privileged: t.privileged,
+        host_network: t.host_network,
+        host_pid: t.host_pid,
     };
     if problems.is_empty() { Ok(spec) } else { Err(problems) }
 }
@@ -527,36 +530,6 @@ fn pull_credentials(
         }
     }
     Ok(None)
-}
-
-/// What a host's policy forbids in a template, as (field, message).
-fn policy_violations(t: &ContainerTemplate, host: &DockerHost) -> Vec<(String, String)> {
-    let name = host.metadata.name.clone().unwrap_or_default();
-    let policy = &host.spec.policy;
-    let mut out = Vec::new();
-    if t.privileged && !policy.allow_privileged {
-        out.push((
-            "spec.template.privileged".to_string(),
-            format!("DockerHost {name} does not allow privileged containers (spec.policy.allowPrivileged)"),
-        ));
-    }
-    for (i, m) in t.mounts.iter().enumerate() {
-        if m.kind != CrdMountKind::Bind {
-            continue;
-        }
-        let src = m.source.as_deref().unwrap_or("");
-        let allowed = policy.allowed_host_paths.iter().any(|p| {
-            let p = p.trim_end_matches('/');
-            src == p || src.starts_with(&format!("{p}/"))
-        });
-        if !allowed {
-            out.push((
-                format!("spec.template.mounts[{i}].source"),
-                format!("DockerHost {name} does not allow bind mounts of {src:?} (spec.policy.allowedHostPaths)"),
-            ));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

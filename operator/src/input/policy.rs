@@ -1,0 +1,254 @@
+//! Host policy: what a DockerHost lets the containers placed on it do.
+//!
+//! Whoever may write ContainerSets in a namespace may place containers on its hosts; a
+//! privileged container, the host's network or PID namespace, an added capability or a bind
+//! mount of a host path would hand them the host itself. Each is refused unless the host's
+//! `spec.policy` grants it. Both front ends call [`policy_violations`] while resolving, before
+//! any host is touched: the CLI then refuses the input, the operator the set.
+//!
+//! Host paths are compared as written, by whole segments: `/srv` allows `/srv` and
+//! `/srv/data`, never `/srvx`. A path that is not in normal form (`/etc/../root`, `//etc`,
+//! `/srv/`) is refused rather than resolved: validation rejects it already, and this check
+//! does not rely on that. Symlinks on the host are out of sight (see docs/security.md).
+
+use berth_crd::patterns::{NORMAL_PATH, is_match};
+use berth_crd::{ContainerTemplate, DockerHost, HostPolicy, MountKind};
+
+/// One thing a template asks for that a host does not grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyViolation {
+    /// The template's field, e.g. `spec.template.capAdd[1]`.
+    pub field: String,
+    /// What is refused, naming the host and the policy field that would allow it.
+    pub message: String,
+}
+
+/// Everything in `t` that `host`'s policy does not allow; empty when it may run there.
+pub fn policy_violations(t: &ContainerTemplate, host: &DockerHost) -> Vec<PolicyViolation> {
+    let name = host.metadata.name.as_deref().unwrap_or_default();
+    let policy = &host.spec.policy;
+    let mut out = Vec::new();
+    let mut refuse = |field: String, what: String, grant: &str| {
+        out.push(PolicyViolation {
+            field,
+            message: format!("DockerHost {name} does not allow {what} (spec.policy.{grant})"),
+        })
+    };
+    if t.privileged && !policy.allow_privileged {
+        refuse("spec.template.privileged".into(), "privileged containers".into(), "allowPrivileged");
+    }
+    if t.host_network && !policy.allow_host_network {
+        refuse("spec.template.hostNetwork".into(), "the host's network (hostNetwork)".into(), "allowHostNetwork");
+    }
+    if t.host_pid && !policy.allow_host_pid {
+        refuse("spec.template.hostPID".into(), "the host's PID namespace (hostPID)".into(), "allowHostPID");
+    }
+    for (i, cap) in t.cap_add.iter().enumerate() {
+        if !capability_allowed(policy, cap) {
+            refuse(format!("spec.template.capAdd[{i}]"), format!("adding capability {cap}"), "allowedCapabilities");
+        }
+    }
+    for (i, m) in t.mounts.iter().enumerate().filter(|(_, m)| m.kind == MountKind::Bind) {
+        let source = m.source.as_deref().unwrap_or_default();
+        if !host_path_allowed(policy, source) {
+            refuse(
+                format!("spec.template.mounts[{i}].source"),
+                format!("bind mounts of {source:?}"),
+                "allowedHostPaths",
+            );
+        }
+    }
+    out
+}
+
+/// `NET_ADMIN` and `CAP_NET_ADMIN` are one capability to Docker.
+fn capability_name(cap: &str) -> &str {
+    cap.strip_prefix("CAP_").unwrap_or(cap)
+}
+
+/// Whether `cap` may be added: it is listed, or `ALL` is. `capAdd: [ALL]` needs `ALL` listed.
+fn capability_allowed(policy: &HostPolicy, cap: &str) -> bool {
+    policy
+        .allowed_capabilities
+        .iter()
+        .any(|a| capability_name(a) == "ALL" || capability_name(a) == capability_name(cap))
+}
+
+/// Whether `source` is a normalised absolute path equal to or under an allowed prefix (itself
+/// normalised: a prefix that is not, validation rejects and this ignores).
+fn host_path_allowed(policy: &HostPolicy, source: &str) -> bool {
+    if !is_match(NORMAL_PATH, source) {
+        return false;
+    }
+    policy.allowed_host_paths.iter().filter(|p| is_match(NORMAL_PATH, p)).any(|prefix| {
+        prefix == "/"
+            || source == prefix
+            || source.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn host(policy: serde_json::Value) -> DockerHost {
+        serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "DockerHost",
+            "metadata": {"name": "edge", "namespace": "ns"},
+            "spec": {"endpoint": "unix:///run/docker.sock", "policy": policy}
+        }))
+        .expect("a DockerHost")
+    }
+
+    fn template(fields: serde_json::Value) -> ContainerTemplate {
+        let mut t = json!({"image": "echo:1"});
+        t.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        serde_json::from_value(t).expect("a template")
+    }
+
+    fn bind(source: &str) -> ContainerTemplate {
+        template(json!({"mounts": [{"type": "bind", "source": source, "target": "/host"}]}))
+    }
+
+    /// The fields refused, in order.
+    fn refused(t: &ContainerTemplate, policy: serde_json::Value) -> Vec<String> {
+        policy_violations(t, &host(policy)).into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn a_plain_template_runs_anywhere() {
+        assert_eq!(refused(&template(json!({"capDrop": ["ALL"], "readOnlyRootFilesystem": true})), json!({})), [""; 0]);
+    }
+
+    #[test]
+    fn each_grant_is_refused_by_default_and_allowed_by_its_policy_field() {
+        let cases = [
+            ("privileged", json!({"privileged": true}), json!({"allowPrivileged": true}), "spec.template.privileged"),
+            (
+                "hostNetwork",
+                json!({"hostNetwork": true}),
+                json!({"allowHostNetwork": true}),
+                "spec.template.hostNetwork",
+            ),
+            ("hostPID", json!({"hostPID": true}), json!({"allowHostPID": true}), "spec.template.hostPID"),
+            (
+                "capAdd",
+                json!({"capAdd": ["NET_ADMIN"]}),
+                json!({"allowedCapabilities": ["NET_ADMIN"]}),
+                "spec.template.capAdd[0]",
+            ),
+            (
+                "bind",
+                json!({"mounts": [{"type": "bind", "source": "/srv/data", "target": "/data"}]}),
+                json!({"allowedHostPaths": ["/srv"]}),
+                "spec.template.mounts[0].source",
+            ),
+        ];
+        for (what, fields, grant, field) in cases {
+            let t = template(fields);
+            let violations = policy_violations(&t, &host(json!({})));
+            assert_eq!(violations.len(), 1, "{what}: {violations:?}");
+            assert_eq!(violations[0].field, field, "{what}");
+            let policy_field = grant.as_object().unwrap().keys().next().unwrap().clone();
+            assert!(
+                violations[0].message.starts_with("DockerHost edge does not allow")
+                    && violations[0].message.contains(&format!("spec.policy.{policy_field}")),
+                "{what}: the message names the host and the policy field: {}",
+                violations[0].message
+            );
+            assert_eq!(refused(&t, grant), [""; 0], "{what} allowed by its grant");
+        }
+    }
+
+    #[test]
+    fn one_grant_does_not_allow_another() {
+        let everything = template(json!({
+            "privileged": true, "hostNetwork": true, "hostPID": true, "capAdd": ["SYS_ADMIN"],
+            "mounts": [{"type": "bind", "source": "/", "target": "/host"}]
+        }));
+        assert_eq!(
+            refused(&everything, json!({"allowPrivileged": true})),
+            [
+                "spec.template.hostNetwork",
+                "spec.template.hostPID",
+                "spec.template.capAdd[0]",
+                "spec.template.mounts[0].source"
+            ]
+        );
+        let all = json!({"allowPrivileged": true, "allowHostNetwork": true, "allowHostPID": true,
+                         "allowedCapabilities": ["ALL"], "allowedHostPaths": ["/"]});
+        assert_eq!(refused(&everything, all), [""; 0]);
+    }
+
+    #[test]
+    fn capabilities_are_listed_one_by_one_and_all_only_by_all() {
+        let allowed = json!({"allowedCapabilities": ["NET_ADMIN", "CAP_SYS_TIME"]});
+        assert_eq!(refused(&template(json!({"capAdd": ["NET_ADMIN", "SYS_TIME"]})), allowed.clone()), [""; 0]);
+        assert_eq!(refused(&template(json!({"capAdd": ["CAP_NET_ADMIN"]})), allowed.clone()), [""; 0]);
+        assert_eq!(
+            refused(&template(json!({"capAdd": ["NET_ADMIN", "SYS_ADMIN", "ALL"]})), allowed),
+            ["spec.template.capAdd[1]", "spec.template.capAdd[2]"]
+        );
+        assert_eq!(refused(&template(json!({"capAdd": ["ALL"]})), json!({"allowedCapabilities": ["ALL"]})), [""; 0]);
+        assert_eq!(
+            refused(&template(json!({"capAdd": ["SYS_MODULE"]})), json!({"allowedCapabilities": ["ALL"]})),
+            [""; 0]
+        );
+        // capDrop takes nothing from the host: never refused.
+        assert_eq!(refused(&template(json!({"capDrop": ["ALL"]})), json!({})), [""; 0]);
+    }
+
+    #[test]
+    fn host_paths_are_allowed_by_whole_segments() {
+        let srv = json!({"allowedHostPaths": ["/srv", "/var/log/app"]});
+        for ok in ["/srv", "/srv/data", "/srv/a/b/c", "/var/log/app", "/var/log/app/x.log", "/srv/.hidden", "/srv/..."]
+        {
+            assert_eq!(refused(&bind(ok), srv.clone()), [""; 0], "{ok}");
+        }
+        for bad in ["/", "/srvx", "/sr", "/var/log", "/var/log/apps", "/etc", "/root"] {
+            assert_eq!(refused(&bind(bad), srv.clone()), ["spec.template.mounts[0].source"], "{bad}");
+        }
+        // "/" allows every (normalised) path.
+        for ok in ["/", "/etc", "/var/run/docker.sock"] {
+            assert_eq!(refused(&bind(ok), json!({"allowedHostPaths": ["/"]})), [""; 0], "{ok}");
+        }
+        // No paths listed: no bind mount at all; volumes and tmpfs are not host paths.
+        assert_eq!(refused(&bind("/srv"), json!({})), ["spec.template.mounts[0].source"]);
+        let not_binds = template(json!({"mounts": [
+            {"type": "volume", "source": "data", "target": "/data"}, {"type": "tmpfs", "target": "/tmp"}
+        ]}));
+        assert_eq!(refused(&not_binds, json!({})), [""; 0]);
+    }
+
+    #[test]
+    fn path_tricks_are_refused_not_resolved() {
+        let srv = json!({"allowedHostPaths": ["/srv", "/"]});
+        let only_srv = json!({"allowedHostPaths": ["/srv"]});
+        for trick in [
+            "/srv/../etc",
+            "/srv/../../root",
+            "/srv/./data",
+            "/srv/.",
+            "/srv/..",
+            "//srv",
+            "/srv//data",
+            "/srv/",
+            "/srv/data/",
+            "//",
+            "/./",
+        ] {
+            assert_eq!(refused(&bind(trick), only_srv.clone()), ["spec.template.mounts[0].source"], "{trick}");
+            // Refused even where "/" would allow its resolved form: berth does not resolve.
+            assert_eq!(refused(&bind(trick), srv.clone()), ["spec.template.mounts[0].source"], "{trick} under /");
+        }
+        // A prefix that is not normalised allows nothing (validation rejects it anyway).
+        for prefix in ["/srv/", "/srv/../etc", "//srv"] {
+            assert_eq!(
+                refused(&bind("/srv/data"), json!({"allowedHostPaths": [prefix]})),
+                ["spec.template.mounts[0].source"],
+                "{prefix}"
+            );
+        }
+    }
+}
