@@ -182,6 +182,43 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
     })
 }
 
+/// Sets whose `hostSelector` picks none of the input's DockerHosts, as errors. Standalone, a
+/// set placed nowhere is a mistake (a typo in a label), so `berth apply` refuses it; the
+/// operator does not ask, since hosts may be added to the cluster later. With no DockerHost
+/// in the input every set runs on the local engine, and none is reported.
+pub fn sets_selecting_no_host(input: &Input) -> Vec<InputError> {
+    if input.hosts.is_empty() {
+        return Vec::new();
+    }
+    let mut errors = Vec::new();
+    for s in &input.sets {
+        // A selector that does not parse is reported by `resolve`.
+        let Ok(selector) = Selector::try_from(s.object.spec.host_selector.clone()) else { continue };
+        let namespace = s.object.metadata.namespace.as_deref().unwrap_or("default");
+        let in_namespace: Vec<&Located<DockerHost>> = input
+            .hosts
+            .iter()
+            .filter(|h| h.object.metadata.namespace.as_deref().unwrap_or("default") == namespace)
+            .collect();
+        if in_namespace.iter().any(|h| selector.matches(&h.object.metadata.labels.clone().unwrap_or_default())) {
+            continue;
+        }
+        let message = if in_namespace.is_empty() {
+            format!("selects no host: the input declares no DockerHost in namespace {namespace}")
+        } else {
+            let names: Vec<&str> = in_namespace.iter().filter_map(|h| h.object.metadata.name.as_deref()).collect();
+            format!("selects no host: none of the DockerHosts in namespace {namespace} ({}) matches", names.join(", "))
+        };
+        errors.push(InputError {
+            origin: s.origin.to_string(),
+            object: Some(format!("ContainerSet {namespace}/{}", s.object.metadata.name.as_deref().unwrap_or_default())),
+            field: Some("spec.hostSelector".into()),
+            message,
+        });
+    }
+    errors
+}
+
 fn set_info(cs: &ContainerSet) -> SetInfo {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let st = &cs.spec.strategy;
