@@ -52,6 +52,18 @@ impl Errors {
 /// megabyte image reference) would otherwise make an enormous error.
 const MAX_QUOTED_CHARS: usize = 80;
 
+/// Linux's limit on one environment string, `NAME=value` with its NUL (`MAX_ARG_STRLEN`).
+const MAX_ENV_STRING: usize = 128 * 1024;
+
+/// A name as part of a field path or an object's label, cut short when long.
+pub fn shortened(key: &str) -> String {
+    if key.chars().count() <= MAX_QUOTED_CHARS {
+        key.to_string()
+    } else {
+        format!("{}...", key.chars().take(MAX_QUOTED_CHARS).collect::<String>())
+    }
+}
+
 /// `value` quoted for a message, as `{:?}` does, cut short with its length when it is long.
 pub fn quoted(value: &str) -> String {
     let count = value.chars().count();
@@ -206,7 +218,38 @@ fn check_image_policy(e: &mut Errors, spec: &ContainerSetSpec) {
     }
 }
 
+/// A label key as Kubernetes defines it: `[prefix/]name`, the prefix a DNS subdomain, the name
+/// at most 63 characters of `[A-Za-z0-9._-]` starting and ending alphanumeric.
+pub fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && is_dns_subdomain(p)) && !name.is_empty() && is_label_value(name)
+}
+
+/// A label value: empty, or at most 63 characters of `[A-Za-z0-9._-]` starting and ending
+/// alphanumeric.
+pub fn is_label_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    value.is_empty()
+        || (b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
+}
+
 fn check_selector(e: &mut Errors, path: &str, sel: &LabelSelector) {
+    // Not in the CRD's schema (Kubernetes' LabelSelector has none), but a selector that could
+    // never match a label is a mistake that would otherwise place the set nowhere in silence.
+    for (k, v) in sel.match_labels.iter().flatten() {
+        let p = format!("{path}.matchLabels.{}", shortened(k));
+        if !is_label_key(k) {
+            e.add(p, format!("{} is not a valid label key ([prefix/]name, name at most 63 characters)", quoted(k)));
+        } else if !is_label_value(v) {
+            e.add(p, format!("{} is not a valid label value (at most 63 characters of [A-Za-z0-9._-])", quoted(v)));
+        }
+    }
     check_count(
         e,
         &format!("{path}.matchExpressions"),
@@ -234,6 +277,13 @@ fn check_selector(e: &mut Errors, path: &str, sel: &LabelSelector) {
         }
         if expr.key.is_empty() {
             e.add(format!("{p}.key"), "is required");
+        } else if !is_label_key(&expr.key) {
+            e.add(format!("{p}.key"), format!("{} is not a valid label key", quoted(&expr.key)));
+        }
+        for (j, v) in expr.values.iter().flatten().enumerate() {
+            if !is_label_value(v) {
+                e.add(format!("{p}.values[{j}]"), format!("{} is not a valid label value", quoted(v)));
+            }
         }
     }
 }
@@ -316,6 +366,15 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             e.add(format!("{p}.name"), format!("{} is not a valid environment variable name", quoted(&v.name)));
         } else if v.name.len() > MAX_ENV_NAME {
             e.add(format!("{p}.name"), format!("at most {MAX_ENV_NAME} characters, got {}", v.name.len()));
+        }
+        if let Some(value) = &v.value
+            && v.name.len() + value.len() + 2 > MAX_ENV_STRING
+        {
+            // `NAME=value` and its NUL: Linux refuses to start a process with a longer one.
+            e.add(
+                format!("{p}.value"),
+                format!("is {} bytes; a variable is at most {MAX_ENV_STRING} bytes with its name", value.len()),
+            );
         }
         if !env_names.insert(v.name.as_str()) {
             e.add(format!("{p}.name"), format!("{} is declared twice", quoted(&v.name)));
@@ -472,7 +531,7 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     }
     for k in t.labels.keys() {
         if k.starts_with("berth.dev/") {
-            e.add(format!("{path}.labels.{k}"), "keys under berth.dev/ are reserved for berth");
+            e.add(format!("{path}.labels.{}", shortened(k)), "keys under berth.dev/ are reserved for berth");
         }
     }
     if let Some(sig) = &t.stop_signal

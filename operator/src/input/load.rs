@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use berth_crd::validate::{quoted, shortened};
 use berth_crd::{ContainerSet, DockerHost, Validate};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::de::DeserializeOwned;
@@ -211,7 +212,11 @@ fn add_file(file: &Path, bytes: &[u8], input: &mut Input, errors: &mut Vec<Input
     };
     let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, yaml_options()) {
         Ok(d) => d,
-        Err(e) => return errors.push(err_file(file, format!("not valid YAML: {e}"))),
+        Err(e) => {
+            // The parser's advice is for programmers: the policy is berth's, not the user's.
+            let message = e.to_string().replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+            return errors.push(err_file(file, format!("not valid YAML: {message}")));
+        }
     };
     for (i, doc) in docs.into_iter().enumerate() {
         let origin = Origin { file: file.to_path_buf(), document: i + 1 };
@@ -230,14 +235,23 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
         message,
     };
     let Some(map) = doc.as_object() else {
-        return errors.push(here(None, None, "a document must be a mapping with apiVersion and kind".into()));
+        return errors.push(here(
+            None,
+            None,
+            format!("a document must be a mapping with apiVersion and kind, got {}", json_type(&doc)),
+        ));
     };
+    for field in ["apiVersion", "kind"] {
+        if let Some(v) = map.get(field).filter(|v| !v.is_string()) {
+            return errors.push(here(None, Some(field), format!("must be a string, got {}", json_type(v))));
+        }
+    }
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
     let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
     let meta = map.get("metadata");
     let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
     let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
-    let object = format!("{kind} {namespace}/{name}");
+    let object = format!("{} {}/{}", shortened(&kind), shortened(namespace), shortened(name));
 
     let expected = match kind.as_str() {
         "DockerHost" | "ContainerSet" => berth_crd::API_VERSION,
@@ -245,14 +259,18 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
         "" => return errors.push(here(None, Some("kind"), "is required".into())),
         other => {
             return errors.push(here(
-                Some(format!("{other} {namespace}/{name}")),
+                Some(object),
                 Some("kind"),
-                format!("{other:?} is not something berth reads (DockerHost, ContainerSet, Secret, ConfigMap)"),
+                format!("{} is not something berth reads (DockerHost, ContainerSet, Secret, ConfigMap)", quoted(other)),
             ));
         }
     };
     if api_version != expected {
-        return errors.push(here(Some(object), Some("apiVersion"), format!("{api_version:?} should be {expected:?}")));
+        return errors.push(here(
+            Some(object),
+            Some("apiVersion"),
+            format!("{} should be {expected:?}", quoted(&api_version)),
+        ));
     }
 
     macro_rules! typed {
@@ -313,6 +331,18 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
             }
             input.config_maps.insert(key, Located { origin, object: o });
         }
+    }
+}
+
+/// What a JSON value is, for a message.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
     }
 }
 

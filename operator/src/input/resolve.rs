@@ -219,6 +219,59 @@ pub fn sets_selecting_no_host(input: &Input) -> Vec<InputError> {
     errors
 }
 
+/// Host ports that two containers on one host would both publish, as errors: the engine would
+/// refuse the second at start, after the rollout had begun. Two sets placed on one host, or
+/// two ports of one template (`""` and `0.0.0.0` both mean every address, so they overlap any
+/// address). Standalone only, as [`sets_selecting_no_host`]: in a cluster one set's error must
+/// not stop another's reconcile.
+pub fn host_port_conflicts(input: &Input, resolved: &Resolved) -> Vec<InputError> {
+    fn every_address(ip: &str) -> bool {
+        ip.is_empty() || ip == "0.0.0.0"
+    }
+    let mut found: BTreeMap<(SetKey, usize), String> = BTreeMap::new();
+    for host in &resolved.hosts {
+        // (set, index in its ports, port, protocol, address) of every published port here.
+        let mut published: Vec<(&SetKey, usize, &PortSpec)> = Vec::new();
+        for d in host.desired.iter().filter(|d| d.replicas > 0) {
+            for (i, p) in d.spec.ports.iter().enumerate().filter(|(_, p)| p.host_port.is_some()) {
+                let clash = published.iter().find(|(_, _, q)| {
+                    q.host_port == p.host_port
+                        && q.protocol == p.protocol
+                        && (every_address(&q.host_ip) || every_address(&p.host_ip) || q.host_ip == p.host_ip)
+                });
+                if let Some((other, j, _)) = clash {
+                    let by = if *other == &d.key { String::new() } else { format!("ContainerSet {other} ") };
+                    let port = p.host_port.unwrap_or_default();
+                    found.entry((d.key.clone(), i)).or_insert_with(|| {
+                        format!("{port}/{} is also published by {by}ports[{j}] on host {}", p.protocol, host.name)
+                    });
+                }
+                published.push((&d.key, i, p));
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|((key, i), message)| {
+            let origin = input
+                .sets
+                .iter()
+                .find(|s| {
+                    s.object.metadata.name.as_deref() == Some(key.name.as_str())
+                        && s.object.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
+                })
+                .map(|s| s.origin.to_string())
+                .unwrap_or_default();
+            InputError {
+                origin,
+                object: Some(format!("ContainerSet {key}")),
+                field: Some(format!("spec.template.ports[{i}].hostPort")),
+                message,
+            }
+        })
+        .collect()
+}
+
 fn set_info(cs: &ContainerSet) -> SetInfo {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let st = &cs.spec.strategy;
