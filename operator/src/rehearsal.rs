@@ -115,6 +115,58 @@ mod tests {
         assert_eq!(r.plans[0].change_count(), 2, "{:#?}", r.plans[0]);
     }
 
+    /// The YAML files under `dir` (relative to the repository), recursively, in name order.
+    fn files_under(dir: &str) -> Vec<std::path::PathBuf> {
+        fn walk(p: &Path, out: &mut Vec<std::path::PathBuf>) {
+            let mut entries: Vec<_> = std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for e in entries {
+                if e.is_dir() {
+                    walk(&e, out);
+                } else if e.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                    out.push(e);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir), &mut out);
+        out
+    }
+
+    /// The bytes of a corpus file with its placeholders filled in, as the CLI test does.
+    fn filled(path: &Path) -> Vec<u8> {
+        let bytes = std::fs::read(path).expect("a corpus file");
+        let text = String::from_utf8_lossy(&bytes);
+        if text.contains('\u{FFFD}') {
+            return bytes; // not UTF-8 on purpose: no placeholders to fill
+        }
+        text.replace("{ns}", "corpus").replace("{endpoint}", "unix:///nonexistent.sock").into_bytes()
+    }
+
+    #[test]
+    fn every_invalid_corpus_file_is_refused_in_memory_without_a_panic() {
+        let files = files_under("tests/data/invalid");
+        assert!(files.len() >= 50, "the corpus has {} files", files.len());
+        for f in &files {
+            let r = rehearse(f, &filled(f));
+            assert!(!r.errors.is_empty(), "{} was accepted", f.display());
+            assert!(r.plans.is_empty());
+        }
+    }
+
+    /// What the fuzzer found (`fuzz/regressions/`), and the examples: no panic, no broken law.
+    #[test]
+    fn fuzz_regressions_and_examples_rehearse_without_a_panic() {
+        let files: Vec<_> = files_under("fuzz/regressions").into_iter().chain(files_under("examples")).collect();
+        assert!(!files.is_empty());
+        for f in &files {
+            rehearse(f, &std::fs::read(f).expect("a file"));
+        }
+        let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/echo.yaml");
+        let r = rehearse(&echo, &std::fs::read(&echo).expect("examples/echo.yaml"));
+        assert!(r.errors.is_empty() && !r.plans.is_empty(), "{:?}", r.errors);
+    }
+
     #[test]
     fn invalid_input_is_reported_and_not_planned() {
         let r = rehearse_str("kind: ContainerSet\n");
