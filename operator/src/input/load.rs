@@ -89,17 +89,18 @@ pub fn yaml_options() -> serde_saphyr::Options {
             // Parser events and nodes in the whole file, aliases replayed included.
             max_events: 1_000_000,
             max_nodes: 250_000,
-            // Anchors and aliases: billion laughs and friends.
+            // Anchors and aliases: billion laughs and friends. A manifest that anchors an env list
+            // and reuses it a few times replays hundreds of events, not tens of thousands.
             max_aliases: 1_000,
             max_anchors: 1_000,
-            max_recorded_anchor_events: 100_000,
+            max_recorded_anchor_events: 20_000,
             max_recorded_anchor_bytes: 16 * 1024 * 1024,
             // Scalar text, replays included: no more than the largest file.
             max_total_scalar_bytes: MAX_FILE_BYTES as usize,
             max_merge_keys: 1_000,
         },
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: 100_000,
+            max_total_replayed_events: 20_000,
             max_replay_stack_depth: 16,
             max_alias_expansions_per_anchor: 1_000,
         },
