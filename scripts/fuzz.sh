@@ -8,7 +8,7 @@
 # libFuzzer's coverage instrumentation itself (-Cpasses=sancov-module) is stable. Overflow
 # checks and debug assertions are on, as cargo-fuzz builds by default.
 #
-# Seeds: the invalid corpus (tests/data/invalid), the examples and earlier crashes
+# Seeds: the invalid corpus (tests/data/invalid), the examples, fuzz/seeds and earlier crashes
 # (fuzz/regressions). A crash is written to fuzz/artifacts/input/; copy it to
 # fuzz/regressions/<what>.yaml, fix berth, and `cargo test -p berth --lib rehearsal` replays it.
 set -euo pipefail
@@ -20,7 +20,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 corpus=fuzz/corpus/input
 mkdir -p "$corpus"
 # Seeds up to 16 KiB: the large corpus files (enormous values) would only slow every mutation.
-find tests/data/invalid examples fuzz/regressions -name '*.yaml' -size -16k -exec cp -n {} "$corpus"/ \;
+find tests/data/invalid examples fuzz/seeds fuzz/regressions -name '*.yaml' -size -16k -exec cp -n {} "$corpus"/ \;
 
 export RUSTC_BOOTSTRAP=1
 # The rehearsal asks no engine, but resolves the local endpoint from DOCKER_HOST: never a real one.

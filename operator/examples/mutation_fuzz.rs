@@ -1,5 +1,5 @@
 //! A fuzzer for the stable toolchain and no coverage: mutates the seed files (the invalid
-//! corpus, the examples, earlier crashes) and rehearses each result (`berth::rehearsal`),
+//! corpus, the examples, `fuzz/seeds`, earlier crashes) and rehearses each result (`berth::rehearsal`),
 //! catching panics. It complements `fuzz/` (libFuzzer, coverage-guided), which needs a long
 //! instrumented build; this one builds in seconds from the workspace and runs with overflow
 //! checks on (debug build).
@@ -127,7 +127,7 @@ fn main() {
 
 fn seeds(root: &Path) -> Vec<Vec<u8>> {
     let mut files = Vec::new();
-    for dir in ["tests/data/invalid", "examples", "fuzz/regressions"] {
+    for dir in ["tests/data/invalid", "examples", "fuzz/seeds", "fuzz/regressions"] {
         collect(&root.join(dir), &mut files);
     }
     files.sort();

@@ -162,9 +162,13 @@ mod tests {
         for f in &files {
             rehearse(f, &std::fs::read(f).expect("a file"));
         }
-        let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/echo.yaml");
-        let r = rehearse(&echo, &std::fs::read(&echo).expect("examples/echo.yaml"));
-        assert!(r.errors.is_empty() && !r.plans.is_empty(), "{:?}", r.errors);
+        for valid in files_under("fuzz/seeds")
+            .into_iter()
+            .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/echo.yaml")])
+        {
+            let r = rehearse(&valid, &std::fs::read(&valid).expect("a valid seed"));
+            assert!(r.errors.is_empty() && !r.plans.is_empty(), "{}: {:?}", valid.display(), r.errors);
+        }
     }
 
     #[test]

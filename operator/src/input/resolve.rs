@@ -253,15 +253,7 @@ pub fn host_port_conflicts(input: &Input, resolved: &Resolved) -> Vec<InputError
     found
         .into_iter()
         .map(|((key, i), message)| {
-            let origin = input
-                .sets
-                .iter()
-                .find(|s| {
-                    s.object.metadata.name.as_deref() == Some(key.name.as_str())
-                        && s.object.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
-                })
-                .map(|s| s.origin.to_string())
-                .unwrap_or_default();
+            let origin = input.sets.iter().find(|s| is_set(s, &key)).map(|s| s.origin.to_string()).unwrap_or_default();
             InputError {
                 origin,
                 object: Some(format!("ContainerSet {key}")),
@@ -270,6 +262,12 @@ pub fn host_port_conflicts(input: &Input, resolved: &Resolved) -> Vec<InputError
             }
         })
         .collect()
+}
+
+/// Whether `s` is the set `key` names.
+fn is_set(s: &Located<ContainerSet>, key: &SetKey) -> bool {
+    s.object.metadata.name.as_deref() == Some(key.name.as_str())
+        && s.object.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
 }
 
 fn set_info(cs: &ContainerSet) -> SetInfo {
@@ -304,14 +302,7 @@ pub fn rebuild(
     let template: ContainerTemplate =
         serde_json::from_value(template.clone()).map_err(|e| format!("the recorded template does not parse: {e}"))?;
     let mut input = input.clone();
-    let set = input
-        .sets
-        .iter_mut()
-        .find(|s| {
-            s.object.metadata.name.as_deref() == Some(key.name.as_str())
-                && s.object.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
-        })
-        .ok_or_else(|| format!("set {key} is not in the input"))?;
+    let set = input.sets.iter_mut().find(|s| is_set(s, key)).ok_or_else(|| format!("set {key} is not in the input"))?;
     set.object.spec.template = template;
     let resolved = resolve(&input, prune).map_err(|e| e.to_string())?;
     Ok(resolved
