@@ -5,23 +5,25 @@
 //! the same patterns the CRD schema declares; the ranges are checked here only.
 
 use crate::patterns::{CPUS, MEMORY, is_match};
+use crate::validate::quoted;
 
 /// CPUs as Docker's `NanoCpus`: `"1.5"` → 1_500_000_000, `"500m"` → 500_000_000.
 pub fn parse_cpus(s: &str) -> Result<i64, String> {
     if !is_match(CPUS, s) {
-        return Err(format!("{s:?} is not a CPU quantity (examples: \"500m\", \"1.5\")"));
+        return Err(format!("{} is not a CPU quantity (examples: \"500m\", \"1.5\")", quoted(s)));
     }
     let (num, scale) = match s.strip_suffix('m') {
         Some(n) => (n, 1_000_000.0),
         None => (s, 1_000_000_000.0),
     };
-    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a CPU quantity (examples: \"500m\", \"1.5\")"))?;
+    let v: f64 =
+        num.parse().map_err(|_| format!("{} is not a CPU quantity (examples: \"500m\", \"1.5\")", quoted(s)))?;
     if !v.is_finite() || v <= 0.0 {
-        return Err(format!("{s:?} must be a positive CPU quantity"));
+        return Err(format!("{} must be a positive CPU quantity", quoted(s)));
     }
     let nanos = (v * scale).round();
     if !(1_000_000.0..=1e15).contains(&nanos) {
-        return Err(format!("{s:?} is out of range (1m to 1000000 CPUs)"));
+        return Err(format!("{} is out of range (1m to 1000000 CPUs)", quoted(s)));
     }
     Ok(nanos as i64)
 }
@@ -29,7 +31,7 @@ pub fn parse_cpus(s: &str) -> Result<i64, String> {
 /// Memory in bytes: `"256Mi"`, `"1G"`, `"1048576"`.
 pub fn parse_memory(s: &str) -> Result<i64, String> {
     if !is_match(MEMORY, s) {
-        return Err(format!("{s:?} is not a memory quantity (examples: \"256Mi\", \"1Gi\")"));
+        return Err(format!("{} is not a memory quantity (examples: \"256Mi\", \"1Gi\")", quoted(s)));
     }
     const SUFFIXES: [(&str, f64); 10] = [
         ("Ki", 1024.0),
@@ -47,14 +49,15 @@ pub fn parse_memory(s: &str) -> Result<i64, String> {
         .iter()
         .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
         .expect("the empty suffix always matches");
-    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a memory quantity (examples: \"256Mi\", \"1Gi\")"))?;
+    let v: f64 =
+        num.parse().map_err(|_| format!("{} is not a memory quantity (examples: \"256Mi\", \"1Gi\")", quoted(s)))?;
     let bytes = (v * mult).round();
     // Docker refuses limits under 6 MiB; say so here rather than at container create.
     if !bytes.is_finite() || bytes < 6.0 * 1048576.0 {
-        return Err(format!("{s:?} is below Docker's minimum memory limit of 6Mi"));
+        return Err(format!("{} is below Docker's minimum memory limit of 6Mi", quoted(s)));
     }
     if bytes > 9.0e18 {
-        return Err(format!("{s:?} is out of range"));
+        return Err(format!("{} is out of range", quoted(s)));
     }
     Ok(bytes as i64)
 }
@@ -62,8 +65,8 @@ pub fn parse_memory(s: &str) -> Result<i64, String> {
 /// A duration in nanoseconds: `"5s"`, `"500ms"`, `"1m30s"`.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration (examples: \"5s\", \"500ms\"): {e}"))?;
-    i64::try_from(d.as_nanos()).map_err(|_| format!("{s:?} is too long"))
+        .map_err(|e| format!("{} is not a duration (examples: \"5s\", \"500ms\"): {e}", quoted(s)))?;
+    i64::try_from(d.as_nanos()).map_err(|_| format!("{} is too long", quoted(s)))
 }
 
 #[cfg(test)]

@@ -52,6 +52,32 @@ impl Errors {
     }
 }
 
+/// At most this many characters of a value are quoted in a message: an enormous value (a
+/// megabyte image reference) would otherwise make an enormous error.
+const MAX_QUOTED_CHARS: usize = 80;
+
+/// Linux's limit on one environment string, `NAME=value` with its NUL (`MAX_ARG_STRLEN`).
+const MAX_ENV_STRING: usize = 128 * 1024;
+
+/// A name as part of a field path or an object's label, cut short when long.
+pub fn shortened(key: &str) -> String {
+    if key.chars().count() <= MAX_QUOTED_CHARS {
+        key.to_string()
+    } else {
+        format!("{}...", key.chars().take(MAX_QUOTED_CHARS).collect::<String>())
+    }
+}
+
+/// `value` quoted for a message, as `{:?}` does, cut short with its length when it is long.
+pub fn quoted(value: &str) -> String {
+    let count = value.chars().count();
+    if count <= MAX_QUOTED_CHARS {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(MAX_QUOTED_CHARS).collect();
+    format!("{head:?}... ({count} characters)")
+}
+
 /// RFC 1123 label: what namespaces and set names must be, since they end up in container
 /// names and labels.
 pub fn is_dns_label(s: &str) -> bool {
@@ -72,14 +98,14 @@ fn check_metadata(e: &mut Errors, name: Option<&str>, namespace: Option<&str>) {
         None | Some("") => e.add("metadata.name", "is required"),
         Some(n) if !is_dns_label(n) => e.add(
             "metadata.name",
-            format!("{n:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters"),
+            format!("{} must be a DNS label: lowercase letters, digits and '-', at most 63 characters", quoted(n)),
         ),
         _ => {}
     }
     if let Some(ns) = namespace
         && !is_dns_label(ns)
     {
-        e.add("metadata.namespace", format!("{ns:?} must be a DNS label"));
+        e.add("metadata.namespace", format!("{} must be a DNS label", quoted(ns)));
     }
 }
 
@@ -91,11 +117,17 @@ impl Validate for DockerHost {
         let ep = spec.endpoint.as_str();
         if !is_match(ENDPOINT, ep) {
             let message = if ep.starts_with("unix://") {
-                format!("{ep:?}: a unix endpoint needs an absolute path without spaces (unix:///var/run/docker.sock)")
+                format!(
+                    "{}: a unix endpoint needs an absolute path without spaces (unix:///var/run/docker.sock)",
+                    quoted(ep)
+                )
             } else if ep.starts_with("tcp://") {
-                format!("{ep:?}: a tcp endpoint needs host:port with a port from 1 to 65535 (tcp://10.0.0.5:2376)")
+                format!(
+                    "{}: a tcp endpoint needs host:port with a port from 1 to 65535 (tcp://10.0.0.5:2376)",
+                    quoted(ep)
+                )
             } else {
-                format!("{ep:?} must start with unix:// or tcp://")
+                format!("{} must start with unix:// or tcp://", quoted(ep))
             };
             e.add("spec.endpoint", message);
         }
@@ -105,20 +137,20 @@ impl Validate for DockerHost {
         if let Some(tls) = &spec.tls
             && !is_dns_subdomain(&tls.secret_name)
         {
-            e.add("spec.tls.secretName", format!("{:?} is not a valid Secret name", tls.secret_name));
+            e.add("spec.tls.secretName", format!("{} is not a valid Secret name", quoted(&tls.secret_name)));
         }
         for (i, p) in spec.policy.allowed_host_paths.iter().enumerate() {
             if !p.starts_with('/') {
-                e.add(format!("spec.policy.allowedHostPaths[{i}]"), format!("{p:?} must be an absolute path"));
+                e.add(format!("spec.policy.allowedHostPaths[{i}]"), format!("{} must be an absolute path", quoted(p)));
             } else if !is_match(NORMAL_PATH, p) {
-                e.add(format!("spec.policy.allowedHostPaths[{i}]"), format!("{p:?} {NOT_NORMAL}"));
+                e.add(format!("spec.policy.allowedHostPaths[{i}]"), format!("{} {NOT_NORMAL}", quoted(p)));
             }
         }
         for (i, c) in spec.policy.allowed_capabilities.iter().enumerate() {
             if !is_match(CAPABILITY, c) {
                 e.add(
                     format!("spec.policy.allowedCapabilities[{i}]"),
-                    format!("{c:?} is not a capability name (NET_ADMIN, ALL)"),
+                    format!("{} is not a capability name (NET_ADMIN, ALL)", quoted(c)),
                 );
             }
         }
@@ -155,7 +187,7 @@ impl Validate for ContainerSet {
             }
             Some(IntOrString::String(p)) if !is_match(PERCENT, p) => e.add(
                 "spec.strategy.maxUnavailable",
-                format!("{p:?} must be an integer or a percentage from \"0%\" to \"100%\""),
+                format!("{} must be an integer or a percentage from \"0%\" to \"100%\"", quoted(p)),
             ),
             _ => {}
         }
@@ -184,12 +216,12 @@ fn check_image_policy(e: &mut Errors, spec: &ContainerSetSpec) {
     if iv.len() > 16 || !is_match(POLL_INTERVAL, iv) {
         e.add(
             "spec.imagePollInterval",
-            format!("{iv:?} must be a duration in h, m and s, like \"30s\", \"5m\" or \"1h30m\""),
+            format!("{} must be a duration in h, m and s, like \"30s\", \"5m\" or \"1h30m\"", quoted(iv)),
         );
     } else {
         match parse_duration(iv) {
             Ok(ns) if ns < MIN_POLL_INTERVAL.as_nanos() as i64 => {
-                e.add("spec.imagePollInterval", format!("{iv:?}: must be at least 10s"))
+                e.add("spec.imagePollInterval", format!("{}: must be at least 10s", quoted(iv)))
             }
             Ok(_) => {}
             Err(msg) => e.add("spec.imagePollInterval", msg),
@@ -200,7 +232,38 @@ fn check_image_policy(e: &mut Errors, spec: &ContainerSetSpec) {
     }
 }
 
+/// A label key as Kubernetes defines it: `[prefix/]name`, the prefix a DNS subdomain, the name
+/// at most 63 characters of `[A-Za-z0-9._-]` starting and ending alphanumeric.
+pub fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && is_dns_subdomain(p)) && !name.is_empty() && is_label_value(name)
+}
+
+/// A label value: empty, or at most 63 characters of `[A-Za-z0-9._-]` starting and ending
+/// alphanumeric.
+pub fn is_label_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    value.is_empty()
+        || (b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
+}
+
 fn check_selector(e: &mut Errors, path: &str, sel: &LabelSelector) {
+    // Not in the CRD's schema (Kubernetes' LabelSelector has none), but a selector that could
+    // never match a label is a mistake that would otherwise place the set nowhere in silence.
+    for (k, v) in sel.match_labels.iter().flatten() {
+        let p = format!("{path}.matchLabels.{}", shortened(k));
+        if !is_label_key(k) {
+            e.add(p, format!("{} is not a valid label key ([prefix/]name, name at most 63 characters)", quoted(k)));
+        } else if !is_label_value(v) {
+            e.add(p, format!("{} is not a valid label value (at most 63 characters of [A-Za-z0-9._-])", quoted(v)));
+        }
+    }
     check_count(
         e,
         &format!("{path}.matchExpressions"),
@@ -221,10 +284,20 @@ fn check_selector(e: &mut Errors, path: &str, sel: &LabelSelector) {
                     e.add(format!("{p}.values"), format!("operator {} takes no values", expr.operator));
                 }
             }
-            other => e.add(format!("{p}.operator"), format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist")),
+            other => e.add(
+                format!("{p}.operator"),
+                format!("{} is not one of In, NotIn, Exists, DoesNotExist", quoted(other)),
+            ),
         }
         if expr.key.is_empty() {
             e.add(format!("{p}.key"), "is required");
+        } else if !is_label_key(&expr.key) {
+            e.add(format!("{p}.key"), format!("{} is not a valid label key", quoted(&expr.key)));
+        }
+        for (j, v) in expr.values.iter().flatten().enumerate() {
+            if !is_label_value(v) {
+                e.add(format!("{p}.values[{j}]"), format!("{} is not a valid label value", quoted(v)));
+            }
         }
     }
 }
@@ -266,21 +339,24 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     } else if !is_match(IMAGE, &t.image) {
         e.add(
             format!("{path}.image"),
-            format!("{:?} is not a valid image reference ([registry[:port]/]repository[:tag][@digest], repository in lowercase)", t.image),
+            format!("{} is not a valid image reference ([registry[:port]/]repository[:tag][@digest], repository in lowercase)", quoted(&t.image)),
         );
     } else if reference_name(&t.image).len() > MAX_IMAGE_NAME {
         // The pattern cannot count the name apart from the tag and digest; this can.
         e.add(
             format!("{path}.image"),
             format!(
-                "{:?} is not a valid image reference: its name is longer than {MAX_IMAGE_NAME} characters",
-                t.image
+                "{} is not a valid image reference: its name is longer than {MAX_IMAGE_NAME} characters",
+                quoted(&t.image)
             ),
         );
     }
     for (i, s) in t.image_pull_secrets.iter().enumerate() {
         if !is_dns_subdomain(&s.name) {
-            e.add(format!("{path}.imagePullSecrets[{i}].name"), format!("{:?} is not a valid Secret name", s.name));
+            e.add(
+                format!("{path}.imagePullSecrets[{i}].name"),
+                format!("{} is not a valid Secret name", quoted(&s.name)),
+            );
         }
     }
     if let Some(cmd) = &t.command
@@ -301,12 +377,21 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
         let valid_name = v.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && v.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !valid_name {
-            e.add(format!("{p}.name"), format!("{:?} is not a valid environment variable name", v.name));
+            e.add(format!("{p}.name"), format!("{} is not a valid environment variable name", quoted(&v.name)));
         } else if v.name.len() > MAX_ENV_NAME {
             e.add(format!("{p}.name"), format!("at most {MAX_ENV_NAME} characters, got {}", v.name.len()));
         }
+        if let Some(value) = &v.value
+            && v.name.len() + value.len() + 2 > MAX_ENV_STRING
+        {
+            // `NAME=value` and its NUL: Linux refuses to start a process with a longer one.
+            e.add(
+                format!("{p}.value"),
+                format!("is {} bytes; a variable is at most {MAX_ENV_STRING} bytes with its name", value.len()),
+            );
+        }
         if !env_names.insert(v.name.as_str()) {
-            e.add(format!("{p}.name"), format!("{:?} is declared twice", v.name));
+            e.add(format!("{p}.name"), format!("{} is declared twice", quoted(&v.name)));
         }
         match (&v.value, &v.value_from) {
             (Some(_), Some(_)) => e.add(p.clone(), "value and valueFrom are mutually exclusive"),
@@ -316,7 +401,7 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
                     if !is_dns_subdomain(&r.name) {
                         e.add(
                             format!("{p}.valueFrom.{which}.name"),
-                            format!("{:?} is not a valid object name", r.name),
+                            format!("{} is not a valid object name", quoted(&r.name)),
                         );
                     }
                     if r.key.is_empty() {
@@ -349,7 +434,7 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             Err(_) => false,
         };
         if !port.host_ip.is_empty() && !ip_ok {
-            e.add(format!("{p}.hostIP"), format!("{:?} is not an IP address", port.host_ip));
+            e.add(format!("{p}.hostIP"), format!("{} is not an IP address", quoted(&port.host_ip)));
         }
         if let Some(hp) = port.host_port {
             if !(1..=65535).contains(&hp) {
@@ -371,7 +456,7 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
         if !is_match(MOUNT_TARGET, &m.target) {
             e.add(
                 format!("{p}.target"),
-                format!("{:?} must be an absolute path other than / and without a trailing /", m.target),
+                format!("{} must be an absolute path other than / and without a trailing /", quoted(&m.target)),
             );
         }
         if m.target.len() > MAX_PATH {
@@ -383,21 +468,23 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             e.add(format!("{p}.source"), format!("at most {MAX_PATH} characters, got {}", s.len()));
         }
         if !targets.insert(m.target.as_str()) {
-            e.add(format!("{p}.target"), format!("{:?} is mounted twice", m.target));
+            e.add(format!("{p}.target"), format!("{} is mounted twice", quoted(&m.target)));
         }
         match (m.kind, m.source.as_deref()) {
             (MountKind::Tmpfs, Some(_)) => e.add(format!("{p}.source"), "is not allowed for a tmpfs mount"),
             (MountKind::Volume | MountKind::Bind, None | Some("")) => {
                 e.add(format!("{p}.source"), "is required for volume and bind mounts")
             }
-            (MountKind::Volume, Some(s)) if !is_docker_name(s) => {
-                e.add(format!("{p}.source"), format!("{s:?} is not a valid volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"))
-            }
-            (MountKind::Bind, Some(s)) if !s.starts_with('/') => {
-                e.add(format!("{p}.source"), format!("{s:?}: a bind mount's source must be an absolute host path"))
-            }
+            (MountKind::Volume, Some(s)) if !is_docker_name(s) => e.add(
+                format!("{p}.source"),
+                format!("{} is not a valid volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)", quoted(s)),
+            ),
+            (MountKind::Bind, Some(s)) if !s.starts_with('/') => e.add(
+                format!("{p}.source"),
+                format!("{}: a bind mount's source must be an absolute host path", quoted(s)),
+            ),
             (MountKind::Bind, Some(s)) if !is_match(NORMAL_PATH, s) => {
-                e.add(format!("{p}.source"), format!("{s:?} {NOT_NORMAL}"))
+                e.add(format!("{p}.source"), format!("{} {NOT_NORMAL}", quoted(s)))
             }
             _ => {}
         }
@@ -418,9 +505,9 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     for (i, n) in t.networks.iter().enumerate() {
         let p = format!("{path}.networks[{i}]");
         if BUILTIN_NETWORKS.contains(&n.as_str()) {
-            e.add(p, format!("{n:?} is a built-in network; name a user-defined bridge network"));
+            e.add(p, format!("{} is a built-in network; name a user-defined bridge network", quoted(n)));
         } else if !is_docker_name(n) {
-            e.add(p, format!("{n:?} is not a valid network name"));
+            e.add(p, format!("{} is not a valid network name", quoted(n)));
         }
     }
 
@@ -434,7 +521,9 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
         for (field, value) in [("interval", &h.interval), ("timeout", &h.timeout), ("startPeriod", &h.start_period)] {
             if let Some(v) = value {
                 match parse_duration(v) {
-                    Ok(ns) if ns < 1_000_000 => e.add(format!("{p}.{field}"), format!("{v:?} must be at least 1ms")),
+                    Ok(ns) if ns < 1_000_000 => {
+                        e.add(format!("{p}.{field}"), format!("{} must be at least 1ms", quoted(v)))
+                    }
                     Ok(_) => {}
                     Err(msg) => e.add(format!("{p}.{field}"), msg),
                 }
@@ -462,22 +551,25 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     if let Some(u) = &t.user
         && !is_match(USER, u)
     {
-        e.add(format!("{path}.user"), format!("{u:?} must be a user name or uid[:gid] without spaces"));
+        e.add(format!("{path}.user"), format!("{} must be a user name or uid[:gid] without spaces", quoted(u)));
     }
     if let Some(w) = &t.working_dir
         && !w.starts_with('/')
     {
-        e.add(format!("{path}.workingDir"), format!("{w:?} must be an absolute path"));
+        e.add(format!("{path}.workingDir"), format!("{} must be an absolute path", quoted(w)));
     }
     for k in t.labels.keys() {
         if k.starts_with("berth.dev/") {
-            e.add(format!("{path}.labels.{k}"), "keys under berth.dev/ are reserved for berth");
+            e.add(format!("{path}.labels.{}", shortened(k)), "keys under berth.dev/ are reserved for berth");
         }
     }
     if let Some(sig) = &t.stop_signal
         && !is_match(STOP_SIGNAL, sig)
     {
-        e.add(format!("{path}.stopSignal"), format!("{sig:?} is not a signal name (SIGTERM) or number (1 to 64)"));
+        e.add(
+            format!("{path}.stopSignal"),
+            format!("{} is not a signal name (SIGTERM) or number (1 to 64)", quoted(sig)),
+        );
     }
     if let Some(g) = t.stop_grace_period_seconds
         && !(0..=3600).contains(&g)
@@ -487,7 +579,10 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     for (field, caps) in [("capAdd", &t.cap_add), ("capDrop", &t.cap_drop)] {
         for (i, c) in caps.iter().enumerate() {
             if !is_match(CAPABILITY, c) {
-                e.add(format!("{path}.{field}[{i}]"), format!("{c:?} is not a capability name (NET_ADMIN, ALL)"));
+                e.add(
+                    format!("{path}.{field}[{i}]"),
+                    format!("{} is not a capability name (NET_ADMIN, ALL)", quoted(c)),
+                );
             }
         }
     }

@@ -3,6 +3,7 @@
 //! - [`engine`]: the pure planner, `(desired, observed) -> Plan`;
 //! - [`docker`]: the adapter that observes hosts and executes plans through bollard;
 //! - [`input`]: reading YAML files into validated desired state (the standalone front end);
+//! - [`rehearsal`]: all of `berth plan` in memory, with the planner's laws checked (fuzzing);
 //! - [`cli`]: the `berth` command line.
 
 pub mod cli;
@@ -11,4 +12,5 @@ pub mod docker;
 pub mod engine;
 pub mod fleet;
 pub mod input;
+pub mod rehearsal;
 pub mod telemetry;

@@ -16,6 +16,15 @@ async fn a_set_runs_on_the_hosts_its_selector_picks_and_nowhere_else() {
         ns = ns.name()
     );
     std::fs::write(dir.path().join("host.yaml"), host).unwrap();
+    // A set that selects no host at all is refused as a mistake; "elsewhere" selects this one,
+    // which is cordoned, so it runs nowhere (and the engine is the same, so a container placed
+    // here by mistake would show).
+    let cordoned = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: DockerHost\nmetadata:\n  name: engine-b\n  namespace: {ns}\n  labels:\n    role: db\nspec:\n  endpoint: unix://{}\n  unschedulable: true\n",
+        socket.display(),
+        ns = ns.name()
+    );
+    std::fs::write(dir.path().join("host-cordoned.yaml"), cordoned).unwrap();
     let mut picked = EchoSet::new(ns.name(), "picked").without_healthcheck();
     picked.extra_template = String::new();
     let picked_yaml = picked.yaml().replace("spec:\n", "spec:\n  hostSelector:\n    matchLabels:\n      role: web\n");

@@ -26,9 +26,12 @@ pub(super) fn load_input(args: &InputArgs, prune: bool) -> anyhow::Result<Resolv
 /// The input as read, and resolved.
 pub(super) fn load(args: &InputArgs, prune: bool) -> anyhow::Result<(Input, Resolved)> {
     let (input, mut errors) = input::load::load_partial(&args.files);
+    errors.extend(input::resolve::sets_selecting_no_host(&input));
     match input::resolve(&input, prune) {
-        Ok(resolved) if errors.is_empty() => Ok((input, resolved)),
-        Ok(_) => Err(input::InputErrors(errors).into()),
+        Ok(resolved) => {
+            errors.extend(input::resolve::host_port_conflicts(&input, &resolved));
+            if errors.is_empty() { Ok((input, resolved)) } else { Err(input::InputErrors(errors).into()) }
+        }
         Err(input::InputErrors(more)) => {
             for e in more {
                 if !errors.contains(&e) {

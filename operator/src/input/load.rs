@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use berth_crd::validate::{quoted, shortened};
 use berth_crd::{ContainerSet, DockerHost, Validate};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::de::DeserializeOwned;
@@ -84,6 +85,42 @@ impl Input {
 /// Largest file berth reads: bigger is surely not a manifest, and bounds memory.
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The YAML parser's limits. A manifest is shallow, has few anchors and a few hundred
+/// documents at most; anything far beyond is an accident or an attack (a YAML bomb), and is
+/// refused with an error before it costs memory or time. serde-saphyr's defaults are looser
+/// (1,000,000 replayed alias events, 50,000 aliases); these are explicit so that a dependency
+/// update cannot loosen them.
+pub fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            // Nesting: a ContainerSet is 6 levels deep; 64 leaves room and bounds recursion.
+            max_depth: 64,
+            flow_nesting_limit: 64,
+            // Documents per file: a "huge number of documents" is refused quickly.
+            max_documents: 1_024,
+            // Parser events and nodes in the whole file, aliases replayed included.
+            max_events: 1_000_000,
+            max_nodes: 250_000,
+            // Anchors and aliases: billion laughs and friends. A manifest that anchors an env list
+            // and reuses it a few times replays hundreds of events, not tens of thousands.
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_recorded_anchor_events: 20_000,
+            max_recorded_anchor_bytes: 16 * 1024 * 1024,
+            // Scalar text, replays included: no more than the largest file.
+            max_total_scalar_bytes: MAX_FILE_BYTES as usize,
+            max_merge_keys: 1_000,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 20_000,
+            max_replay_stack_depth: 16,
+            max_alias_expansions_per_anchor: 1_000,
+        },
+        // A key given twice (`image:` two times) is a mistake, never "the last one wins".
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::Error,
+    }
+}
+
 /// Read files and folders (`.yaml` / `.yml` / `.json` in a folder, recursively, in name
 /// order). All errors are collected before returning.
 pub fn load(paths: &[PathBuf]) -> Result<Input, InputErrors> {
@@ -99,14 +136,46 @@ pub fn load_partial(paths: &[PathBuf]) -> (Input, Vec<InputError>) {
     for p in paths {
         collect_files(p, &mut files, &mut errors);
     }
+    let first = paths.first().map(PathBuf::as_path).unwrap_or(Path::new("."));
     if files.is_empty() && errors.is_empty() {
-        errors.push(err_file(paths.first().map(PathBuf::as_path).unwrap_or(Path::new(".")), "no YAML files found"));
+        errors.push(err_file(first, "no YAML files found"));
     }
     let mut input = Input::default();
     for f in &files {
-        load_file(f, &mut input, &mut errors);
+        match std::fs::read(f) {
+            Ok(bytes) => add_file(f, &bytes, &mut input, &mut errors),
+            Err(e) => errors.push(err_file(f, format!("cannot read: {e}"))),
+        }
+    }
+    if errors.is_empty() && input.is_empty() {
+        // Applying nothing would still reach every host (and `--prune` would empty them).
+        errors.push(err_file(first, "declares no objects (DockerHost, ContainerSet, Secret, ConfigMap)"));
     }
     (input, errors)
+}
+
+/// One file's content, as [`load_partial`] reads it, without touching the filesystem: the
+/// entry point of the fuzz target (`fuzz/`), and of anything that holds YAML in memory.
+/// `file` only names the origin in messages.
+pub fn load_bytes(file: &Path, bytes: &[u8]) -> (Input, Vec<InputError>) {
+    let mut input = Input::default();
+    let mut errors = Vec::new();
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        errors.push(err_file(file, format!("file is larger than {MAX_FILE_BYTES} bytes")));
+    } else {
+        add_file(file, bytes, &mut input, &mut errors);
+    }
+    if errors.is_empty() && input.is_empty() {
+        errors.push(err_file(file, "declares no objects (DockerHost, ContainerSet, Secret, ConfigMap)"));
+    }
+    (input, errors)
+}
+
+impl Input {
+    /// Whether no object was read.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.sets.is_empty() && self.secrets.is_empty() && self.config_maps.is_empty()
+    }
 }
 
 fn err_file(file: &Path, message: impl Into<String>) -> InputError {
@@ -141,14 +210,26 @@ fn collect_files(p: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<InputError
     }
 }
 
-fn load_file(file: &Path, input: &mut Input, errors: &mut Vec<InputError>) {
-    let text = match std::fs::read_to_string(file) {
+/// Parse one file's bytes and add its objects (each validated on its own) to `input`.
+fn add_file(file: &Path, bytes: &[u8], input: &mut Input, errors: &mut Vec<InputError>) {
+    let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
-        Err(e) => return errors.push(err_file(file, format!("cannot read: {e}"))),
+        Err(e) => {
+            let at = e.valid_up_to();
+            let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            return errors.push(err_file(
+                file,
+                format!("is not UTF-8 text: invalid byte 0x{:02x} at offset {at} (line {line})", bytes[at]),
+            ));
+        }
     };
-    let docs: Vec<Value> = match serde_saphyr::from_multiple(&text) {
+    let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, yaml_options()) {
         Ok(d) => d,
-        Err(e) => return errors.push(err_file(file, format!("not valid YAML: {e}"))),
+        Err(e) => {
+            // The parser's advice is for programmers: the policy is berth's, not the user's.
+            let message = e.to_string().replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+            return errors.push(err_file(file, format!("not valid YAML: {message}")));
+        }
     };
     for (i, doc) in docs.into_iter().enumerate() {
         let origin = Origin { file: file.to_path_buf(), document: i + 1 };
@@ -167,14 +248,23 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
         message,
     };
     let Some(map) = doc.as_object() else {
-        return errors.push(here(None, None, "a document must be a mapping with apiVersion and kind".into()));
+        return errors.push(here(
+            None,
+            None,
+            format!("a document must be a mapping with apiVersion and kind, got {}", json_type(&doc)),
+        ));
     };
+    for field in ["apiVersion", "kind"] {
+        if let Some(v) = map.get(field).filter(|v| !v.is_string()) {
+            return errors.push(here(None, Some(field), format!("must be a string, got {}", json_type(v))));
+        }
+    }
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
     let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
     let meta = map.get("metadata");
     let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
     let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
-    let object = format!("{kind} {namespace}/{name}");
+    let object = format!("{} {}/{}", shortened(&kind), shortened(namespace), shortened(name));
 
     let expected = match kind.as_str() {
         "DockerHost" | "ContainerSet" => berth_crd::API_VERSION,
@@ -182,14 +272,18 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
         "" => return errors.push(here(None, Some("kind"), "is required".into())),
         other => {
             return errors.push(here(
-                Some(format!("{other} {namespace}/{name}")),
+                Some(object),
                 Some("kind"),
-                format!("{other:?} is not something berth reads (DockerHost, ContainerSet, Secret, ConfigMap)"),
+                format!("{} is not something berth reads (DockerHost, ContainerSet, Secret, ConfigMap)", quoted(other)),
             ));
         }
     };
     if api_version != expected {
-        return errors.push(here(Some(object), Some("apiVersion"), format!("{api_version:?} should be {expected:?}")));
+        return errors.push(here(
+            Some(object),
+            Some("apiVersion"),
+            format!("{} should be {expected:?}", quoted(&api_version)),
+        ));
     }
 
     macro_rules! typed {
@@ -250,6 +344,18 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
             }
             input.config_maps.insert(key, Located { origin, object: o });
         }
+    }
+}
+
+/// What a JSON value is, for a message.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
     }
 }
 

@@ -31,12 +31,25 @@ impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.origin)?;
         if let Some(o) = &self.object {
-            write!(f, ": {o}")?;
+            write!(f, ": {}", cut(o, MAX_SHOWN_NAME))?;
         }
         if let Some(field) = &self.field {
-            write!(f, ": {field}")?;
+            write!(f, ": {}", cut(field, MAX_SHOWN_NAME))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", cut(&self.message, MAX_SHOWN_MESSAGE))
+    }
+}
+
+/// Bounds on what one error prints. Validation quotes values short already; these catch the
+/// rest (a megabyte-long unknown field name, a parser's message quoting an enormous value).
+const MAX_SHOWN_NAME: usize = 300;
+const MAX_SHOWN_MESSAGE: usize = 2000;
+
+/// `s`, cut after `max` characters with a note of how much was left out.
+fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => s.into(),
+        Some((at, _)) => format!("{}... ({} more characters)", &s[..at], s[at..].chars().count()).into(),
     }
 }
 

@@ -182,6 +182,94 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
     })
 }
 
+/// Sets whose `hostSelector` picks none of the input's DockerHosts, as errors. Standalone, a
+/// set placed nowhere is a mistake (a typo in a label), so `berth apply` refuses it; the
+/// operator does not ask, since hosts may be added to the cluster later. With no DockerHost
+/// in the input every set runs on the local engine, and none is reported.
+pub fn sets_selecting_no_host(input: &Input) -> Vec<InputError> {
+    if input.hosts.is_empty() {
+        return Vec::new();
+    }
+    let mut errors = Vec::new();
+    for s in &input.sets {
+        // A selector that does not parse is reported by `resolve`.
+        let Ok(selector) = Selector::try_from(s.object.spec.host_selector.clone()) else { continue };
+        let namespace = s.object.metadata.namespace.as_deref().unwrap_or("default");
+        let in_namespace: Vec<&Located<DockerHost>> = input
+            .hosts
+            .iter()
+            .filter(|h| h.object.metadata.namespace.as_deref().unwrap_or("default") == namespace)
+            .collect();
+        if in_namespace.iter().any(|h| selector.matches(&h.object.metadata.labels.clone().unwrap_or_default())) {
+            continue;
+        }
+        let message = if in_namespace.is_empty() {
+            format!("selects no host: the input declares no DockerHost in namespace {namespace}")
+        } else {
+            let names: Vec<&str> = in_namespace.iter().filter_map(|h| h.object.metadata.name.as_deref()).collect();
+            format!("selects no host: none of the DockerHosts in namespace {namespace} ({}) matches", names.join(", "))
+        };
+        errors.push(InputError {
+            origin: s.origin.to_string(),
+            object: Some(format!("ContainerSet {namespace}/{}", s.object.metadata.name.as_deref().unwrap_or_default())),
+            field: Some("spec.hostSelector".into()),
+            message,
+        });
+    }
+    errors
+}
+
+/// Host ports that two containers on one host would both publish, as errors: the engine would
+/// refuse the second at start, after the rollout had begun. Two sets placed on one host, or
+/// two ports of one template (`""` and `0.0.0.0` both mean every address, so they overlap any
+/// address). Standalone only, as [`sets_selecting_no_host`]: in a cluster one set's error must
+/// not stop another's reconcile.
+pub fn host_port_conflicts(input: &Input, resolved: &Resolved) -> Vec<InputError> {
+    fn every_address(ip: &str) -> bool {
+        ip.is_empty() || ip == "0.0.0.0"
+    }
+    let mut found: BTreeMap<(SetKey, usize), String> = BTreeMap::new();
+    for host in &resolved.hosts {
+        // (set, index in its ports, port, protocol, address) of every published port here.
+        let mut published: Vec<(&SetKey, usize, &PortSpec)> = Vec::new();
+        for d in host.desired.iter().filter(|d| d.replicas > 0) {
+            for (i, p) in d.spec.ports.iter().enumerate().filter(|(_, p)| p.host_port.is_some()) {
+                let clash = published.iter().find(|(_, _, q)| {
+                    q.host_port == p.host_port
+                        && q.protocol == p.protocol
+                        && (every_address(&q.host_ip) || every_address(&p.host_ip) || q.host_ip == p.host_ip)
+                });
+                if let Some((other, j, _)) = clash {
+                    let by = if *other == &d.key { String::new() } else { format!("ContainerSet {other} ") };
+                    let port = p.host_port.unwrap_or_default();
+                    found.entry((d.key.clone(), i)).or_insert_with(|| {
+                        format!("{port}/{} is also published by {by}ports[{j}] on host {}", p.protocol, host.name)
+                    });
+                }
+                published.push((&d.key, i, p));
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|((key, i), message)| {
+            let origin = input.sets.iter().find(|s| is_set(s, &key)).map(|s| s.origin.to_string()).unwrap_or_default();
+            InputError {
+                origin,
+                object: Some(format!("ContainerSet {key}")),
+                field: Some(format!("spec.template.ports[{i}].hostPort")),
+                message,
+            }
+        })
+        .collect()
+}
+
+/// Whether `s` is the set `key` names.
+fn is_set(s: &Located<ContainerSet>, key: &SetKey) -> bool {
+    s.object.metadata.name.as_deref() == Some(key.name.as_str())
+        && s.object.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
+}
+
 fn set_info(cs: &ContainerSet) -> SetInfo {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let st = &cs.spec.strategy;
@@ -214,14 +302,7 @@ pub fn rebuild(
     let template: ContainerTemplate =
         serde_json::from_value(template.clone()).map_err(|e| format!("the recorded template does not parse: {e}"))?;
     let mut input = input.clone();
-    let set = input
-        .sets
-        .iter_mut()
-        .find(|s| {
-            s.object.metadata.name.as_deref() == Some(key.name.as_str())
-                && s.object.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
-        })
-        .ok_or_else(|| format!("set {key} is not in the input"))?;
+    let set = input.sets.iter_mut().find(|s| is_set(s, key)).ok_or_else(|| format!("set {key} is not in the input"))?;
     set.object.spec.template = template;
     let resolved = resolve(&input, prune).map_err(|e| e.to_string())?;
     Ok(resolved
