@@ -13,12 +13,15 @@
 //! placed on, those that still hold its containers, and those never observed yet. At 1k hosts
 //! per namespace, observing every host for every set would be 1k list calls per reconcile.
 //!
-//! Triggers are throttled per set: the first event after a quiet second goes out at once (a
-//! drift heals without waiting) and is followed by one more at the end of that second (the
-//! engine emits `die` before its container list says `exited`); later events within a second
-//! fold into one at its end. berth's own steps emit events too (a replaced container's `die`, a
-//! failed start's `die`), so without it a set that cannot converge would be retried in a tight
-//! loop.
+//! Triggers are throttled per set and container. The first event of a container goes out at
+//! once (a drift heals without waiting) and is followed by one more look at the set at the end
+//! of a one-second window (the engine emits `die` before its container list says `exited`);
+//! later events of the same container within the window fold into that look. Each set also
+//! has a budget of immediate triggers ([`BURST`], refilled at [`REFILL`] per second): berth's
+//! own steps emit events too (a replaced container's `die`, a failed start's `die`), and a set
+//! whose fresh containers keep dying must not be retried in a tight loop by them. Keying the
+//! window by set alone held back a second kill within a second of the first (the removal of
+//! the dead container opened the window): up to a second added to a heal.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -37,8 +40,14 @@ use crate::engine::{ObservedContainer, SetKey};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::MethodLabels;
 
-/// The per-set window of event triggers: the first at once, the rest folded into one at its end.
-const THROTTLE: Duration = Duration::from_secs(1);
+/// The window after an immediate trigger: repeated events of one container within it fold
+/// into one look at its end.
+const WINDOW: Duration = Duration::from_secs(1);
+/// Immediate triggers a set may spend at once ...
+const BURST: f64 = 5.0;
+/// ... and how many it gets back per second: a set whose containers keep dying is woken by
+/// their events at most about this often.
+const REFILL: f64 = 2.0;
 
 struct Connection {
     endpoint: String,
@@ -60,7 +69,7 @@ impl HostPool {
     pub fn new(triggers: mpsc::UnboundedSender<ObjectRef<ContainerSet>>, metrics: Arc<Metrics>) -> Arc<HostPool> {
         Arc::new(HostPool {
             connections: Mutex::new(HashMap::new()),
-            triggers: Throttle::new(triggers, THROTTLE),
+            triggers: Throttle::new(triggers, WINDOW),
             metrics,
             drift: DriftLog::new(),
             holdings: std::sync::Mutex::default(),
@@ -116,7 +125,11 @@ impl HostPool {
             async move {
                 docker::follow(&host, &docker, &log, |event| {
                     let set = ObjectRef::new(&event.set.name).within(&event.set.namespace);
-                    if triggers.send(set) { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+                    if triggers.send(set, &event.container_id) {
+                        ControlFlow::Continue(())
+                    } else {
+                        ControlFlow::Break(())
+                    }
                 })
                 .await
             }
@@ -165,15 +178,43 @@ impl Holdings {
     }
 }
 
-/// Per set: when its last trigger went out, and whether one is scheduled.
-type Windows = HashMap<ObjectRef<ContainerSet>, (Instant, bool)>;
+/// One set's throttle state.
+struct SetWindow {
+    /// Immediate triggers left (see [`BURST`]), as of `refilled`.
+    tokens: f64,
+    refilled: Instant,
+    /// Whether the look at the end of a window is scheduled.
+    trailing: bool,
+    /// Containers that sent an immediate trigger, and when.
+    containers: HashMap<String, Instant>,
+}
 
-/// Sends set triggers on the leading edge of a per-set window (see the module docs).
+impl SetWindow {
+    fn new(now: Instant) -> SetWindow {
+        SetWindow { tokens: BURST, refilled: now, trailing: false, containers: HashMap::new() }
+    }
+
+    /// Bring the budget and the containers' windows up to `now`.
+    fn advance(&mut self, now: Instant, window: Duration) {
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * REFILL).min(BURST);
+        self.refilled = now;
+        self.containers.retain(|_, sent| now.duration_since(*sent) < window);
+    }
+
+    /// Nothing left to remember: full budget, nothing scheduled, no container in its window.
+    fn quiet(&self) -> bool {
+        !self.trailing && self.tokens >= BURST && self.containers.is_empty()
+    }
+}
+
+/// Sends set triggers: at once for a container's first event, folded otherwise (see the
+/// module docs).
 #[derive(Clone)]
 struct Throttle {
     tx: mpsc::UnboundedSender<ObjectRef<ContainerSet>>,
     window: Duration,
-    sets: Arc<std::sync::Mutex<Windows>>,
+    sets: Arc<std::sync::Mutex<HashMap<ObjectRef<ContainerSet>, SetWindow>>>,
 }
 
 impl Throttle {
@@ -181,36 +222,38 @@ impl Throttle {
         Throttle { tx, window, sets: Arc::default() }
     }
 
-    /// Trigger `set` now (and once more at the end of its window), or, within a window, once
-    /// at its end. False when the controller is gone.
-    fn send(&self, set: ObjectRef<ContainerSet>) -> bool {
+    /// Trigger `set` for an event of `container`: now (and once more at the end of the window)
+    /// if the container has not triggered within the window and the set has budget left, else
+    /// once at the end of the window. False when the controller is gone.
+    fn send(&self, set: ObjectRef<ContainerSet>, container: &str) -> bool {
         let now = Instant::now();
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
         // Forget quiet sets, so the map does not grow with every set ever seen.
-        sets.retain(|_, (last, scheduled)| *scheduled || now.duration_since(*last) < self.window);
-        match sets.get_mut(&set) {
-            // A trigger is due at the end of the window: it covers this event too.
-            Some((_, true)) => {}
-            Some((last, scheduled)) => {
-                *scheduled = true;
-                self.later(set, *last + self.window);
-            }
-            None => {
-                // The trailing trigger looks again once the engine has settled: it emits `die`
-                // before the container list says `exited` (the state is saved after cleanup).
-                sets.insert(set.clone(), (now, true));
-                self.later(set.clone(), now + self.window);
-                return self.tx.send(set).is_ok();
-            }
+        sets.retain(|_, w| {
+            w.advance(now, self.window);
+            !w.quiet()
+        });
+        let w = sets.entry(set.clone()).or_insert_with(|| SetWindow::new(now));
+        let immediate = !w.containers.contains_key(container) && w.tokens >= 1.0;
+        if immediate {
+            w.tokens -= 1.0;
+            w.containers.insert(container.to_string(), now);
         }
-        !self.tx.is_closed()
+        // The look at the end of the window covers this event too, and sees the engine settled.
+        if !w.trailing {
+            w.trailing = true;
+            self.later(set.clone(), now + self.window);
+        }
+        if immediate { self.tx.send(set).is_ok() } else { !self.tx.is_closed() }
     }
 
     fn later(&self, set: ObjectRef<ContainerSet>, at: Instant) {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            this.sets.lock().unwrap_or_else(|p| p.into_inner()).insert(set.clone(), (Instant::now(), false));
+            if let Some(w) = this.sets.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&set) {
+                w.trailing = false;
+            }
             let _ = this.tx.send(set);
         });
     }
@@ -240,29 +283,84 @@ mod tests {
         assert!(!h.may_hold("a", &web) && !h.may_hold("a", &api));
     }
 
-    #[tokio::test]
-    async fn the_first_trigger_goes_at_once_the_rest_fold_into_one_at_the_end_of_the_window() {
+    fn drain(rx: &mut mpsc::UnboundedReceiver<ObjectRef<ContainerSet>>) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Ok(set) = rx.try_recv() {
+            got.push(set.name);
+        }
+        got.sort();
+        got
+    }
+
+    /// Lets the scheduled looks whose time has come run.
+    async fn pass(d: Duration) {
+        tokio::time::advance(d).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    // Paused time: the clock moves only when the test moves it, so the windows are exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_containers_first_event_goes_at_once_repeats_fold_into_one_look_at_the_end() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let window = Duration::from_millis(100);
-        let t = Throttle::new(tx, window);
+        let t = Throttle::new(tx, WINDOW);
         let web = ObjectRef::<ContainerSet>::new("web").within("ns");
         let api = ObjectRef::<ContainerSet>::new("api").within("ns");
-        assert!(t.send(web.clone()));
-        assert_eq!(rx.try_recv().ok(), Some(web.clone()), "at once");
-        assert!(t.send(api.clone()));
-        assert_eq!(rx.try_recv().ok(), Some(api.clone()), "another set is not held back");
+        assert!(t.send(web.clone(), "a"));
+        assert_eq!(drain(&mut rx), ["web"], "at once");
         for _ in 0..5 {
-            assert!(t.send(web.clone()));
+            assert!(t.send(web.clone(), "a"));
         }
-        assert!(rx.try_recv().is_err(), "held within the window");
-        let mut trailing = Vec::new();
-        while let Ok(Some(set)) = tokio::time::timeout(window * 3, rx.recv()).await {
-            trailing.push(set);
+        assert!(drain(&mut rx).is_empty(), "the same container's repeats are held within the window");
+        pass(WINDOW / 2).await;
+        assert!(t.send(web.clone(), "b"));
+        assert!(t.send(api.clone(), "x"));
+        assert_eq!(drain(&mut rx), ["api", "web"], "another container, another set: at once");
+        pass(WINDOW / 2).await;
+        assert_eq!(drain(&mut rx), ["web"], "one look at web at the end of its window, for all of a and b");
+        pass(WINDOW / 2).await;
+        assert_eq!(drain(&mut rx), ["api"], "and at api at the end of its own");
+        pass(WINDOW * 2).await;
+        assert!(drain(&mut rx).is_empty(), "nothing more without events");
+        assert!(t.send(web.clone(), "a"));
+        assert_eq!(drain(&mut rx), ["web"], "after a quiet window, a again at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_set_whose_fresh_containers_keep_dying_is_held_to_its_budget() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let t = Throttle::new(tx, WINDOW);
+        let web = ObjectRef::<ContainerSet>::new("web").within("ns");
+        let mut at_once = 0;
+        for i in 0..20 {
+            assert!(t.send(web.clone(), &format!("c{i}")));
+            at_once += drain(&mut rx).len();
         }
-        trailing.sort_by_key(|s| s.name.clone());
-        assert_eq!(trailing, [api, web.clone()], "one more look at each set at the end of its window");
-        tokio::time::sleep(window * 2).await;
-        assert!(t.send(web.clone()));
-        assert_eq!(rx.try_recv().ok(), Some(web), "after a quiet window, at once again");
+        assert_eq!(at_once, BURST as usize, "a burst of fresh containers spends the budget, then folds");
+        pass(WINDOW).await;
+        assert_eq!(drain(&mut rx), ["web"], "the folded events: one look");
+        // One window later the budget has REFILL tokens back.
+        let mut at_once = 0;
+        for i in 20..40 {
+            assert!(t.send(web.clone(), &format!("c{i}")));
+            at_once += drain(&mut rx).len();
+        }
+        assert_eq!(at_once, REFILL as usize, "refilled at REFILL per second");
+        // Quiet long enough to refill: the set is forgotten on the next event of any set.
+        pass(WINDOW * 10).await;
+        drain(&mut rx);
+        let api = ObjectRef::<ContainerSet>::new("api").within("ns");
+        assert!(t.send(api, "x"));
+        assert_eq!(t.sets.lock().unwrap().len(), 1, "web's state is dropped once quiet");
+    }
+
+    #[tokio::test]
+    async fn false_once_the_controller_is_gone() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let t = Throttle::new(tx, WINDOW);
+        drop(rx);
+        assert!(!t.send(ObjectRef::<ContainerSet>::new("web").within("ns"), "a"));
+        assert!(!t.send(ObjectRef::<ContainerSet>::new("web").within("ns"), "a"));
     }
 }
