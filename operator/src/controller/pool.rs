@@ -14,9 +14,10 @@
 //! per namespace, observing every host for every set would be 1k list calls per reconcile.
 //!
 //! Triggers are throttled per set and container. The first event of a container goes out at
-//! once (a drift heals without waiting) and is followed by one more look at the set at the end
-//! of a one-second window (the engine emits `die` before its container list says `exited`);
-//! later events of the same container within the window fold into that look. Each set also
+//! once (a drift heals without waiting) and is followed by one more look at the set a
+//! one-second window after the set's last immediate trigger (the engine emits `die` before its
+//! container list says `exited`); later events of the same container within the window fold
+//! into that look. Each set also
 //! has a budget of immediate triggers ([`BURST`], refilled at [`REFILL`] per second): berth's
 //! own steps emit events too (a replaced container's `die`, a failed start's `die`), and a set
 //! whose fresh containers keep dying must not be retried in a tight loop by them. Keying the
@@ -183,15 +184,15 @@ struct SetWindow {
     /// Immediate triggers left (see [`BURST`]), as of `refilled`.
     tokens: f64,
     refilled: Instant,
-    /// Whether the look at the end of a window is scheduled.
-    trailing: bool,
+    /// When the look at the end of the window is due, if one is scheduled.
+    trailing: Option<Instant>,
     /// Containers that sent an immediate trigger, and when.
     containers: HashMap<String, Instant>,
 }
 
 impl SetWindow {
     fn new(now: Instant) -> SetWindow {
-        SetWindow { tokens: BURST, refilled: now, trailing: false, containers: HashMap::new() }
+        SetWindow { tokens: BURST, refilled: now, trailing: None, containers: HashMap::new() }
     }
 
     /// Bring the budget and the containers' windows up to `now`.
@@ -204,7 +205,7 @@ impl SetWindow {
 
     /// Nothing left to remember: full budget, nothing scheduled, no container in its window.
     fn quiet(&self) -> bool {
-        !self.trailing && self.tokens >= BURST && self.containers.is_empty()
+        self.trailing.is_none() && self.tokens >= BURST && self.containers.is_empty()
     }
 }
 
@@ -239,10 +240,13 @@ impl Throttle {
             w.tokens -= 1.0;
             w.containers.insert(container.to_string(), now);
         }
-        // The look at the end of the window covers this event too, and sees the engine settled.
-        if !w.trailing {
-            w.trailing = true;
-            self.later(set.clone(), now + self.window);
+        // The look at the end of the window covers this event too, and sees the engine settled:
+        // a full window after every immediate trigger (a look due sooner is moved), within one
+        // for a folded event.
+        let due = now + self.window;
+        if w.trailing.is_none() || (immediate && w.trailing.is_some_and(|t| t < due)) {
+            w.trailing = Some(due);
+            self.later(set.clone(), due);
         }
         if immediate { self.tx.send(set).is_ok() } else { !self.tx.is_closed() }
     }
@@ -251,10 +255,13 @@ impl Throttle {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            if let Some(w) = this.sets.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&set) {
-                w.trailing = false;
+            let mut sets = this.sets.lock().unwrap_or_else(|p| p.into_inner());
+            // A look moved later is another task's to send.
+            if let Some(w) = sets.get_mut(&set).filter(|w| w.trailing == Some(at)) {
+                w.trailing = None;
+                drop(sets);
+                let _ = this.tx.send(set);
             }
-            let _ = this.tx.send(set);
         });
     }
 }
@@ -318,9 +325,9 @@ mod tests {
         assert!(t.send(api.clone(), "x"));
         assert_eq!(drain(&mut rx), ["api", "web"], "another container, another set: at once");
         pass(WINDOW / 2).await;
-        assert_eq!(drain(&mut rx), ["web"], "one look at web at the end of its window, for all of a and b");
+        assert!(drain(&mut rx).is_empty(), "web's look moved to a full window after b's trigger");
         pass(WINDOW / 2).await;
-        assert_eq!(drain(&mut rx), ["api"], "and at api at the end of its own");
+        assert_eq!(drain(&mut rx), ["api", "web"], "one look at each set, a window after its last immediate trigger");
         pass(WINDOW * 2).await;
         assert!(drain(&mut rx).is_empty(), "nothing more without events");
         assert!(t.send(web.clone(), "a"));
