@@ -76,15 +76,18 @@ enum Targets {
 /// What a [`ServingProbe`] saw.
 #[derive(Clone, Debug, Default)]
 pub struct ServingReport {
-    /// Rounds probed.
+    /// Rounds probed; every one counts towards [`Self::min_serving`].
     pub rounds: usize,
-    /// Rounds that count: for [`ServingProbe::containers`], those whose set of running
-    /// containers did not change while they were probed (a round that raced a start or a
-    /// stop says nothing about a single instant).
-    pub valid_rounds: usize,
-    /// The fewest replicas that answered in one valid round.
+    /// Rounds in which the set of running containers changed between the list before the
+    /// probes and the list after them: the rounds where a gap shows, if there is one. They
+    /// count like the others: what is probed is what was running a moment before (listed just
+    /// before the probes, all sent at once), and no replacement can start, become ready and
+    /// let its predecessor stop within that moment.
+    pub changed_rounds: usize,
+    /// The fewest replicas that answered in one round.
     pub min_serving: Option<usize>,
-    /// The round with the fewest, described: when (since the start) and who answered.
+    /// The round with the fewest, described: when (since the start), whether the containers
+    /// changed in it, and who answered.
     pub min_round: String,
 }
 
@@ -147,22 +150,25 @@ impl ServingProbe {
                     let answered = before.as_ref().map(probe_all).unwrap_or_default();
                     let after = rt.block_on(targets.list(docker.as_ref())).or_else(|| before.clone());
                     report.rounds += 1;
-                    if let (Some(before), Some(after)) = (before, after)
-                        && before.keys().eq(after.keys())
-                    {
-                        last_known = Some(after);
-                        let before = last_known.as_ref().expect("just set");
-                        report.valid_rounds += 1;
-                        let n = answered.len();
-                        if report.min_serving.is_none_or(|m| n < m) {
-                            report.min_serving = Some(n);
-                            report.min_round = format!(
-                                "+{:.3}s: {n} of {} answered ({:?})",
-                                t0.elapsed().as_secs_f64(),
-                                before.len(),
-                                before.keys().map(|k| (k, answered.contains(k))).collect::<Vec<_>>()
-                            );
-                        }
+                    let changed = match (&before, &after) {
+                        (Some(b), Some(a)) => !b.keys().eq(a.keys()),
+                        _ => false,
+                    };
+                    report.changed_rounds += usize::from(changed);
+                    let n = answered.len();
+                    if report.min_serving.is_none_or(|m| n < m) {
+                        report.min_serving = Some(n);
+                        let probed = before.as_ref().map(|b| b.keys().map(|k| (k.clone(), answered.contains(k))));
+                        report.min_round = format!(
+                            "+{:.3}s{}: {n} of {} answered ({:?})",
+                            t0.elapsed().as_secs_f64(),
+                            if changed { " (containers changed in this round)" } else { "" },
+                            before.as_ref().map_or(0, BTreeMap::len),
+                            probed.map(Iterator::collect::<Vec<_>>).unwrap_or_default()
+                        );
+                    }
+                    if after.is_some() {
+                        last_known = after;
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }

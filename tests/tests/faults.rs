@@ -204,12 +204,13 @@ async fn dockerd_restarted_mid_rollout_converges_without_duplicates_and_never_dr
     assert_ne!(v1, v2);
     let min = serving.min_serving.unwrap_or(0);
     println!(
-        "min replicas answering: {min}/{replicas} over {} probe rounds ({}); test took {:?}",
-        serving.valid_rounds,
+        "min replicas answering: {min}/{replicas} over {} probe rounds, {} of them while containers changed ({}); test took {:?}",
+        serving.rounds,
+        serving.changed_rounds,
         serving.min_round,
         t0.elapsed()
     );
-    assert!(serving.valid_rounds >= 10, "too few probe rounds: {serving:?}");
+    assert!(serving.rounds >= 10, "too few probe rounds: {serving:?}");
     assert_eq!(min, replicas as usize, "StartFirst with live-restore: every replica answered throughout");
 }
 
