@@ -16,6 +16,7 @@ pub mod events;
 pub mod execute;
 pub mod observe;
 pub mod pin;
+pub mod probe;
 
 pub use connect::{Endpoint, TlsFiles, connect};
 pub use events::{ContainerEvent, DriftLog, follow};
