@@ -385,3 +385,69 @@ async fn the_operator_leaves_healthchecked_containers_alone_and_replaces_an_exec
     print_rows("berth operator", &rows);
     drop(op);
 }
+
+/// The follower never waits on an inspect: while the engine sits on the inspect that settles
+/// one container's `die` (a proxy holds it), an exec into another container of the same host
+/// is acted on at once; the held container's events go on once its inspect returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_inspect_holds_up_only_its_own_container() {
+    ensure_echo_image();
+    let docker = docker().await;
+    let ns = NamespaceGuard::new("hcstall");
+    let proxy = berth_tests::stall::StallProxy::start(&local_socket_path());
+    let dir = tempfile::tempdir().unwrap();
+    let host = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: DockerHost\nmetadata:\n  name: stalled\n  namespace: {}\nspec:\n  endpoint: {}\n",
+        ns.name(),
+        proxy.docker_host()
+    );
+    std::fs::write(dir.path().join("host.yaml"), host).unwrap();
+    let sets = vec!["slow".to_string(), "quick".to_string()];
+    for s in &sets {
+        EchoSet::new(ns.name(), s).write(dir.path());
+    }
+    let watch = spawn_berth(["watch", "-f", dir.path().to_str().unwrap(), "--resync-seconds", "3600"], &[]);
+    let _show = ShowOnPanic(&watch, "berth watch");
+    let ids = eventually("berth watch converged both sets", Duration::from_secs(90), || async {
+        let ids = healthy(&docker, ns.name(), &sets).await?;
+        if watch.stdout().contains("Converged:") { Ok(ids) } else { Err("no pass converged yet".to_string()) }
+    })
+    .await;
+    let rec = Recorder::start(&docker, ns.name()).await;
+
+    // `slow` dies; berth's inspect of it (to settle the exit) is held by the proxy.
+    proxy.hold(&ids["slow"]);
+    docker.kill_container(&ids["slow"], None::<bollard::query_parameters::KillContainerOptions>).await.unwrap();
+    eventually("berth's inspect of the dead container is held", Duration::from_secs(10), || async {
+        proxy.held().0 >= 1
+    })
+    .await;
+
+    // Meanwhile a user's exec into `quick` is drift, acted on at once.
+    user_exec(&docker, &rec, &ids["quick"]).await;
+    let text = format!("exec_start: {}", USER_EXEC.join(" "));
+    let (exec, create) = eventually("quick's replacement is created", Duration::from_secs(20), || async {
+        let all = rec.all();
+        let exec = all.iter().find(|s| s.id == ids["quick"] && s.action == text)?.nanos;
+        let create =
+            all.iter().filter(|s| s.set == "quick" && s.action == "create" && s.nanos > exec).map(|s| s.nanos).min()?;
+        Some((exec, create))
+    })
+    .await;
+    assert!(proxy.held().0 >= 1, "the dead container's inspect is still held: it did not hold up the other's exec");
+    eprintln!(
+        "exec → quick's replacement created: {:.3} s, while slow's inspect was held",
+        (create - exec) as f64 / 1e9
+    );
+
+    // Released: the held container is replaced too (if the exec's pass did not already).
+    proxy.release(&ids["slow"]);
+    eventually("both sets healthy with new containers", Duration::from_secs(60), || async {
+        let now = healthy(&docker, ns.name(), &sets).await?;
+        if sets.iter().all(|s| now[s] != ids[s]) { Ok(()) } else { Err(format!("{now:?}")) }
+    })
+    .await;
+    drop(_show);
+    let out = watch.kill();
+    assert!(!out.stdout.contains("panicked") && !out.stderr.contains("panicked"), "{out}");
+}
