@@ -389,8 +389,48 @@ async fn the_operator_leaves_healthchecked_containers_alone_and_replaces_an_exec
 /// The follower never waits on an inspect: while the engine sits on the inspect that settles
 /// one container's `die` (a proxy holds it), an exec into another container of the same host
 /// is acted on at once; the held container's events go on once its inspect returns.
+/// `ids`: the converged sets `slow` and `quick` on a host reached through `proxy`.
+async fn a_held_inspect_holds_up_nothing_else(
+    docker: &Docker,
+    ns: &str,
+    proxy: &berth_tests::stall::StallProxy,
+    ids: &HashMap<String, String>,
+) -> f64 {
+    let rec = Recorder::start(docker, ns).await;
+    // `slow` dies; berth's inspect of it (to settle the exit) is held by the proxy.
+    proxy.hold(&ids["slow"]);
+    docker.kill_container(&ids["slow"], None::<bollard::query_parameters::KillContainerOptions>).await.unwrap();
+    eventually("berth's inspect of the dead container is held", Duration::from_secs(10), || async {
+        proxy.held().0 >= 1
+    })
+    .await;
+
+    // Meanwhile a user's exec into `quick` is drift, acted on at once.
+    user_exec(docker, &rec, &ids["quick"]).await;
+    let text = format!("exec_start: {}", USER_EXEC.join(" "));
+    let (exec, create) = eventually("quick's replacement is created", Duration::from_secs(20), || async {
+        let all = rec.all();
+        let exec = all.iter().find(|s| s.id == ids["quick"] && s.action == text)?.nanos;
+        let create =
+            all.iter().filter(|s| s.set == "quick" && s.action == "create" && s.nanos > exec).map(|s| s.nanos).min()?;
+        Some((exec, create))
+    })
+    .await;
+    assert!(proxy.held().0 >= 1, "the dead container's inspect is still held: it did not hold up the other's exec");
+
+    // Released: the held container is replaced too (if the exec's reconcile did not already).
+    proxy.release(&ids["slow"]);
+    let sets: Vec<String> = ids.keys().cloned().collect();
+    eventually("both sets healthy with new containers", Duration::from_secs(60), || async {
+        let now = healthy(docker, ns, &sets).await?;
+        if sets.iter().all(|s| now[s] != ids[s]) { Ok(()) } else { Err(format!("{now:?}")) }
+    })
+    .await;
+    (create - exec) as f64 / 1e9
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stalled_inspect_holds_up_only_its_own_container() {
+async fn watch_a_stalled_inspect_holds_up_only_its_own_container() {
     ensure_echo_image();
     let docker = docker().await;
     let ns = NamespaceGuard::new("hcstall");
@@ -413,41 +453,57 @@ async fn a_stalled_inspect_holds_up_only_its_own_container() {
         if watch.stdout().contains("Converged:") { Ok(ids) } else { Err("no pass converged yet".to_string()) }
     })
     .await;
-    let rec = Recorder::start(&docker, ns.name()).await;
-
-    // `slow` dies; berth's inspect of it (to settle the exit) is held by the proxy.
-    proxy.hold(&ids["slow"]);
-    docker.kill_container(&ids["slow"], None::<bollard::query_parameters::KillContainerOptions>).await.unwrap();
-    eventually("berth's inspect of the dead container is held", Duration::from_secs(10), || async {
-        proxy.held().0 >= 1
-    })
-    .await;
-
-    // Meanwhile a user's exec into `quick` is drift, acted on at once.
-    user_exec(&docker, &rec, &ids["quick"]).await;
-    let text = format!("exec_start: {}", USER_EXEC.join(" "));
-    let (exec, create) = eventually("quick's replacement is created", Duration::from_secs(20), || async {
-        let all = rec.all();
-        let exec = all.iter().find(|s| s.id == ids["quick"] && s.action == text)?.nanos;
-        let create =
-            all.iter().filter(|s| s.set == "quick" && s.action == "create" && s.nanos > exec).map(|s| s.nanos).min()?;
-        Some((exec, create))
-    })
-    .await;
-    assert!(proxy.held().0 >= 1, "the dead container's inspect is still held: it did not hold up the other's exec");
-    eprintln!(
-        "exec → quick's replacement created: {:.3} s, while slow's inspect was held",
-        (create - exec) as f64 / 1e9
-    );
-
-    // Released: the held container is replaced too (if the exec's pass did not already).
-    proxy.release(&ids["slow"]);
-    eventually("both sets healthy with new containers", Duration::from_secs(60), || async {
-        let now = healthy(&docker, ns.name(), &sets).await?;
-        if sets.iter().all(|s| now[s] != ids[s]) { Ok(()) } else { Err(format!("{now:?}")) }
-    })
-    .await;
+    let took = a_held_inspect_holds_up_nothing_else(&docker, ns.name(), &proxy, &ids).await;
+    eprintln!("berth watch: exec → the replacement's create {took:.3} s, while another container's inspect was held");
     drop(_show);
     let out = watch.kill();
     assert!(!out.stdout.contains("panicked") && !out.stderr.contains("panicked"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_a_stalled_inspect_holds_up_only_its_own_container() {
+    ensure_echo_image();
+    let docker = docker().await;
+    let ns = NamespaceGuard::new("hcopstall");
+    let proxy = berth_tests::stall::StallProxy::start(&local_socket_path());
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, client) = fake_cluster(ns.name()).await;
+    let host: DockerHost = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "DockerHost",
+        "metadata": {"name": "stalled", "namespace": ns.name(), "labels": {"role": "web"}},
+        "spec": {"endpoint": proxy.docker_host()}
+    }))
+    .unwrap();
+    Api::<DockerHost>::namespaced(client.clone(), ns.name()).create(&PostParams::default(), &host).await.unwrap();
+    let api: Api<ContainerSet> = Api::namespaced(client.clone(), ns.name());
+    let sets = vec!["slow".to_string(), "quick".to_string()];
+    for s in &sets {
+        let cs: ContainerSet = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "ContainerSet",
+            "metadata": {"name": s, "namespace": ns.name()},
+            "spec": {
+                "hostSelector": {"matchLabels": {"role": "web"}}, "replicasPerHost": 1,
+                "strategy": {"progressDeadlineSeconds": 30},
+                "template": {
+                    "image": ECHO_IMAGE, "imagePullPolicy": "Never", "stopGracePeriodSeconds": 5,
+                    "ports": [{"containerPort": 8080}],
+                    "healthcheck": {"test": ["CMD", "/echo", "--probe"], "interval": "200ms", "retries": 3}
+                }
+            }
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &cs).await.unwrap();
+    }
+    let op = OperatorLog(Some(spawn_operator(&fake, dir.path(), ns.name(), "op-hcstall", free_port())));
+    for s in &sets {
+        ready_at_new_revision(&api, s, 1, None, Duration::from_secs(90)).await;
+    }
+    let ids =
+        eventually("both sets' containers healthy", Duration::from_secs(30), || healthy(&docker, ns.name(), &sets))
+            .await;
+    let took = a_held_inspect_holds_up_nothing_else(&docker, ns.name(), &proxy, &ids).await;
+    eprintln!(
+        "berth operator: exec → the replacement's create {took:.3} s, while another container's inspect was held"
+    );
+    drop(op);
 }
