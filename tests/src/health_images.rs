@@ -9,7 +9,9 @@
 //!   (the engine's event text is `exec_start: /probe `, with a trailing space);
 //! - [`HealthImage::Shell`]: `HEALTHCHECK CMD wget ...`, the `CMD-SHELL` form, run by the
 //!   container's shell;
-//! - [`HealthImage::ShellOverride`]: the same under `SHELL ["/bin/busybox", "sh", "-c"]`.
+//! - [`HealthImage::ShellOverride`]: the same under `SHELL ["/bin/busybox", "sh", "-c"]`
+//!   (which the engine does not pass on to the container: the probe still runs `/bin/sh -c`,
+//!   so an implementation that took the image's `SHELL` would mistake it for a user's exec).
 //!
 //! The shell and `wget` come from Debian's static busybox (`busybox-static`, which `.ci/run`
 //! installs), copied in as `/bin/busybox` with its applets linked into `/bin`. Every probe

@@ -12,12 +12,17 @@
 //! | test                      | the probe runs                                          |
 //! |---------------------------|---------------------------------------------------------|
 //! | `["CMD", cmd, args...]`   | `cmd args...`                                           |
-//! | `["CMD-SHELL", command]`  | `Config.Shell` + `command` (the image's `SHELL`; default `/bin/sh -c`, `cmd /S /C` on Windows) |
+//! | `["CMD-SHELL", command]`  | `Config.Shell` + `command` (default `/bin/sh -c`, `cmd /S /C` on Windows) |
 //! | `["NONE"]`, `[]`, none    | nothing: no probe                                       |
 //!
+//! `Config.Shell` is the container's own (its create request's): the engine does not merge an
+//! image's `SHELL` into it (seen on 20.10, and moby's merge of image and container config has
+//! no shell line up to 26), so an image with `SHELL ["/bin/busybox", "sh", "-c"]` still probes
+//! with `/bin/sh -c`. berth reads it from the inspect either way.
+//!
 //! [`HealthProbe::of`] is that table as a pure function; [`learn`] asks the engine for its
-//! inputs. Nothing here guesses from berth's own spec label: an image's `HEALTHCHECK` and its
-//! `SHELL` are only known to the engine.
+//! inputs. Nothing here guesses from berth's own spec label: an image's `HEALTHCHECK` is known
+//! only to the engine.
 
 use std::time::Duration;
 
