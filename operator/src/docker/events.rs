@@ -93,7 +93,7 @@ const CHANGES: [&str; 6] = ["die", "destroy", "rename", "pause", "unpause", "oom
 /// health probe as the engine runs it ([`HealthProbe`], learned from an inspect). `probe` is
 /// `None` when it could not be learned: an exec then counts as nothing, never as drift,
 /// because a probe taken for drift replaces the container, and its replacement's probe is
-/// taken for drift again, every interval (see [`Follower`]).
+/// taken for drift again, every interval (see the module docs).
 pub fn classify(action: &str, probe: Option<&HealthProbe>) -> Meaning {
     if action.starts_with("exec_start: ") {
         return match probe {
@@ -197,7 +197,7 @@ impl DriftLog {
 ///
 /// The loop never waits on an inspect. Two kinds of event need one before they can be
 /// handed on: the first `exec_start` of a container (is it the container's health probe? see
-/// [`super::probe`]) and every `die` (the inspect settles the exit, see [`Follower`]). Such an
+/// [`super::probe`]) and every `die` (the inspect settles the exit, see the module docs). Such an
 /// event, and every later event of the same container, is held while a spawned task inspects
 /// it; events of other containers keep flowing.
 pub async fn follow<F>(host: &str, docker: &Docker, log: &DriftLog, mut on_event: F)
