@@ -57,6 +57,11 @@
 //! probe for drift would replace the container at every interval. A user's exec of exactly
 //! the probe's command line looks like the probe and is not seen.
 //!
+//! A `die` is handed on only once an inspect of the container returned (also beside the loop):
+//! the engine sends `die` while it still holds the container's lock and updates the view that
+//! lists read only after that, and an inspect waits for the lock; a reconcile woken earlier can
+//! list the container as running and find nothing to do (seen: `berth watch` missed a kill).
+//!
 //! The log lives in memory, so drift that only an event showed is known to the process that
 //! saw the event: after a restart, berth sees list-visible drift again but not an exec that
 //! happened before it started (unless the engine still buffers the event; a reconnect resumes
