@@ -7,7 +7,8 @@
 //! [`convert`] turns a [`crate::engine::ContainerSpec`] into Docker's create body, and
 //! [`execute`] runs a [`crate::engine::HostPlan`]'s steps with bounded concurrency, and
 //! [`events`] follows an engine's event stream: reconcile triggers and the drift only events
-//! show ([`events::DriftLog`]).
+//! show ([`events::DriftLog`]), telling a container's own health probes ([`probe`]) from a
+//! user's exec.
 
 pub mod connect;
 pub mod convert;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod execute;
 pub mod observe;
 pub mod pin;
+pub mod probe;
 
 pub use connect::{Endpoint, TlsFiles, connect};
 pub use events::{ContainerEvent, DriftLog, follow};
