@@ -46,3 +46,4 @@ pub use registry::{Registry, TagGuard, basic_auth, push_image};
 pub use testbed::{ForeignPki, HostOptions, RemoteHost, StartTimings, cleanup_stale};
 pub use trials::{ServingProbe, ServingReport, TrialRng, VolumeGuard, read_volume_file, sha256_hex, write_volume_file};
 pub use wait::{eventually, eventually_sync, http_get, http_request};
+pub mod stall;
