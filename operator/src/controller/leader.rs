@@ -147,9 +147,58 @@ pub async fn hold(api: &Api<Lease>, cfg: &LeaseConfig) {
     }
 }
 
+/// Run `work` (the controllers, with every reconcile in flight) while `hold` keeps the Lease.
+/// `None`: the Lease was lost, and `work` was dropped at once, mid-reconcile — no further
+/// Docker call is made by this replica. A rollout cut off there is half done on the hosts;
+/// their labels (revision, ordinal) say how far it got, and the next leader's first reconcile
+/// of the set observes that and carries on from there, as after a crash.
+pub async fn lead_while<W: std::future::Future>(
+    hold: impl std::future::Future<Output = ()>,
+    work: W,
+) -> Option<W::Output> {
+    tokio::select! {
+        // Biased: once the Lease is lost, the work is not polled again.
+        biased;
+        () = hold => None,
+        out = work => Some(out),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn host_work_in_flight_stops_when_the_lease_is_lost() {
+        let steps = Arc::new(AtomicUsize::new(0));
+        let work = {
+            let steps = steps.clone();
+            async move {
+                // A rollout: one host step a second.
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    steps.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        };
+        let lost = tokio::time::sleep(Duration::from_millis(2500));
+        let started = Instant::now();
+        assert!(lead_while(lost, work).await.is_none(), "the Lease was lost");
+        assert_eq!(started.elapsed(), Duration::from_millis(2500), "returned as soon as hold did");
+        let done = steps.load(Ordering::SeqCst);
+        assert_eq!(done, 2, "the steps before the loss ran");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(steps.load(Ordering::SeqCst), done, "no step after the loss");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_ends_while_leading_returns_its_output() {
+        let hold = futures::future::pending::<()>();
+        assert_eq!(lead_while(hold, async { 7 }).await, Some(7));
+    }
 
     fn record(holder: &str, renewed: &str, version: &str) -> Record {
         Record { holder: Some(holder.into()), renew_time: Some(renewed.into()), resource_version: Some(version.into()) }

@@ -72,9 +72,10 @@ pub async fn resolve_digest(
         message: "cannot split it into name, tag and digest".into(),
     })?;
     // Both reads are idempotent: bounded, and tried again while the engine does not answer.
-    let inspected = super::bounds::read("the host", "inspect image", super::bounds::READ, || docker.inspect_image(image))
-        .await
-        .map_err(|t| ResolveError::Engine { image: image.to_string(), message: t.to_string() })?;
+    let inspected =
+        super::bounds::read("the host", "inspect image", super::bounds::READ, || docker.inspect_image(image))
+            .await
+            .map_err(|t| ResolveError::Engine { image: image.to_string(), message: t.to_string() })?;
     let local = match inspected {
         Ok(i) => Some(same_repository_digests(&reference, i.repo_digests.unwrap_or_default())),
         Err(e) if status_of(&e) == Some(404) => None,
@@ -109,7 +110,11 @@ pub async fn resolve_digest(
         Err(_) => {
             return Err(ResolveError::Unreachable {
                 image: image.to_string(),
-                message: format!("no answer within {}s ({} tries)", RESOLVE_TIMEOUT.as_secs(), super::bounds::READ_TRIES),
+                message: format!(
+                    "no answer within {}s ({} tries)",
+                    RESOLVE_TIMEOUT.as_secs(),
+                    super::bounds::READ_TRIES
+                ),
             });
         }
     };

@@ -280,8 +280,13 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
         Step::Remove { id, name } => {
             // v=true drops the container's anonymous volumes; named volumes are never removed here.
             let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-            match bounds::within(ctx.host, "remove container", bounds::CHANGE, ctx.docker.remove_container(id, Some(opts)))
-                .await?
+            match bounds::within(
+                ctx.host,
+                "remove container",
+                bounds::CHANGE,
+                ctx.docker.remove_container(id, Some(opts)),
+            )
+            .await?
             {
                 // 404: gone already; 409 (forced): its removal is in progress, by someone else.
                 Err(e) if !matches!(status_of(&e), Some(404 | 409)) => {
@@ -356,7 +361,9 @@ async fn ensure_image(ctx: &StepContext<'_>, image: &str, pull: Pull) -> Result<
     let pulling = format!("pull image {image}");
     loop {
         let idle = bounds::within(ctx.host, &pulling, bounds::PULL_IDLE, stream.try_next());
-        let next = tokio::time::timeout_at(until, idle).await.map_err(|_| bounds::timed_out(ctx.host, &pulling, overall))??;
+        let next = tokio::time::timeout_at(until, idle)
+            .await
+            .map_err(|_| bounds::timed_out(ctx.host, &pulling, overall))??;
         let Some(info) = next.map_err(|e| DockerError::api("pull image", image, e))? else { break };
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
             return Err(DockerError::Api { op: "pull image", target: image.to_string(), message: err });
@@ -386,15 +393,22 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
     let opts = CreateContainerOptionsBuilder::default().name(name).build();
     let deadline = Instant::now() + NAME_RELEASE;
     loop {
-        let e = match bounds::within(ctx.host, "create container", bounds::CHANGE, ctx.docker.create_container(Some(opts.clone()), body()))
-            .await?
+        let e = match bounds::within(
+            ctx.host,
+            "create container",
+            bounds::CHANGE,
+            ctx.docker.create_container(Some(opts.clone()), body()),
+        )
+        .await?
         {
             Ok(_) => break,
             Err(e) if status_of(&e) == Some(409) => e,
             Err(e) => return Err(DockerError::api("create container", name, e)),
         };
-        let existing = match bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(name, None))
-            .await?
+        let existing = match bounds::read(ctx.host, "inspect container", bounds::READ, || {
+            ctx.docker.inspect_container(name, None)
+        })
+        .await?
         {
             Ok(c) => c,
             // Removed between the two calls: the name is free now.
@@ -454,7 +468,9 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
 /// fails with "task …: already exists". Such a container never ran for berth; it is removed
 /// and made afresh, once.
 async fn start(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
-    let e = match bounds::within(ctx.host, "start container", bounds::CHANGE, ctx.docker.start_container(name, None)).await? {
+    let e = match bounds::within(ctx.host, "start container", bounds::CHANGE, ctx.docker.start_container(name, None))
+        .await?
+    {
         Ok(()) => return Ok(()),
         Err(e) if is_stale_task(&e) => e,
         Err(e) => return Err(DockerError::api("start container", name, e)),
@@ -492,13 +508,14 @@ async fn stop_container(
     id: &str,
     name: &str,
 ) -> Result<Result<(), bollard::errors::Error>, DockerError> {
-    let configured = match bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(id, None))
-        .await?
-    {
-        Ok(c) => c.config.and_then(|c| c.stop_timeout),
-        Err(e) if status_of(&e) == Some(404) => return Ok(Err(e)),
-        Err(_) => None,
-    };
+    let configured =
+        match bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(id, None))
+            .await?
+        {
+            Ok(c) => c.config.and_then(|c| c.stop_timeout),
+            Err(e) if status_of(&e) == Some(404) => return Ok(Err(e)),
+            Err(_) => None,
+        };
     let (grace, bound) = bounds::stop(configured);
     let opts = StopContainerOptionsBuilder::default().t(grace).build();
     let docker = ctx.docker.clone().with_timeout(bound + Duration::from_secs(1));

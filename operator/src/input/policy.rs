@@ -31,7 +31,9 @@ pub struct PolicyViolation {
 /// Everything in `t` that `host`'s policy does not allow; empty when it may run there.
 pub fn policy_violations(t: &ContainerTemplate, host: &DockerHost) -> Vec<PolicyViolation> {
     let name = host.metadata.name.as_deref().unwrap_or_default();
-    violations(t, &host.spec.policy, |what, grant| format!("DockerHost {name} does not allow {what} (spec.policy.{grant})"))
+    violations(t, &host.spec.policy, |what, grant| {
+        format!("DockerHost {name} does not allow {what} (spec.policy.{grant})")
+    })
 }
 
 /// The implicit local engine's default policy (no DockerHost in the input): it grants nothing
@@ -61,15 +63,10 @@ pub fn local_policy_violations(t: &ContainerTemplate, folder: Option<&Path>) -> 
     })
 }
 
-fn violations(
-    t: &ContainerTemplate,
-    policy: &HostPolicy,
-    say: impl Fn(&str, &str) -> String,
-) -> Vec<PolicyViolation> {
+fn violations(t: &ContainerTemplate, policy: &HostPolicy, say: impl Fn(&str, &str) -> String) -> Vec<PolicyViolation> {
     let mut out = Vec::new();
-    let mut refuse = |field: String, what: String, grant: &str| {
-        out.push(PolicyViolation { field, message: say(&what, grant) })
-    };
+    let mut refuse =
+        |field: String, what: String, grant: &str| out.push(PolicyViolation { field, message: say(&what, grant) });
     if t.privileged && !policy.allow_privileged {
         refuse("spec.template.privileged".into(), "privileged containers".into(), "allowPrivileged");
     }
