@@ -150,6 +150,38 @@ mod tests {
     }
 
     #[test]
+    fn the_local_engine_grants_binds_under_the_input_folder_only() {
+        let folder = Some(Path::new("/home/u/app"));
+        let local = |t: &ContainerTemplate| -> Vec<String> {
+            local_policy_violations(t, folder).into_iter().map(|v| v.field).collect()
+        };
+        assert!(local(&bind("/home/u/app/data")).is_empty(), "compose's ./data");
+        assert!(local(&bind("/home/u/app")).is_empty());
+        assert_eq!(local(&bind("/home/u/apps")), ["spec.template.mounts[0].source"]);
+        assert_eq!(local(&bind("/var/run/docker.sock")), ["spec.template.mounts[0].source"]);
+        let everything =
+            template(json!({"privileged": true, "hostNetwork": true, "hostPID": true, "capAdd": ["NET_ADMIN"]}));
+        assert_eq!(
+            local(&everything),
+            [
+                "spec.template.privileged",
+                "spec.template.hostNetwork",
+                "spec.template.hostPID",
+                "spec.template.capAdd[0]"
+            ]
+        );
+        let v = &local_policy_violations(&everything, folder)[0];
+        assert!(
+            v.message.contains("declare the local engine as a DockerHost")
+                && v.message.contains("spec.policy.allowPrivileged"),
+            "{}",
+            v.message
+        );
+        // Objects from the cluster have no folder: no bind at all.
+        assert_eq!(local_policy_violations(&bind("/home/u/app/data"), None).len(), 1);
+    }
+
+    #[test]
     fn a_plain_template_runs_anywhere() {
         assert_eq!(refused(&template(json!({"capDrop": ["ALL"], "readOnlyRootFilesystem": true})), json!({})), [""; 0]);
     }
