@@ -267,8 +267,8 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
     let started = Instant::now();
     ctx.progress.step_started(ctx.host, ctx.set, step);
     let r = match step {
-        Step::EnsureNetwork { name } => ensure_network(ctx.docker, name).await,
-        Step::EnsureVolume { name } => ensure_volume(ctx.docker, name).await,
+        Step::EnsureNetwork { name } => ensure_network(ctx.host, ctx.docker, name).await,
+        Step::EnsureVolume { name } => ensure_volume(ctx.host, ctx.docker, name).await,
         Step::EnsureImage { image, pull } => ensure_image(ctx, image, *pull).await,
         Step::Create { name, ordinal } => create(ctx, name, *ordinal).await,
         Step::Start { name } => start(ctx, name).await,
@@ -307,8 +307,9 @@ fn managed_labels() -> HashMap<String, String> {
     HashMap::from([(labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string())])
 }
 
-async fn ensure_network(docker: &Docker, name: &str) -> Result<(), DockerError> {
-    match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+async fn ensure_network(host: &str, docker: &Docker, name: &str) -> Result<(), DockerError> {
+    let inspect = || docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>);
+    match bounds::read(host, "inspect network", bounds::READ, inspect).await? {
         Ok(_) => return Ok(()),
         Err(e) if status_of(&e) == Some(404) => {}
         Err(e) => return Err(DockerError::api("inspect network", name, e)),
@@ -319,15 +320,15 @@ async fn ensure_network(docker: &Docker, name: &str) -> Result<(), DockerError> 
         labels: Some(managed_labels()),
         ..Default::default()
     };
-    match docker.create_network(req).await {
+    match bounds::within(host, "create network", bounds::CHANGE, docker.create_network(req)).await? {
         // 409: created meanwhile by a concurrent run.
         Err(e) if status_of(&e) != Some(409) => Err(DockerError::api("create network", name, e)),
         _ => Ok(()),
     }
 }
 
-async fn ensure_volume(docker: &Docker, name: &str) -> Result<(), DockerError> {
-    match docker.inspect_volume(name).await {
+async fn ensure_volume(host: &str, docker: &Docker, name: &str) -> Result<(), DockerError> {
+    match bounds::read(host, "inspect volume", bounds::READ, || docker.inspect_volume(name)).await? {
         Ok(_) => Ok(()),
         Err(e) if status_of(&e) == Some(404) => {
             let req = VolumeCreateRequest {
@@ -335,7 +336,10 @@ async fn ensure_volume(docker: &Docker, name: &str) -> Result<(), DockerError> {
                 labels: Some(managed_labels()),
                 ..Default::default()
             };
-            docker.create_volume(req).await.map(|_| ()).map_err(|e| DockerError::api("create volume", name, e))
+            bounds::within(host, "create volume", bounds::CHANGE, docker.create_volume(req))
+                .await?
+                .map(|_| ())
+                .map_err(|e| DockerError::api("create volume", name, e))
         }
         Err(e) => Err(DockerError::api("inspect volume", name, e)),
     }
@@ -453,7 +457,7 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
     // API 1.41 attaches one network at create; connect the rest before start.
     for net in d.spec.networks.iter().skip(1) {
         let req = NetworkConnectRequest { container: name.to_string(), ..Default::default() };
-        match ctx.docker.connect_network(net, req).await {
+        match bounds::within(ctx.host, "connect network", bounds::CHANGE, ctx.docker.connect_network(net, req)).await? {
             Err(e) if status_of(&e) != Some(403) && status_of(&e) != Some(409) => {
                 return Err(DockerError::api("connect network", format!("{net} to {name}"), e));
             }
@@ -617,7 +621,9 @@ async fn wait_ready(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError
 
 async fn last_log_lines(docker: &Docker, name: &str) -> String {
     let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("5").build();
-    let chunks: Vec<_> = docker.logs(name, Some(opts)).take(20).collect().await;
+    // Only for an error message: a log that does not come within a read's bound is left out.
+    let logs = docker.logs(name, Some(opts)).take(20).collect::<Vec<_>>();
+    let chunks = tokio::time::timeout(bounds::READ, logs).await.unwrap_or_default();
     let text: String = chunks.into_iter().filter_map(Result::ok).map(|c| c.to_string()).collect();
     text.trim().replace('\n', " | ")
 }
