@@ -49,4 +49,5 @@ pub use testbed::{ForeignPki, HostOptions, RemoteHost, StartTimings, cleanup_sta
 pub use trials::{ServingProbe, ServingReport, TrialRng, VolumeGuard, read_volume_file, sha256_hex, write_volume_file};
 pub use wait::{eventually, eventually_sync, http_get, http_request};
 pub mod health_images;
+pub mod inspect_stall;
 pub mod stall;

@@ -1,17 +1,19 @@
-//! A proxy in front of an engine socket that can stall the inspects of chosen containers.
+//! A proxy in front of an engine's unix socket that never answers chosen requests.
 //!
-//! An engine answers an inspect only once it holds the container's lock, and a busy or sick
-//! engine can take its time; berth must not stop following other containers meanwhile. Point
-//! a DockerHost at [`StallProxy::docker_host`]: everything is forwarded to the real engine
-//! (`/events` streams through), except that `GET .../containers/<id>/json` of a container
-//! passed to [`StallProxy::hold`] waits until [`StallProxy::release`] (or the proxy is
-//! dropped). The proxy runs on its own thread and runtime, so it serves sync and async tests
-//! alike.
+//! A stalled engine (a hung daemon, a lost packet on a TCP link, a list behind a lock) answers
+//! nothing and closes nothing. berth must bound every call and say which host did not answer;
+//! tests check that by pointing `DOCKER_HOST` at this proxy. Each request whose path (without
+//! the API version prefix) equals the rule's endpoint is held open, unanswered, for the first
+//! `times` matches (or always); every other request is forwarded to the real engine, one
+//! upstream connection per request. Bodies stream through, so `/events` works.
+//!
+//! The proxy runs on its own thread with its own runtime and stops when dropped (held requests
+//! are then dropped too).
 
-use std::collections::HashSet;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -19,26 +21,29 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-#[derive(Default)]
-struct Holds {
-    ids: HashSet<String>,
-    /// Inspects waiting now, and ever held.
-    waiting: usize,
-    held: usize,
+/// Which requests get no answer.
+#[derive(Clone, Debug)]
+pub struct StallRule {
+    /// e.g. `/containers/json`.
+    pub endpoint: String,
+    /// Stall only the first `n` matches; `None`: every one.
+    pub times: Option<usize>,
 }
 
 struct Shared {
-    holds: Mutex<Holds>,
-    /// Bumped on every release, waking the waiting inspects to look again.
-    released: watch::Sender<u64>,
+    upstream: PathBuf,
+    rule: StallRule,
+    matched: AtomicUsize,
+    stalled: AtomicUsize,
+    forwarded: AtomicUsize,
 }
 
-/// The proxy; it stops (releasing everything) when dropped.
-pub struct StallProxy {
+/// A proxy that holds the requests its [`StallRule`] matches and forwards the rest.
+pub struct StallingProxy {
     socket: PathBuf,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
@@ -46,56 +51,55 @@ pub struct StallProxy {
     _dir: tempfile::TempDir,
 }
 
-impl StallProxy {
-    /// A proxy forwarding to the engine socket `upstream`; it listens when this returns.
-    pub fn start(upstream: &Path) -> StallProxy {
+impl StallingProxy {
+    /// Listens when this returns.
+    pub fn start(upstream: &Path, rule: StallRule) -> StallingProxy {
         let dir = tempfile::Builder::new().prefix("berth-stall-").tempdir().expect("a temp dir for the proxy socket");
         let socket = dir.path().join("docker.sock");
-        let listener = StdUnixListener::bind(&socket)
-            .unwrap_or_else(|e| panic!("cannot bind proxy socket {}: {e}", socket.display()));
-        listener.set_nonblocking(true).expect("nonblocking proxy socket");
-        let shared = Arc::new(Shared { holds: Mutex::default(), released: watch::channel(0).0 });
+        let listener = StdUnixListener::bind(&socket).expect("bind the stalling proxy's socket");
+        listener.set_nonblocking(true).expect("nonblocking socket");
+        let shared = Arc::new(Shared {
+            upstream: upstream.to_path_buf(),
+            rule,
+            matched: AtomicUsize::new(0),
+            stalled: AtomicUsize::new(0),
+            forwarded: AtomicUsize::new(0),
+        });
         let (stop_tx, stop_rx) = oneshot::channel();
-        let (upstream, thread_shared) = (upstream.to_path_buf(), shared.clone());
+        let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
-            .name("stall-proxy".into())
+            .name("stalling-proxy".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("a tokio runtime for the proxy");
-                rt.block_on(serve(listener, upstream, thread_shared, stop_rx));
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                rt.block_on(serve(listener, thread_shared, stop_rx));
                 rt.shutdown_background();
             })
             .expect("a thread for the proxy");
-        StallProxy { socket, shared, stop: Some(stop_tx), thread: Some(thread), _dir: dir }
+        StallingProxy { socket, shared, stop: Some(stop_tx), thread: Some(thread), _dir: dir }
     }
 
-    /// `unix:///...`, for a DockerHost's `spec.endpoint`.
+    /// `unix:///...`, for `DOCKER_HOST`.
     pub fn docker_host(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
 
-    /// From now on, inspects of container `id` (the full id) wait until released.
-    pub fn hold(&self, id: &str) {
-        self.shared.holds.lock().expect("never poisoned").ids.insert(id.to_string());
+    /// How many requests were held unanswered so far.
+    pub fn stalled(&self) -> usize {
+        self.shared.stalled.load(Ordering::SeqCst)
     }
 
-    /// Let the inspects of `id` through, those waiting and later ones.
-    pub fn release(&self, id: &str) {
-        self.shared.holds.lock().expect("never poisoned").ids.remove(id);
-        self.shared.released.send_modify(|n| *n += 1);
+    /// How many requests matching the rule were forwarded (after its `times` ran out).
+    pub fn matched_forwarded(&self) -> usize {
+        self.shared.matched.load(Ordering::SeqCst).saturating_sub(self.stalled())
     }
 
-    /// (inspects waiting now, inspects ever held).
-    pub fn held(&self) -> (usize, usize) {
-        let h = self.shared.holds.lock().expect("never poisoned");
-        (h.waiting, h.held)
+    /// How many requests were forwarded in all.
+    pub fn forwarded(&self) -> usize {
+        self.shared.forwarded.load(Ordering::SeqCst)
     }
 }
 
-impl Drop for StallProxy {
+impl Drop for StallingProxy {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -106,19 +110,19 @@ impl Drop for StallProxy {
     }
 }
 
-async fn serve(listener: StdUnixListener, upstream: PathBuf, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
-    let listener = UnixListener::from_std(listener).expect("the proxy socket in tokio");
+async fn serve(listener: StdUnixListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
+    let listener = UnixListener::from_std(listener).expect("the socket in tokio");
     loop {
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let (upstream, shared) = (upstream.clone(), shared.clone());
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (upstream, shared) = (upstream.clone(), shared.clone());
-                    async move { Ok::<_, std::convert::Infallible>(forward(req, &upstream, &shared).await) }
-                });
+                let shared = shared.clone();
                 tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(req, &shared).await) }
+                    });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
             }
@@ -126,56 +130,33 @@ async fn serve(listener: StdUnixListener, upstream: PathBuf, shared: Arc<Shared>
     }
 }
 
-/// The container id of an inspect (`GET [/v1.41]/containers/<id>/json`).
-fn inspected(req: &Request<Incoming>) -> Option<String> {
-    if req.method() != hyper::Method::GET {
-        return None;
-    }
-    let path = req.uri().path();
-    let rest = path.split_once("/containers/")?.1;
-    let id = rest.strip_suffix("/json")?;
-    (!id.contains('/')).then(|| id.to_string())
-}
-
-/// Counts a held inspect as waiting until it goes on or its client gives up (the server then
-/// drops the request's future).
-struct Waiting<'a>(&'a Shared);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.holds.lock().unwrap_or_else(|p| p.into_inner()).waiting -= 1;
+fn endpoint(path: &str) -> &str {
+    match path.strip_prefix("/v") {
+        Some(rest) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            if rest[..end].chars().all(|c| c.is_ascii_digit() || c == '.') { &rest[end..] } else { path }
+        }
+        None => path,
     }
 }
 
-async fn forward(req: Request<Incoming>, upstream: &Path, shared: &Shared) -> Response<ProxyBody> {
-    if let Some(id) = inspected(&req) {
-        let mut released = shared.released.subscribe();
-        let mut waiting: Option<Waiting> = None;
-        loop {
-            {
-                let mut h = shared.holds.lock().expect("never poisoned");
-                if !h.ids.contains(&id) {
-                    break;
-                }
-                if waiting.is_none() {
-                    h.waiting += 1;
-                    h.held += 1;
-                    waiting = Some(Waiting(shared));
-                }
-            }
-            if released.changed().await.is_err() {
-                break;
-            }
+async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<ProxyBody> {
+    if endpoint(req.uri().path()) == shared.rule.endpoint {
+        let n = shared.matched.fetch_add(1, Ordering::SeqCst);
+        if shared.rule.times.is_none_or(|times| n < times) {
+            shared.stalled.fetch_add(1, Ordering::SeqCst);
+            // Held until the client gives up (hyper then drops this future) or the proxy stops.
+            futures::future::pending::<()>().await;
         }
     }
-    // One upstream connection per request: simple, and a held request holds nothing else up.
-    let stream = match UnixStream::connect(upstream).await {
+    shared.forwarded.fetch_add(1, Ordering::SeqCst);
+    let stream = match UnixStream::connect(&shared.upstream).await {
         Ok(s) => s,
-        Err(e) => return plain(StatusCode::BAD_GATEWAY, &format!("cannot connect to {}: {e}", upstream.display())),
+        Err(e) => return plain(StatusCode::BAD_GATEWAY, &format!("cannot reach the engine: {e}")),
     };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
         Ok(pair) => pair,
-        Err(e) => return plain(StatusCode::BAD_GATEWAY, &format!("handshake: {e}")),
+        Err(e) => return plain(StatusCode::BAD_GATEWAY, &format!("handshake with the engine: {e}")),
     };
     tokio::spawn(conn);
     match sender.send_request(req).await {

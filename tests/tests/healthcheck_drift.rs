@@ -393,7 +393,7 @@ async fn the_operator_leaves_healthchecked_containers_alone_and_replaces_an_exec
 async fn a_held_inspect_holds_up_nothing_else(
     docker: &Docker,
     ns: &str,
-    proxy: &berth_tests::stall::StallProxy,
+    proxy: &berth_tests::inspect_stall::StallProxy,
     ids: &HashMap<String, String>,
 ) -> f64 {
     let rec = Recorder::start(docker, ns).await;
@@ -434,7 +434,7 @@ async fn watch_a_stalled_inspect_holds_up_only_its_own_container() {
     ensure_echo_image();
     let docker = docker().await;
     let ns = NamespaceGuard::new("hcstall");
-    let proxy = berth_tests::stall::StallProxy::start(&local_socket_path());
+    let proxy = berth_tests::inspect_stall::StallProxy::start(&local_socket_path());
     let dir = tempfile::tempdir().unwrap();
     let host = format!(
         "apiVersion: berth.dev/v1alpha1\nkind: DockerHost\nmetadata:\n  name: stalled\n  namespace: {}\nspec:\n  endpoint: {}\n",
@@ -465,7 +465,7 @@ async fn the_operator_a_stalled_inspect_holds_up_only_its_own_container() {
     ensure_echo_image();
     let docker = docker().await;
     let ns = NamespaceGuard::new("hcopstall");
-    let proxy = berth_tests::stall::StallProxy::start(&local_socket_path());
+    let proxy = berth_tests::inspect_stall::StallProxy::start(&local_socket_path());
     let dir = tempfile::tempdir().unwrap();
     let (fake, client) = fake_cluster(ns.name()).await;
     let host: DockerHost = serde_json::from_value(json!({

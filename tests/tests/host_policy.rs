@@ -191,3 +191,39 @@ async fn the_operator_refuses_a_takeover_naming_host_and_fields_and_touches_noth
     assert!(mutating.is_empty(), "no mutating request to the host: {mutating:?}\n{}", op.stderr());
     assert!(containers_in(&docker().await, ns.name()).await.is_empty());
 }
+
+/// The implicit local engine (no DockerHost in the input) keeps compose's habit: a bind of a
+/// path under the folder the input file sits in runs; the same set binding a path outside
+/// it is refused before any request, saying how to allow it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_engine_allows_binds_under_the_input_folder_only() {
+    ensure_echo_image();
+    let docker = docker().await;
+    let ns = NamespaceGuard::new("localpolicy");
+    let dir = tempfile::tempdir().unwrap();
+    let folder = std::fs::canonicalize(dir.path()).unwrap();
+    let data = folder.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let bind = |source: &str| {
+        format!("    mounts:\n      - type: bind\n        source: {source}\n        target: /data\n        readOnly: true\n")
+    };
+    let mut inside = EchoSet::new(ns.name(), "web");
+    inside.extra_template = bind(data.to_str().unwrap());
+    let file = inside.write(&folder);
+    berth_async(["apply", "-f", file.to_str().unwrap()], &[]).await.assert_success();
+    assert_eq!(names_ids_states(&docker, ns.name()).await.len(), 1, "the set runs with its ./data bind");
+
+    let proxy = CountingProxy::start(&local_socket_path());
+    let mut outside = EchoSet::new(ns.name(), "web");
+    outside.extra_template = bind("/etc");
+    let file = outside.write(&folder);
+    let host = proxy.docker_host();
+    let refused = berth_async(["apply", "-f", file.to_str().unwrap()], &[("DOCKER_HOST", host.as_str())]).await;
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains("spec.template.mounts[0].source: the local engine (no DockerHost in the input) does not allow bind mounts of \"/etc\" outside")
+            && refused.stderr.contains("declare the local engine as a DockerHost"),
+        "{refused}"
+    );
+    assert_eq!(proxy.requests().len(), 0, "a refused input reaches no engine: {}", proxy.describe());
+}

@@ -47,8 +47,12 @@ pub async fn reconcile(host: Arc<DockerHost>, ctx: Arc<Context>) -> Result<Actio
                 Err(e) if e.is_tls() => Err((TLS_ERROR, e.to_string())),
                 Err(e) => Err((UNREACHABLE, e.to_string())),
                 // Through the pool: a probe keeps its record of which sets the host holds fresh.
-                Ok(d) => match (d.version().await, d.info().await, ctx.pool.observe(&name, &d).await) {
-                    (Ok(v), Ok(i), Ok(o)) => {
+                Ok(d) => match (
+                    docker::bounds::read(&name, "GET /version", docker::bounds::READ, || d.version()).await,
+                    docker::bounds::read(&name, "GET /info", docker::bounds::READ, || d.info()).await,
+                    ctx.pool.observe(&name, &d).await,
+                ) {
+                    (Ok(Ok(v)), Ok(Ok(i)), Ok(o)) => {
                         let mut by_state = std::collections::BTreeMap::new();
                         for c in &o {
                             *by_state.entry(c.state.to_string()).or_insert(0) += 1;
@@ -56,7 +60,11 @@ pub async fn reconcile(host: Arc<DockerHost>, ctx: Arc<Context>) -> Result<Actio
                         ctx.count_containers(&format!("{ns}/{name}"), by_state);
                         Ok((v, i, o.len()))
                     }
-                    (Err(e), _, _) | (_, Err(e), _) => {
+                    (Err(timeout), _, _) | (_, Err(timeout), _) => {
+                        ctx.pool.forget(&name).await;
+                        Err((UNREACHABLE, timeout.to_string()))
+                    }
+                    (Ok(Err(e)), _, _) | (_, Ok(Err(e)), _) => {
                         ctx.pool.forget(&name).await;
                         let reason = if docker::is_tls_failure(&e) { TLS_ERROR } else { UNREACHABLE };
                         Err((reason, docker::message_of(&e)))

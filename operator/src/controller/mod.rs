@@ -289,11 +289,17 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
         tracing::info!("watches synced");
         futures::future::pending::<()>().await
     };
+    // Losing the Lease drops the controllers with their reconciles in flight (see lead_while).
+    let leading_run =
+        leader::lead_while(leader::hold(&lease_api, &opts.lease), futures::future::join(sets_run, hosts_run));
     tokio::select! {
-        _ = futures::future::join(sets_run, hosts_run) => tracing::info!("shutting down"),
-        _ = leader::hold(&lease_api, &opts.lease) => {
-            anyhow::bail!("lost the lease {}: another replica leads now; exiting so that only one acts", opts.lease.name)
-        }
+        r = leading_run => match r {
+            Some(_) => tracing::info!("shutting down"),
+            None => anyhow::bail!(
+                "lost the lease {}: another replica leads now; exiting so that only one acts",
+                opts.lease.name
+            ),
+        },
         _ = mark_synced => {}
     }
     Ok(())

@@ -86,7 +86,7 @@ impl HostPool {
     /// it holds.
     pub async fn observe(&self, host: &str, docker: &Docker) -> Result<Vec<ObservedContainer>, DockerError> {
         let ticket = self.holdings().ticket();
-        let mut observed = docker::observe(docker).await?;
+        let mut observed = docker::observe(host, docker).await?;
         self.drift.mark(host, &mut observed);
         self.holdings().record(host, ticket, observed.iter().map(|c| &c.set));
         Ok(observed)

@@ -74,9 +74,9 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// Request timeout: long enough for a slow pull's first byte, short enough to notice a dead
-/// host. Streaming calls (pull, logs) are not bounded by it per chunk.
-const TIMEOUT_SECS: u64 = 120;
+/// bollard's client timeout (response heads only): a backstop; each call's own bound is in
+/// [`super::bounds`].
+const TIMEOUT_SECS: u64 = super::bounds::BACKSTOP_SECS;
 
 fn connect_error(endpoint: &Endpoint, e: &bollard::errors::Error) -> DockerError {
     let (endpoint, message) = (endpoint.to_string(), super::message_of(e));
@@ -107,7 +107,12 @@ fn client(endpoint: &Endpoint, version: &ClientVersion) -> Result<Docker, Docker
 
 /// Connect and negotiate the API version. Fails when the engine does not answer.
 pub async fn connect(endpoint: &Endpoint) -> Result<Docker, DockerError> {
-    client(endpoint, API_DEFAULT_VERSION)?.negotiate_version().await.map_err(|e| connect_error(endpoint, &e))
+    let docker = client(endpoint, API_DEFAULT_VERSION)?;
+    let host = endpoint.to_string();
+    // negotiate_version consumes the client: each try negotiates on a clone (same connection pool).
+    super::bounds::read(&host, "GET /version", super::bounds::READ, || docker.clone().negotiate_version())
+        .await?
+        .map_err(|e| connect_error(endpoint, &e))
 }
 
 /// Connect and observe in one request where the engine accepts [`BASELINE`]; else negotiate
@@ -117,12 +122,12 @@ pub async fn connect_observe(
     endpoint: &Endpoint,
 ) -> Result<(Docker, Result<Vec<ObservedContainer>, DockerError>), DockerError> {
     let docker = client(endpoint, BASELINE)?;
-    match super::observe::list(&docker).await {
+    match super::observe::list(&endpoint.to_string(), &docker).await? {
         Ok(list) => Ok((docker, Ok(super::observe::observed(list)))),
         Err(e) if refuses_version(&e) => {
             tracing::debug!(%endpoint, error = %super::message_of(&e), "the engine refuses API 1.41; negotiating");
             let docker = connect(endpoint).await?;
-            let observed = super::observe(&docker).await;
+            let observed = super::observe(&endpoint.to_string(), &docker).await;
             Ok((docker, observed))
         }
         Err(e @ bollard::errors::Error::DockerResponseServerError { .. }) => {

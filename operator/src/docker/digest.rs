@@ -71,7 +71,12 @@ pub async fn resolve_digest(
         image: image.to_string(),
         message: "cannot split it into name, tag and digest".into(),
     })?;
-    let local = match docker.inspect_image(image).await {
+    // Both reads are idempotent: bounded, and tried again while the engine does not answer.
+    let inspected =
+        super::bounds::read("the host", "inspect image", super::bounds::READ, || docker.inspect_image(image))
+            .await
+            .map_err(|t| ResolveError::Engine { image: image.to_string(), message: t.to_string() })?;
+    let local = match inspected {
         Ok(i) => Some(same_repository_digests(&reference, i.repo_digests.unwrap_or_default())),
         Err(e) if status_of(&e) == Some(404) => None,
         Err(e) => return Err(ResolveError::Engine { image: image.to_string(), message: message_of(&e) }),
@@ -79,7 +84,10 @@ pub async fn resolve_digest(
     if local.as_ref().is_some_and(Vec::is_empty) {
         return Ok(Resolution::Local);
     }
-    let asked = tokio::time::timeout(RESOLVE_TIMEOUT, docker.inspect_registry_image(image, credentials)).await;
+    let asked = super::bounds::read("the host", "inspect distribution", RESOLVE_TIMEOUT, || {
+        docker.inspect_registry_image(image, credentials.clone())
+    })
+    .await;
     let answer = match asked {
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => {
@@ -102,7 +110,11 @@ pub async fn resolve_digest(
         Err(_) => {
             return Err(ResolveError::Unreachable {
                 image: image.to_string(),
-                message: format!("no answer within {}s", RESOLVE_TIMEOUT.as_secs()),
+                message: format!(
+                    "no answer within {}s ({} tries)",
+                    RESOLVE_TIMEOUT.as_secs(),
+                    super::bounds::READ_TRIES
+                ),
             });
         }
     };

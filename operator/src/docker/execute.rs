@@ -22,12 +22,12 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RenameContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
-use super::{DockerError, convert, status_of};
+use super::{DockerError, bounds, convert, status_of};
 use crate::engine::{
     Change, DesiredSet, Drift, DriftPolicy, DriftReport, HostPlan, Pull, SetKey, SetPlan, Step, labels, squatter_name,
 };
@@ -267,20 +267,27 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
     let started = Instant::now();
     ctx.progress.step_started(ctx.host, ctx.set, step);
     let r = match step {
-        Step::EnsureNetwork { name } => ensure_network(ctx.docker, name).await,
-        Step::EnsureVolume { name } => ensure_volume(ctx.docker, name).await,
+        Step::EnsureNetwork { name } => ensure_network(ctx.host, ctx.docker, name).await,
+        Step::EnsureVolume { name } => ensure_volume(ctx.host, ctx.docker, name).await,
         Step::EnsureImage { image, pull } => ensure_image(ctx, image, *pull).await,
         Step::Create { name, ordinal } => create(ctx, name, *ordinal).await,
         Step::Start { name } => start(ctx, name).await,
         Step::WaitReady { name } => wait_ready(ctx, name).await,
-        Step::Stop { id, name } => match ctx.docker.stop_container(id, None).await {
+        Step::Stop { id, name } => match stop_container(ctx, id, name).await? {
             Err(e) if status_of(&e) != Some(404) => Err(DockerError::api("stop container", name.clone(), e)),
             _ => Ok(()),
         },
         Step::Remove { id, name } => {
             // v=true drops the container's anonymous volumes; named volumes are never removed here.
             let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-            match ctx.docker.remove_container(id, Some(opts)).await {
+            match bounds::within(
+                ctx.host,
+                "remove container",
+                bounds::CHANGE,
+                ctx.docker.remove_container(id, Some(opts)),
+            )
+            .await?
+            {
                 // 404: gone already; 409 (forced): its removal is in progress, by someone else.
                 Err(e) if !matches!(status_of(&e), Some(404 | 409)) => {
                     Err(DockerError::api("remove container", name.clone(), e))
@@ -300,8 +307,9 @@ fn managed_labels() -> HashMap<String, String> {
     HashMap::from([(labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string())])
 }
 
-async fn ensure_network(docker: &Docker, name: &str) -> Result<(), DockerError> {
-    match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+async fn ensure_network(host: &str, docker: &Docker, name: &str) -> Result<(), DockerError> {
+    let inspect = || docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>);
+    match bounds::read(host, "inspect network", bounds::READ, inspect).await? {
         Ok(_) => return Ok(()),
         Err(e) if status_of(&e) == Some(404) => {}
         Err(e) => return Err(DockerError::api("inspect network", name, e)),
@@ -312,15 +320,15 @@ async fn ensure_network(docker: &Docker, name: &str) -> Result<(), DockerError> 
         labels: Some(managed_labels()),
         ..Default::default()
     };
-    match docker.create_network(req).await {
+    match bounds::within(host, "create network", bounds::CHANGE, docker.create_network(req)).await? {
         // 409: created meanwhile by a concurrent run.
         Err(e) if status_of(&e) != Some(409) => Err(DockerError::api("create network", name, e)),
         _ => Ok(()),
     }
 }
 
-async fn ensure_volume(docker: &Docker, name: &str) -> Result<(), DockerError> {
-    match docker.inspect_volume(name).await {
+async fn ensure_volume(host: &str, docker: &Docker, name: &str) -> Result<(), DockerError> {
+    match bounds::read(host, "inspect volume", bounds::READ, || docker.inspect_volume(name)).await? {
         Ok(_) => Ok(()),
         Err(e) if status_of(&e) == Some(404) => {
             let req = VolumeCreateRequest {
@@ -328,7 +336,10 @@ async fn ensure_volume(docker: &Docker, name: &str) -> Result<(), DockerError> {
                 labels: Some(managed_labels()),
                 ..Default::default()
             };
-            docker.create_volume(req).await.map(|_| ()).map_err(|e| DockerError::api("create volume", name, e))
+            bounds::within(host, "create volume", bounds::CHANGE, docker.create_volume(req))
+                .await?
+                .map(|_| ())
+                .map_err(|e| DockerError::api("create volume", name, e))
         }
         Err(e) => Err(DockerError::api("inspect volume", name, e)),
     }
@@ -336,7 +347,7 @@ async fn ensure_volume(docker: &Docker, name: &str) -> Result<(), DockerError> {
 
 async fn ensure_image(ctx: &StepContext<'_>, image: &str, pull: Pull) -> Result<(), DockerError> {
     if pull != Pull::Always {
-        match ctx.docker.inspect_image(image).await {
+        match bounds::read(ctx.host, "inspect image", bounds::READ, || ctx.docker.inspect_image(image)).await? {
             Ok(_) => return Ok(()),
             Err(e) if status_of(&e) == Some(404) => {
                 if pull == Pull::Never {
@@ -348,7 +359,16 @@ async fn ensure_image(ctx: &StepContext<'_>, image: &str, pull: Pull) -> Result<
     }
     let opts = CreateImageOptionsBuilder::default().from_image(image).build();
     let mut stream = ctx.docker.create_image(Some(opts), None, ctx.runtime.credentials.clone());
-    while let Some(info) = stream.try_next().await.map_err(|e| DockerError::api("pull image", image, e))? {
+    // Bounded twice: each progress message within PULL_IDLE, the whole pull within the deadline.
+    let overall = bounds::pull(ctx.runtime.progress_deadline);
+    let until = tokio::time::Instant::now() + overall;
+    let pulling = format!("pull image {image}");
+    loop {
+        let idle = bounds::within(ctx.host, &pulling, bounds::PULL_IDLE, stream.try_next());
+        let next = tokio::time::timeout_at(until, idle)
+            .await
+            .map_err(|_| bounds::timed_out(ctx.host, &pulling, overall))??;
+        let Some(info) = next.map_err(|e| DockerError::api("pull image", image, e))? else { break };
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
             return Err(DockerError::Api { op: "pull image", target: image.to_string(), message: err });
         }
@@ -377,12 +397,23 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
     let opts = CreateContainerOptionsBuilder::default().name(name).build();
     let deadline = Instant::now() + NAME_RELEASE;
     loop {
-        let e = match ctx.docker.create_container(Some(opts.clone()), body()).await {
+        let e = match bounds::within(
+            ctx.host,
+            "create container",
+            bounds::CHANGE,
+            ctx.docker.create_container(Some(opts.clone()), body()),
+        )
+        .await?
+        {
             Ok(_) => break,
             Err(e) if status_of(&e) == Some(409) => e,
             Err(e) => return Err(DockerError::api("create container", name, e)),
         };
-        let existing = match ctx.docker.inspect_container(name, None).await {
+        let existing = match bounds::read(ctx.host, "inspect container", bounds::READ, || {
+            ctx.docker.inspect_container(name, None)
+        })
+        .await?
+        {
             Ok(c) => c,
             // Removed between the two calls: the name is free now.
             Err(i) if status_of(&i) == Some(404) && Instant::now() < deadline => continue,
@@ -426,7 +457,7 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
     // API 1.41 attaches one network at create; connect the rest before start.
     for net in d.spec.networks.iter().skip(1) {
         let req = NetworkConnectRequest { container: name.to_string(), ..Default::default() };
-        match ctx.docker.connect_network(net, req).await {
+        match bounds::within(ctx.host, "connect network", bounds::CHANGE, ctx.docker.connect_network(net, req)).await? {
             Err(e) if status_of(&e) != Some(403) && status_of(&e) != Some(409) => {
                 return Err(DockerError::api("connect network", format!("{net} to {name}"), e));
             }
@@ -441,7 +472,9 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
 /// fails with "task …: already exists". Such a container never ran for berth; it is removed
 /// and made afresh, once.
 async fn start(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
-    let e = match ctx.docker.start_container(name, None).await {
+    let e = match bounds::within(ctx.host, "start container", bounds::CHANGE, ctx.docker.start_container(name, None))
+        .await?
+    {
         Ok(()) => return Ok(()),
         Err(e) if is_stale_task(&e) => e,
         Err(e) => return Err(DockerError::api("start container", name, e)),
@@ -465,7 +498,33 @@ async fn start(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
         _ => {}
     }
     create(ctx, name, ordinal).await?;
-    ctx.docker.start_container(name, None).await.map_err(|e| DockerError::api("start container", name, e))
+    bounds::within(ctx.host, "start container", bounds::CHANGE, ctx.docker.start_container(name, None))
+        .await?
+        .map_err(|e| DockerError::api("start container", name, e))
+}
+
+/// Stop a container with its own grace period (its `StopTimeout`, from the spec's
+/// `stopGracePeriodSeconds`), told to the engine explicitly, within that grace plus a margin.
+/// The engine answers a stop only once the container is down, so bollard's client backstop,
+/// which bounds the answer's head, is lifted for this one call.
+async fn stop_container(
+    ctx: &StepContext<'_>,
+    id: &str,
+    name: &str,
+) -> Result<Result<(), bollard::errors::Error>, DockerError> {
+    let configured =
+        match bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(id, None))
+            .await?
+        {
+            Ok(c) => c.config.and_then(|c| c.stop_timeout),
+            Err(e) if status_of(&e) == Some(404) => return Ok(Err(e)),
+            Err(_) => None,
+        };
+    let (grace, bound) = bounds::stop(configured);
+    let opts = StopContainerOptionsBuilder::default().t(grace).build();
+    let docker = ctx.docker.clone().with_timeout(bound + Duration::from_secs(1));
+    let call = format!("stop container {name} ({grace}s grace)");
+    bounds::within(ctx.host, &call, bound, docker.stop_container(id, Some(opts))).await
 }
 
 /// The engine refused a start because a runtime task of the container already exists.
@@ -477,14 +536,15 @@ fn is_stale_task(e: &bollard::errors::Error) -> bool {
 /// a container it did not make: whoever made it can still inspect, restart or remove it.
 async fn move_aside(ctx: &StepContext<'_>, name: &str, id: &str) -> Result<(), DockerError> {
     let aside = squatter_name(name, id);
-    match ctx.docker.stop_container(id, None).await {
+    match stop_container(ctx, id, name).await? {
         // 304: not running; 404: gone meanwhile (the create retry then simply succeeds).
         Err(e) if !matches!(status_of(&e), Some(304 | 404)) => {
             return Err(DockerError::api("stop foreign container", name, e));
         }
         _ => {}
     }
-    match ctx.docker.rename_container(id, RenameContainerOptionsBuilder::default().name(&aside).build()).await {
+    let rename = ctx.docker.rename_container(id, RenameContainerOptionsBuilder::default().name(&aside).build());
+    match bounds::within(ctx.host, "rename container", bounds::CHANGE, rename).await? {
         Err(e) if status_of(&e) != Some(404) => return Err(DockerError::api("rename foreign container", name, e)),
         _ => {}
     }
@@ -505,10 +565,8 @@ async fn wait_ready(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError
     let deadline = Instant::now() + ctx.runtime.progress_deadline;
     let mut interval = Duration::from_millis(50);
     loop {
-        let c = ctx
-            .docker
-            .inspect_container(name, None)
-            .await
+        let c = bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(name, None))
+            .await?
             .map_err(|e| DockerError::api("inspect container", name, e))?;
         let state = c.state.unwrap_or_default();
         let health = state.health.as_ref().and_then(|h| h.status);
@@ -563,7 +621,9 @@ async fn wait_ready(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError
 
 async fn last_log_lines(docker: &Docker, name: &str) -> String {
     let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("5").build();
-    let chunks: Vec<_> = docker.logs(name, Some(opts)).take(20).collect().await;
+    // Only for an error message: a log that does not come within a read's bound is left out.
+    let logs = docker.logs(name, Some(opts)).take(20).collect::<Vec<_>>();
+    let chunks = tokio::time::timeout(bounds::READ, logs).await.unwrap_or_default();
     let text: String = chunks.into_iter().filter_map(Result::ok).map(|c| c.to_string()).collect();
     text.trim().replace('\n', " | ")
 }

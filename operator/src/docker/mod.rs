@@ -10,6 +10,7 @@
 //! show ([`events::DriftLog`]), telling a container's own health probes ([`probe`]) from a
 //! user's exec.
 
+pub mod bounds;
 pub mod connect;
 pub mod convert;
 pub mod digest;
@@ -36,6 +37,9 @@ pub enum DockerError {
          check the host's ca.crt, tls.crt and tls.key (spec.tls.secretName)"
     )]
     Tls { endpoint: String, message: String },
+    /// A call ran past its bound ([`bounds`]): the engine is stalled, overloaded or cut off.
+    #[error("{call} on {host} got no answer within {seconds}s")]
+    Timeout { host: String, call: String, seconds: f64 },
     #[error("{op} {target}: {message}")]
     Api { op: &'static str, target: String, message: String },
     #[error("container {name}: the name is taken by a container berth did not create for this revision and ordinal")]

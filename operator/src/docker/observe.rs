@@ -16,18 +16,24 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use super::DockerError;
 use crate::engine::{Health, HostBinding, ObservedContainer, SetKey, State, labels, list_drift};
 
-/// Every container on the host that carries berth's managed-by label.
-pub async fn observe(docker: &Docker) -> Result<Vec<ObservedContainer>, DockerError> {
-    let list = list(docker).await.map_err(|e| DockerError::api("list containers on", "host", e))?;
+/// Every container on the host that carries berth's managed-by label. `host` names the host
+/// in a timeout's message.
+pub async fn observe(host: &str, docker: &Docker) -> Result<Vec<ObservedContainer>, DockerError> {
+    let list = list(host, docker).await?.map_err(|e| DockerError::api("list containers on", "host", e))?;
     Ok(observed(list))
 }
 
-/// The one request: berth's containers, stopped ones included.
-pub(super) async fn list(docker: &Docker) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
+/// The one request: berth's containers, stopped ones included; bounded and tried again while
+/// the engine does not answer ([`super::bounds::read`]).
+pub(super) async fn list(
+    host: &str,
+    docker: &Docker,
+) -> Result<Result<Vec<ContainerSummary>, bollard::errors::Error>, DockerError> {
     let filters: HashMap<String, Vec<String>> =
         HashMap::from([("label".to_string(), vec![format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)])]);
     let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-    docker.list_containers(Some(options)).await
+    super::bounds::read(host, "list containers", super::bounds::LIST, || docker.list_containers(Some(options.clone())))
+        .await
 }
 
 pub(super) fn observed(list: Vec<ContainerSummary>) -> Vec<ObservedContainer> {

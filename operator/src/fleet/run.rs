@@ -397,7 +397,7 @@ async fn run_set(
                             container: s.not_ready.clone(),
                             message,
                         });
-                    } else if docker::observe(v.docker.as_ref().expect("connected")).await.is_err() {
+                    } else if docker::observe(&v.target.name, v.docker.as_ref().expect("connected")).await.is_err() {
                         // Cut off mid-rollout: report it, let the other hosts go on.
                         report.unreachable.push(v.target.name.clone());
                     } else {
@@ -476,7 +476,7 @@ async fn run_set(
 /// After `minReadySeconds`, one list: every container of the revision is still ready.
 async fn still_ready(view: &HostView, key: &SetKey, revision: &str, min_ready: Duration) -> Option<Failure> {
     let d = view.docker.as_ref()?;
-    let observed = match docker::observe(d).await {
+    let observed = match docker::observe(&view.target.name, d).await {
         Ok(o) => o,
         Err(e) => return Some(Failure { host: view.target.name.clone(), container: None, message: e.to_string() }),
     };
@@ -509,7 +509,7 @@ async fn roll_back(
             let d = v.docker.as_ref()?;
             let mut desired: Vec<DesiredSet> = v.target.desired.iter().filter(|d| &d.key != key).cloned().collect();
             desired.extend(by_host.get(&v.target.name).cloned());
-            let observed = match docker::observe(d).await {
+            let observed = match docker::observe(&v.target.name, d).await {
                 Ok(o) => o,
                 Err(e) => return Some(Err(format!("host {}: {e}", v.target.name))),
             };

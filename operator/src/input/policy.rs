@@ -6,10 +6,15 @@
 //! `spec.policy` grants it. Both front ends call [`policy_violations`] while resolving, before
 //! any host is touched: the CLI then refuses the input, the operator the set.
 //!
+//! With no DockerHost in the input, sets run on the local engine, which gets a default policy
+//! ([`local_policy`]): nothing granted but bind mounts under the folder of the input file.
+//!
 //! Host paths are compared as written, by whole segments: `/srv` allows `/srv` and
 //! `/srv/data`, never `/srvx`. A path that is not in normal form (`/etc/../root`, `//etc`,
 //! `/srv/`) is refused rather than resolved: validation rejects it already, and this check
 //! does not rely on that. Symlinks on the host are out of sight (see docs/security.md).
+
+use std::path::Path;
 
 use berth_crd::patterns::{NORMAL_PATH, is_match};
 use berth_crd::{ContainerTemplate, DockerHost, HostPolicy, MountKind};
@@ -26,14 +31,42 @@ pub struct PolicyViolation {
 /// Everything in `t` that `host`'s policy does not allow; empty when it may run there.
 pub fn policy_violations(t: &ContainerTemplate, host: &DockerHost) -> Vec<PolicyViolation> {
     let name = host.metadata.name.as_deref().unwrap_or_default();
-    let policy = &host.spec.policy;
-    let mut out = Vec::new();
-    let mut refuse = |field: String, what: String, grant: &str| {
-        out.push(PolicyViolation {
-            field,
-            message: format!("DockerHost {name} does not allow {what} (spec.policy.{grant})"),
-        })
+    violations(t, &host.spec.policy, |what, grant| {
+        format!("DockerHost {name} does not allow {what} (spec.policy.{grant})")
+    })
+}
+
+/// The implicit local engine's default policy (no DockerHost in the input): it grants nothing
+/// but bind mounts of paths under `folder`, the folder of the file that declares the set (so
+/// compose's `./data` habit keeps working); `None` (no file) grants no bind mount at all.
+pub fn local_policy(folder: Option<&Path>) -> HostPolicy {
+    HostPolicy {
+        allowed_host_paths: folder.map(|f| f.to_string_lossy().into_owned()).into_iter().collect(),
+        ..HostPolicy::default()
+    }
+}
+
+/// What `t` asks of the implicit local engine that its default policy ([`local_policy`]) does
+/// not grant, each with how to allow it.
+pub fn local_policy_violations(t: &ContainerTemplate, folder: Option<&Path>) -> Vec<PolicyViolation> {
+    let under = match folder {
+        Some(f) => format!(" outside {}", f.display()),
+        None => String::new(),
     };
+    violations(t, &local_policy(folder), |what, grant| {
+        let what = if grant == "allowedHostPaths" { format!("{what}{under}") } else { what.to_string() };
+        format!(
+            "the local engine (no DockerHost in the input) does not allow {what}; to allow it, declare the \
+             local engine as a DockerHost (spec.endpoint: unix:///var/run/docker.sock) whose spec.policy.{grant} \
+             grants it"
+        )
+    })
+}
+
+fn violations(t: &ContainerTemplate, policy: &HostPolicy, say: impl Fn(&str, &str) -> String) -> Vec<PolicyViolation> {
+    let mut out = Vec::new();
+    let mut refuse =
+        |field: String, what: String, grant: &str| out.push(PolicyViolation { field, message: say(&what, grant) });
     if t.privileged && !policy.allow_privileged {
         refuse("spec.template.privileged".into(), "privileged containers".into(), "allowPrivileged");
     }
@@ -114,6 +147,38 @@ mod tests {
     /// The fields refused, in order.
     fn refused(t: &ContainerTemplate, policy: serde_json::Value) -> Vec<String> {
         policy_violations(t, &host(policy)).into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn the_local_engine_grants_binds_under_the_input_folder_only() {
+        let folder = Some(Path::new("/home/u/app"));
+        let local = |t: &ContainerTemplate| -> Vec<String> {
+            local_policy_violations(t, folder).into_iter().map(|v| v.field).collect()
+        };
+        assert!(local(&bind("/home/u/app/data")).is_empty(), "compose's ./data");
+        assert!(local(&bind("/home/u/app")).is_empty());
+        assert_eq!(local(&bind("/home/u/apps")), ["spec.template.mounts[0].source"]);
+        assert_eq!(local(&bind("/var/run/docker.sock")), ["spec.template.mounts[0].source"]);
+        let everything =
+            template(json!({"privileged": true, "hostNetwork": true, "hostPID": true, "capAdd": ["NET_ADMIN"]}));
+        assert_eq!(
+            local(&everything),
+            [
+                "spec.template.privileged",
+                "spec.template.hostNetwork",
+                "spec.template.hostPID",
+                "spec.template.capAdd[0]"
+            ]
+        );
+        let v = &local_policy_violations(&everything, folder)[0];
+        assert!(
+            v.message.contains("declare the local engine as a DockerHost")
+                && v.message.contains("spec.policy.allowPrivileged"),
+            "{}",
+            v.message
+        );
+        // Objects from the cluster have no folder: no bind at all.
+        assert_eq!(local_policy_violations(&bind("/home/u/app/data"), None).len(), 1);
     }
 
     #[test]

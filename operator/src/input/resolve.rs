@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::{Selector, SelectorExt};
 use serde::Deserialize;
 
-use super::policy::policy_violations;
+use super::policy::{local_policy_violations, policy_violations};
 use super::{Input, InputError, InputErrors, Located};
 use crate::docker::{Endpoint, SetRuntime, TlsFiles};
 use crate::engine::pin::ImagePolicy;
@@ -146,6 +146,11 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
                         && selector.matches(&h.object.metadata.labels.clone().unwrap_or_default())
                 }
             };
+            if host_obj.is_none() {
+                for v in local_policy_violations(&s.object.spec.template, input_folder(&s.origin).as_deref()) {
+                    errors.push(err(&v.field, v.message));
+                }
+            }
             if let Some(h) = host_obj {
                 if h.object.spec.unschedulable {
                     continue; // cordoned: neither placed nor owned, so nothing there changes
@@ -180,6 +185,16 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
         image_policies,
         tls_dir,
     })
+}
+
+/// The folder an input file sits in, absolute and with symlinks resolved (bind sources are
+/// compared with it by path prefix); `None` for objects read from the cluster.
+fn input_folder(origin: &super::load::Origin) -> Option<std::path::PathBuf> {
+    if origin.document == 0 {
+        return None;
+    }
+    let parent = origin.file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::canonicalize(parent).ok()
 }
 
 /// Sets whose `hostSelector` picks none of the input's DockerHosts, as errors. Standalone, a
