@@ -268,7 +268,7 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
     ctx.progress.step_started(ctx.host, ctx.set, step);
     let r = match step {
         Step::EnsureNetwork { name } => ensure_network(ctx.docker, name).await,
-        Step::EnsureVolume { name } => ensure_volume(ctx.docker, name).await,
+        Step::EnsureVolume { name } => ensure_volume(ctx, name).await,
         Step::EnsureImage { image, pull } => ensure_image(ctx, image, *pull).await,
         Step::Create { name, ordinal } => create(ctx, name, *ordinal).await,
         Step::Start { name } => start(ctx, name).await,
@@ -319,13 +319,16 @@ async fn ensure_network(docker: &Docker, name: &str) -> Result<(), DockerError> 
     }
 }
 
-async fn ensure_volume(docker: &Docker, name: &str) -> Result<(), DockerError> {
+/// A volume berth creates is labelled with the set whose step creates it (what reclaiming
+/// checks); one that exists already is used as it is (Docker cannot relabel it).
+async fn ensure_volume(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
+    let docker = ctx.docker;
     match docker.inspect_volume(name).await {
         Ok(_) => Ok(()),
         Err(e) if status_of(&e) == Some(404) => {
             let req = VolumeCreateRequest {
                 name: Some(name.to_string()),
-                labels: Some(managed_labels()),
+                labels: Some(super::volume::labels_for(ctx.set)),
                 ..Default::default()
             };
             docker.create_volume(req).await.map(|_| ()).map_err(|e| DockerError::api("create volume", name, e))

@@ -16,6 +16,7 @@ pub mod events;
 pub mod execute;
 pub mod observe;
 pub mod pin;
+pub mod volume;
 
 pub use connect::{Endpoint, TlsFiles, connect};
 pub use events::{ContainerEvent, DriftLog, follow};
