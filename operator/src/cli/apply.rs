@@ -2,14 +2,15 @@
 //! delete) execute. They share one pipeline (`crate::fleet`); only what happens to the plan
 //! differs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use super::progress::TerminalProgress;
 use super::render;
 use super::{ApplyArgs, DeleteArgs, InputArgs, PlanArgs, PlanFormat};
-use crate::docker::{self, DriftLog, ExecOptions, status_of};
+use crate::docker::volume::Reclaim;
+use crate::docker::{self, DriftLog, ExecOptions};
 use crate::engine::SetKey;
 use crate::engine::history::{HistoryWrite, Outcome};
 use crate::fleet::history::{HistoryStore, HostVolumes};
@@ -51,10 +52,7 @@ pub(super) fn host_history(views: &[HostView]) -> HostVolumes {
             placed.entry(d.key.clone()).or_default().push(v.target.name.clone());
         }
     }
-    HostVolumes {
-        hosts: views.iter().filter_map(|v| Some((v.target.name.clone(), v.docker.clone()?))).collect(),
-        placed,
-    }
+    HostVolumes::new(views.iter().filter_map(|v| Some((v.target.name.clone(), v.docker.clone()?))).collect(), placed)
 }
 
 /// Observe, pin images to digests, and plan, reading history where sets have changes pending
@@ -178,23 +176,24 @@ pub(super) async fn converge_once(
 pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (input, mut resolved) = load(&args.input, false)?;
-    // Volumes per host, remembered before the desired state is cleared.
-    let volumes: Vec<BTreeSet<String>> =
-        resolved.hosts.iter().map(|h| h.desired.iter().flat_map(|d| d.spec.volumes()).collect()).collect();
+    // Per host, the sets placed there, and the volumes each set mounts, before the desired
+    // state is cleared: volumes are reclaimed only where their set ran.
+    let placed: Vec<BTreeSet<SetKey>> =
+        resolved.hosts.iter().map(|h| h.desired.iter().map(|d| d.key.clone()).collect()).collect();
+    let mut volumes: BTreeMap<SetKey, BTreeSet<String>> = BTreeMap::new();
+    for d in resolved.hosts.iter().flat_map(|h| &h.desired) {
+        volumes.entry(d.key.clone()).or_default().extend(d.spec.volumes());
+    }
     for h in &mut resolved.hosts {
         h.desired.clear();
     }
     let (mut views, _, prepared, _) = prepare(&input, &resolved, false, &BTreeSet::new(), None).await;
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     // The history of a deleted set goes with it (from the hosts it was placed on).
-    let store = HostVolumes {
-        hosts: views.iter().filter_map(|v| Some((v.target.name.clone(), v.docker.clone()?))).collect(),
-        placed: resolved
-            .sets
-            .iter()
-            .map(|k| (k.clone(), views.iter().map(|v| v.target.name.clone()).collect()))
-            .collect(),
-    };
+    let store = HostVolumes::new(
+        views.iter().filter_map(|v| Some((v.target.name.clone(), v.docker.clone()?))).collect(),
+        resolved.sets.iter().map(|k| (k.clone(), views.iter().map(|v| v.target.name.clone()).collect())).collect(),
+    );
     let report = execute(&mut views, prepared, &resolved, &input, false, &store, args.concurrency).await;
     let mut ok = report_run(&views, &report, changes, started, true);
     if ok {
@@ -208,25 +207,44 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if args.volumes && ok {
-        for (view, vols) in views.iter().zip(&volumes) {
-            let Some(d) = &view.docker else { continue };
+    if args.volumes && ok && !reclaim_volumes(&views, &placed, &volumes).await {
+        ok = false;
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `delete --volumes`: on each host where a set ran (placed there, or had containers there
+/// before this delete), remove the named volumes it mounts that berth created for it. A
+/// volume that is not the set's, or that a container still uses, is kept and said so.
+async fn reclaim_volumes(
+    views: &[HostView],
+    placed: &[BTreeSet<SetKey>],
+    volumes: &BTreeMap<SetKey, BTreeSet<String>>,
+) -> bool {
+    let mut ok = true;
+    for (view, placed) in views.iter().zip(placed) {
+        let Some(d) = &view.docker else { continue };
+        let host = &view.target.name;
+        for (key, vols) in volumes {
+            let ran = placed.contains(key) || view.observed.as_deref().unwrap_or(&[]).iter().any(|c| &c.set == key);
+            if !ran {
+                continue;
+            }
             for v in vols {
-                match d.remove_volume(v, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
-                    Ok(()) => println!("{}: removed volume {v}", view.target.name),
-                    Err(e) if status_of(&e) == Some(404) => {}
-                    Err(e) if status_of(&e) == Some(409) => {
-                        println!("{}: kept volume {v}: still in use by a container", view.target.name)
-                    }
+                match docker::volume::reclaim(d, v, key).await {
+                    Ok(Reclaim::Removed) => println!("{host}: removed volume {v}"),
+                    Ok(Reclaim::Absent) => {}
+                    Ok(Reclaim::NotOwned) => println!("{host}: kept volume {v}: berth did not create it for {key}"),
+                    Ok(Reclaim::InUse) => println!("{host}: kept volume {v}: still in use by a container"),
                     Err(e) => {
                         ok = false;
-                        eprintln!("error: {}: remove volume {v}: {}", view.target.name, docker::message_of(&e));
+                        eprintln!("error: {host}: {e}");
                     }
                 }
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    ok
 }
 
 /// Execute a prepared run with a progress bar (or plain lines off a terminal).

@@ -537,29 +537,44 @@ async fn cleanup(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         .iter()
         .flat_map(|h| h.desired.iter().filter(|d| d.key == key).flat_map(|d| d.spec.volumes()))
         .collect();
+    // Volumes are reclaimed only where the set ran: placed there, or had containers there.
+    let placed: BTreeSet<String> =
+        resolved.hosts.iter().filter(|h| h.desired.iter().any(|d| d.key == key)).map(|h| h.name.clone()).collect();
     for h in &mut resolved.hosts {
         h.desired.clear();
         h.scope.sets.insert(key.clone());
     }
     let options = ExecOptions::new(8, resolved.runtime.clone());
     let mut failures = Vec::new();
+    let mut kept = Vec::new();
     for target in &resolved.hosts {
         let report = converge_host(target, ctx, &options, &key).boxed().await;
         if let Some(e) = report.error {
             failures.push(format!("host {}: {e}", target.name));
             continue;
         }
+        let ran = placed.contains(&target.name) || report.changed.is_some();
         if cs.spec.volume_reclaim_policy == VolumeReclaimPolicy::Delete
+            && ran
             && let Ok(d) = ctx.pool.get(&target.name, &target.endpoint, "").await
         {
             for v in &volumes {
-                if let Err(e) = d.remove_volume(v, None::<bollard::query_parameters::RemoveVolumeOptions>).await
-                    && docker::status_of(&e) != Some(404)
-                {
-                    failures.push(format!("host {}: remove volume {v}: {}", target.name, docker::message_of(&e)));
+                match docker::volume::reclaim(&d, v, &key).await {
+                    Ok(docker::volume::Reclaim::InUse) => {
+                        kept.push(format!("host {}: volume {v} is still in use by a container", target.name))
+                    }
+                    Ok(docker::volume::Reclaim::NotOwned) => {
+                        kept.push(format!("host {}: volume {v} was not created by berth for this set", target.name))
+                    }
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("host {}: {e}", target.name)),
                 }
             }
         }
+    }
+    // A kept volume is said, never a reason to keep the finalizer: its user holds it.
+    if !kept.is_empty() {
+        publish(ctx, cs, EventType::Warning, "VolumeKept", "Delete", kept.join("; ")).await;
     }
     if !failures.is_empty() {
         let msg = failures.join("; ");

@@ -267,8 +267,13 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
     let started = Instant::now();
     ctx.progress.step_started(ctx.host, ctx.set, step);
     let r = match step {
+<<<<<<< HEAD
         Step::EnsureNetwork { name } => ensure_network(ctx.host, ctx.docker, name).await,
         Step::EnsureVolume { name } => ensure_volume(ctx.host, ctx.docker, name).await,
+=======
+        Step::EnsureNetwork { name } => ensure_network(ctx.docker, name).await,
+        Step::EnsureVolume { name } => ensure_volume(ctx, name).await,
+>>>>>>> fleet
         Step::EnsureImage { image, pull } => ensure_image(ctx, image, *pull).await,
         Step::Create { name, ordinal } => create(ctx, name, *ordinal).await,
         Step::Start { name } => start(ctx, name).await,
@@ -327,13 +332,21 @@ async fn ensure_network(host: &str, docker: &Docker, name: &str) -> Result<(), D
     }
 }
 
+<<<<<<< HEAD
 async fn ensure_volume(host: &str, docker: &Docker, name: &str) -> Result<(), DockerError> {
     match bounds::read(host, "inspect volume", bounds::READ, || docker.inspect_volume(name)).await? {
+=======
+/// A volume berth creates is labelled with the set whose step creates it (what reclaiming
+/// checks); one that exists already is used as it is (Docker cannot relabel it).
+async fn ensure_volume(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
+    let docker = ctx.docker;
+    match docker.inspect_volume(name).await {
+>>>>>>> fleet
         Ok(_) => Ok(()),
         Err(e) if status_of(&e) == Some(404) => {
             let req = VolumeCreateRequest {
                 name: Some(name.to_string()),
-                labels: Some(managed_labels()),
+                labels: Some(super::volume::labels_for(ctx.set)),
                 ..Default::default()
             };
             bounds::within(host, "create volume", bounds::CHANGE, docker.create_volume(req))

@@ -19,6 +19,7 @@ pub mod execute;
 pub mod observe;
 pub mod pin;
 pub mod probe;
+pub mod volume;
 
 pub use connect::{Endpoint, TlsFiles, connect};
 pub use events::{ContainerEvent, DriftLog, follow};

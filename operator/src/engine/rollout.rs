@@ -7,6 +7,15 @@
 //! A host where the set serves nothing (a new host, every container dead) has nothing to
 //! lose and joins the first wave.
 //!
+//! A host the set *leaves* (its selector or the host's labels no longer place it there, while
+//! the set is still declared) is emptied only after every host that gains or changes has
+//! passed its gated wave: a set that moves from one host to another keeps serving, and when
+//! the new hosts fail, the old ones keep their containers.
+//!
+//! `minReadySeconds` means the new containers stayed ready the whole window: the runner marks
+//! each one (start time, restart count) when its wave is ready and again at the end, and
+//! [`stayed_ready`] compares the two.
+//!
 //! Pure: the fleet runner (`crate::fleet`) does the waiting and the Docker calls.
 
 use std::time::Duration;
@@ -82,13 +91,24 @@ pub struct RolloutHost {
     /// The host already runs a container of the desired revision: an interrupted rollout
     /// reached it, so it finishes first and the number of half-done hosts stays bounded.
     pub started: bool,
+    /// The set is no longer placed here (only removals): it waits for every other host.
+    pub leaving: bool,
 }
 
 /// Split the hosts into waves, in order. Free hosts join the first wave; disruptive hosts
 /// follow `size` at a time, hosts an interrupted rollout already started first, then by name.
+/// Hosts the set leaves come last, in waves of their own arranged the same way, so none is
+/// emptied before every host that gains the set has been through a gated wave.
 pub fn waves(hosts: &[RolloutHost], size: usize) -> Vec<Vec<String>> {
+    let (leaving, staying): (Vec<&RolloutHost>, Vec<&RolloutHost>) = hosts.iter().partition(|h| h.leaving);
+    let mut out = arrange(&staying, size);
+    out.extend(arrange(&leaving, size));
+    out
+}
+
+fn arrange(hosts: &[&RolloutHost], size: usize) -> Vec<Vec<String>> {
     let size = size.max(1);
-    let mut disruptive: Vec<&RolloutHost> = hosts.iter().filter(|h| h.role == HostRole::Disruptive).collect();
+    let mut disruptive: Vec<&RolloutHost> = hosts.iter().copied().filter(|h| h.role == HostRole::Disruptive).collect();
     disruptive.sort_by(|a, b| (!a.started, &a.host).cmp(&(!b.started, &b.host)));
     let mut free: Vec<String> = hosts.iter().filter(|h| h.role == HostRole::Free).map(|h| h.host.clone()).collect();
     free.sort();
@@ -105,13 +125,109 @@ pub fn waves(hosts: &[RolloutHost], size: usize) -> Vec<Vec<String>> {
     out
 }
 
+/// One container of the new revision at one moment of the `minReadySeconds` window, from an
+/// inspect: a restart by the restart policy changes `started_at` and `restart_count` even
+/// when the container looks ready again by the end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyMark {
+    pub id: String,
+    pub name: String,
+    pub started_at: String,
+    pub restart_count: i64,
+    pub ready: bool,
+    /// What the engine says of it, for the message (`running, healthy`).
+    pub state: String,
+}
+
+/// A container that did not stay ready through the window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotStayedReady {
+    pub container: String,
+    pub reason: String,
+}
+
+/// Whether every container marked at the start of the window stayed ready until its end:
+/// still there, never restarted (same start time and restart count), ready at both marks.
+pub fn stayed_ready(at_start: &[ReadyMark], at_end: &[ReadyMark]) -> Result<(), NotStayedReady> {
+    let fail = |m: &ReadyMark, reason: String| Err(NotStayedReady { container: m.name.clone(), reason });
+    for m in at_start {
+        if !m.ready {
+            return fail(m, format!("not ready when its wave was ({})", m.state));
+        }
+        let Some(end) = at_end.iter().find(|e| e.id == m.id) else {
+            return fail(m, "gone before the window ended".into());
+        };
+        if end.restart_count != m.restart_count || end.started_at != m.started_at {
+            return fail(
+                m,
+                format!(
+                    "restarted inside the window ({} restart(s), started again at {})",
+                    end.restart_count - m.restart_count,
+                    end.started_at
+                ),
+            );
+        }
+        if !end.ready {
+            return fail(m, format!("not ready at the end of the window ({})", end.state));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn host(name: &str, role: HostRole, started: bool) -> RolloutHost {
-        RolloutHost { host: name.into(), role, started }
+        RolloutHost { host: name.into(), role, started, leaving: false }
+    }
+
+    fn leaving(name: &str, role: HostRole) -> RolloutHost {
+        RolloutHost { host: name.into(), role, started: false, leaving: true }
+    }
+
+    fn mark(id: &str, started_at: &str, restarts: i64, ready: bool) -> ReadyMark {
+        ReadyMark {
+            id: id.into(),
+            name: format!("c-{id}"),
+            started_at: started_at.into(),
+            restart_count: restarts,
+            ready,
+            state: if ready { "running".into() } else { "running, unhealthy".into() },
+        }
+    }
+
+    #[test]
+    fn a_set_that_moves_empties_the_old_host_last() {
+        let hosts = [leaving("a", HostRole::Disruptive), host("b", HostRole::Free, false)];
+        assert_eq!(waves(&hosts, 1), vec![vec!["b"], vec!["a"]]);
+        let hosts = [
+            leaving("old1", HostRole::Disruptive),
+            leaving("old2", HostRole::Disruptive),
+            leaving("dead", HostRole::Free),
+            host("kept", HostRole::Disruptive, false),
+        ];
+        assert_eq!(waves(&hosts, 1), vec![vec!["kept"], vec!["dead", "old1"], vec!["old2"]]);
+        // A set that only shrinks still leaves maxUnavailable hosts at a time.
+        assert_eq!(waves(&hosts[..2], 1), vec![vec!["old1"], vec!["old2"]]);
+    }
+
+    #[test]
+    fn a_restart_inside_the_window_is_not_staying_ready() {
+        let start = [mark("1", "t0", 0, true), mark("2", "t0", 0, true)];
+        assert_eq!(stayed_ready(&start, &start), Ok(()));
+        // Crashed and restarted by the policy: ready again at the end, yet it did not stay.
+        let end = [mark("1", "t0", 0, true), mark("2", "t3", 1, true)];
+        let e = stayed_ready(&start, &end).unwrap_err();
+        assert_eq!(e.container, "c-2");
+        assert!(e.reason.contains("restarted"), "{e:?}");
+        // The start time alone tells too (a restart count the engine reset, a new start).
+        assert!(stayed_ready(&start, &[mark("1", "t0", 0, true), mark("2", "t4", 0, true)]).is_err());
+        assert!(stayed_ready(&start, &[mark("1", "t0", 0, true)]).unwrap_err().reason.contains("gone"));
+        assert!(stayed_ready(&start, &[mark("1", "t0", 0, true), mark("2", "t0", 0, false)]).is_err());
+        assert!(stayed_ready(&[mark("1", "t0", 0, false)], &[mark("1", "t0", 0, true)]).is_err());
+        assert_eq!(stayed_ready(&[], &[]), Ok(()));
     }
 
     #[test]
@@ -163,6 +279,36 @@ mod tests {
             // Free hosts never wait behind a disruptive wave.
             for (i, wave) in w.iter().enumerate().skip(1) {
                 prop_assert!(wave.iter().all(|n| hosts.iter().any(|h| &h.host == n && h.role == HostRole::Disruptive)), "wave {}", i);
+            }
+        }
+
+        /// A host the set leaves is never emptied before every host that gains or changes it
+        /// is in an earlier (gated) wave, and leaving still respects maxUnavailable.
+        #[test]
+        fn leaving_hosts_wait_for_every_gaining_host(
+            roles in prop::collection::vec((any::<bool>(), any::<bool>(), any::<bool>()), 0..30),
+            size in 1usize..6,
+        ) {
+            let hosts: Vec<RolloutHost> = roles.iter().enumerate().map(|(i, (d, s, l))| RolloutHost {
+                host: format!("h{i:02}"),
+                role: if *d { HostRole::Disruptive } else { HostRole::Free },
+                started: *s,
+                leaving: *l,
+            }).collect();
+            let w = waves(&hosts, size);
+            let wave_of = |name: &str| w.iter().position(|wave| wave.iter().any(|n| n == name)).expect("every host is in a wave");
+            let mut all: Vec<String> = w.iter().flatten().cloned().collect();
+            all.sort();
+            prop_assert_eq!(all.len(), hosts.len());
+            for gone in hosts.iter().filter(|h| h.leaving) {
+                for gaining in hosts.iter().filter(|h| !h.leaving) {
+                    prop_assert!(wave_of(&gaining.host) < wave_of(&gone.host), "{} before {}", gaining.host, gone.host);
+                }
+            }
+            for wave in &w {
+                prop_assert!(!wave.is_empty());
+                let disruptive = wave.iter().filter(|n| hosts.iter().any(|h| &h.host == *n && h.role == HostRole::Disruptive)).count();
+                prop_assert!(disruptive <= size);
             }
         }
     }

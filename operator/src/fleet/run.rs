@@ -11,7 +11,9 @@ use super::history::{HistoryError, HistoryStore};
 use super::{HostView, plan_all};
 use crate::docker::{self, ExecOptions, HostOutcome, Progress};
 use crate::engine::history::{History, HistoryWrite, Outcome, RevisionRecord, collectable_images};
-use crate::engine::rollout::{HostRole, RolloutHost, RolloutPolicy, host_role, waves};
+use crate::engine::rollout::{
+    HostRole, ReadyMark, RolloutHost, RolloutPolicy, host_role, stayed_ready, waves,
+};
 use crate::engine::{DesiredSet, HostPlan, SetKey, SetPlan, Step, plan_host};
 
 /// What a run needs to know of each set beyond its desired state per host.
@@ -234,19 +236,24 @@ pub struct RunContext<'a> {
 }
 
 /// Execute a prepared run: removals first (they free host ports), then every set's waves,
-/// sets side by side.
+/// sets side by side. A set that is still declared and only leaves some hosts empties them
+/// inside its own rollout, after the hosts it gains ([`leaves_in_rollout`]).
 pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContext<'_>) -> FleetReport {
     let progress = PullRecorder { inner: ctx.progress, pulls: Mutex::new(BTreeSet::new()) };
     let mut outcomes: Vec<Vec<HostOutcome>> = views.iter().map(|_| Vec::new()).collect();
 
-    // Removals of sets no longer placed on a host, and port-freeing ones, all at once.
+    // Removals of sets no longer declared, and port-freeing ones, all at once.
+    let views_ref: &[HostView] = views;
     let removals = views.iter().zip(&prepared.plans).map(|(v, p)| {
         // A paused set keeps even the containers it would remove.
         let paused = |k: &SetKey| ctx.sets.get(k).is_some_and(|i| i.policy.paused);
         let sets: Vec<SetPlan> = p
             .iter()
             .flat_map(|p| &p.sets)
-            .filter(|sp| (sp.revision.is_none() || sp.frees_ports) && !paused(&sp.set))
+            .filter(|sp| {
+                (sp.frees_ports || (sp.revision.is_none() && !leaves_in_rollout(views_ref, ctx, sp)))
+                    && !paused(&sp.set)
+            })
             .cloned()
             .collect();
         let progress = &progress;
@@ -267,7 +274,6 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
     // Every set in the run, each with its waves.
     let mut keys: Vec<SetKey> = ctx.sets.keys().cloned().collect();
     keys.sort();
-    let views_ref: &[HostView] = views;
     let runs = keys.iter().map(|key| run_set(views_ref, &prepared, key, ctx, &progress).boxed());
     let results = futures::future::join_all(runs).await;
     let mut reports = Vec::new();
@@ -286,6 +292,15 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
         substitute(views, &key, &by_host);
     }
     FleetReport { outcomes, sets: reports }
+}
+
+/// A removal that waits for its set's rollout: the set is still declared and placed somewhere
+/// (it only leaves this host), and the removal frees no port another set needs here now.
+fn leaves_in_rollout(views: &[HostView], ctx: &RunContext<'_>, sp: &SetPlan) -> bool {
+    sp.revision.is_none()
+        && !sp.frees_ports
+        && ctx.sets.contains_key(&sp.set)
+        && views.iter().any(|v| v.target.desired.iter().any(|d| d.key == sp.set))
 }
 
 type SetRun = (SetReport, Vec<(usize, HostOutcome)>, Option<(SetKey, HashMap<String, DesiredSet>)>);
@@ -331,7 +346,11 @@ async fn run_set(
         .iter()
         .enumerate()
         .filter_map(|(i, p)| {
-            let sp = p.as_ref()?.sets.iter().find(|sp| &sp.set == key && sp.revision.is_some())?;
+            let sp = p
+                .as_ref()?
+                .sets
+                .iter()
+                .find(|sp| &sp.set == key && (sp.revision.is_some() || leaves_in_rollout(views, ctx, sp)))?;
             (!sp.changes.is_empty() && views[i].docker.is_some()).then(|| (i, sp.clone()))
         })
         .collect();
@@ -362,6 +381,7 @@ async fn run_set(
                 host: views[*i].target.name.clone(),
                 role: host_role(sp, observed),
                 started: observed.iter().any(|c| &c.set == key && c.revision == revision),
+                leaving: sp.revision.is_none(),
             }
         })
         .collect();
@@ -407,13 +427,14 @@ async fn run_set(
             }
             outcomes.push((i, outcome));
         }
-        if failure.is_none() && transient.is_none() && !info.policy.min_ready.is_zero() {
-            // minReadySeconds: the new containers must still be ready after it.
-            tokio::time::sleep(info.policy.min_ready).await;
-            for i in ran_ok {
-                if let Some(f) = still_ready(&views[i], key, &revision, info.policy.min_ready).await {
-                    failure.get_or_insert(f);
-                }
+        // Hosts the set left have nothing of the revision to stay ready.
+        ran_ok.retain(|i| plan_of(&views[*i].target.name).1.revision.is_some());
+        if failure.is_none() && transient.is_none() && !info.policy.min_ready.is_zero() && !ran_ok.is_empty() {
+            match min_ready_window(views, &ran_ok, key, &revision, info.policy.min_ready).await {
+                Ok(()) => {}
+                Err(WindowEnd::Failed(f)) => failure = Some(f),
+                // The host, not the revision: retried next time, nothing recorded or rolled back.
+                Err(WindowEnd::HostError(e)) => transient = Some(e),
             }
         }
         if failure.is_some() || transient.is_some() {
@@ -473,23 +494,79 @@ async fn run_set(
     (report, outcomes, substitution)
 }
 
-/// After `minReadySeconds`, one list: every container of the revision is still ready.
-async fn still_ready(view: &HostView, key: &SetKey, revision: &str, min_ready: Duration) -> Option<Failure> {
-    let d = view.docker.as_ref()?;
-    let observed = match docker::observe(&view.target.name, d).await {
-        Ok(o) => o,
-        Err(e) => return Some(Failure { host: view.target.name.clone(), container: None, message: e.to_string() }),
-    };
-    observed.iter().filter(|c| &c.set == key && c.revision == revision).find(|c| !c.is_ready()).map(|c| Failure {
-        host: view.target.name.clone(),
-        container: Some(c.name.clone()),
-        message: format!(
-            "not ready {}s after it started (minReadySeconds): {}{}",
-            min_ready.as_secs(),
-            c.state,
-            c.health.map(|h| format!(", {h:?}").to_lowercase()).unwrap_or_default()
-        ),
-    })
+/// How a `minReadySeconds` window ended when it did not end well.
+enum WindowEnd {
+    /// A container of the revision did not stay ready: the revision failed.
+    Failed(Failure),
+    /// A host could not be looked at: a host error, not the revision's.
+    HostError(String),
+}
+
+/// `minReadySeconds`: mark every container of the revision on `hosts` (inspect: start time,
+/// restart count) as the wave becomes ready, wait the window, mark again; each must have
+/// stayed ready the whole time ([`stayed_ready`]), not just look ready at the end.
+async fn min_ready_window(
+    views: &[HostView],
+    hosts: &[usize],
+    key: &SetKey,
+    revision: &str,
+    min_ready: Duration,
+) -> Result<(), WindowEnd> {
+    let mark_all = || futures::future::join_all(hosts.iter().map(|&i| ready_marks(&views[i], key, revision)));
+    let at_start = mark_all().await;
+    tokio::time::sleep(min_ready).await;
+    let at_end = mark_all().await;
+    for ((&i, start), end) in hosts.iter().zip(at_start).zip(at_end) {
+        let host = &views[i].target.name;
+        let (start, end) = match (start, end) {
+            (Ok(s), Ok(e)) => (s, e),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(WindowEnd::HostError(format!("host {host}: minReadySeconds check: {e}")));
+            }
+        };
+        if let Err(n) = stayed_ready(&start, &end) {
+            return Err(WindowEnd::Failed(Failure {
+                host: host.clone(),
+                container: Some(n.container),
+                message: format!("did not stay ready for {}s (minReadySeconds): {}", min_ready.as_secs(), n.reason),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// The containers of `revision` of `key` on one host, each inspected. One that is gone by
+/// the time it is inspected is left out (the comparison then finds it missing).
+async fn ready_marks(view: &HostView, key: &SetKey, revision: &str) -> Result<Vec<ReadyMark>, String> {
+    let Some(d) = view.docker.as_ref() else { return Ok(Vec::new()) };
+    let host = &view.target.name;
+    let observed = docker::observe(host, d).await.map_err(|e| e.to_string())?;
+    let mut marks = Vec::new();
+    for c in observed.iter().filter(|c| &c.set == key && c.revision == revision) {
+        let inspect = docker::bounds::read(host, "inspect container", docker::bounds::READ, || d.inspect_container(&c.id, None));
+        let inspect = match inspect.await.map_err(|e| e.to_string())? {
+            Ok(i) => i,
+            Err(e) if docker::status_of(&e) == Some(404) => continue,
+            Err(e) => return Err(format!("inspect container {}: {}", c.name, docker::message_of(&e))),
+        };
+        let state = inspect.state.unwrap_or_default();
+        let running = state.running == Some(true) && state.restarting != Some(true);
+        let health = state.health.as_ref().and_then(|h| h.status).map(|s| s.to_string()).filter(|s| !s.is_empty() && s != "none");
+        let ready = running && matches!(health.as_deref(), None | Some("healthy"));
+        marks.push(ReadyMark {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            started_at: state.started_at.unwrap_or_default(),
+            restart_count: inspect.restart_count.unwrap_or_default(),
+            ready,
+            state: match (&state.status, health) {
+                (Some(s), Some(h)) => format!("{s}, {h}"),
+                (Some(s), None) => s.to_string(),
+                (None, _) => "unknown".into(),
+            },
+        });
+    }
+    Ok(marks)
 }
 
 /// Return the hosts a failed revision reached to the fallback revision, all at once: each
