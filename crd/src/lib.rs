@@ -10,6 +10,7 @@
 
 pub mod container_set;
 pub mod docker_host;
+pub mod host_ip;
 pub mod patterns;
 pub mod quantity;
 pub mod validate;

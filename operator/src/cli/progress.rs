@@ -44,6 +44,7 @@ fn describe(step: &Step) -> String {
         Step::Start { name } => format!("started {name}"),
         Step::WaitReady { name } => format!("ready {name}"),
         Step::Stop { name, .. } => format!("stopped {name}"),
+        Step::Rename { from, to, .. } => format!("renamed {from} aside to {to}"),
         Step::Remove { name, .. } => format!("removed {name}"),
     }
 }

@@ -282,6 +282,7 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
             Err(e) if status_of(&e) != Some(404) => Err(DockerError::api("stop container", name.clone(), e)),
             _ => Ok(()),
         },
+        Step::Rename { id, from, to } => rename(ctx, id, from, to).await,
         Step::Remove { id, name } => {
             // v=true drops the container's anonymous volumes; named volumes are never removed here.
             let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
@@ -543,6 +544,22 @@ async fn stop_container(
 /// The engine refused a start because a runtime task of the container already exists.
 fn is_stale_task(e: &bollard::errors::Error) -> bool {
     status_of(e) == Some(500) && super::message_of(e).contains("already exists")
+}
+
+/// Rename a (drifted) container aside. 404: gone already, so its name is free, as wanted. A
+/// conflict on the new name means a berth that stopped after this very rename left it there:
+/// the container has the aside name already when its own id is the one holding it.
+async fn rename(ctx: &StepContext<'_>, id: &str, from: &str, to: &str) -> Result<(), DockerError> {
+    let opts = RenameContainerOptionsBuilder::default().name(to).build();
+    match ctx.docker.rename_container(id, opts).await {
+        Ok(()) => Ok(()),
+        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        Err(e) if status_of(&e) == Some(409) => match ctx.docker.inspect_container(to, None).await {
+            Ok(c) if c.id.as_deref() == Some(id) => Ok(()),
+            _ => Err(DockerError::api("rename container", from, e)),
+        },
+        Err(e) => Err(DockerError::api("rename container", from, e)),
+    }
 }
 
 /// Stop a foreign container that holds a managed name and rename it aside. berth never deletes

@@ -958,9 +958,16 @@ proptest! {
         let plan = plan_host(HOST, &world.desired, &observed, &world.scope);
         for sp in &plan.sets {
             let Some(d) = world.desired.iter().find(|d| d.key == sp.set) else { continue };
+            // A container the new one replaces while it still publishes its ports: of another
+            // revision, or a live drifted one of this revision (Replace, on a kept ordinal).
             let shared = observed.iter().any(|c| {
+                let replaced_live = c.revision == d.revision
+                    && d.drift_policy == DriftPolicy::Replace
+                    && c.ordinal.is_some_and(|o| o < d.replicas)
+                    && c.drift_kind().is_some()
+                    && matches!(c.state, State::Running | State::Restarting | State::Paused);
                 c.set == d.key
-                    && c.revision != d.revision
+                    && (c.revision != d.revision || replaced_live)
                     && c.host_bindings.iter().any(|b| d.spec.host_bindings().iter().any(|n| n.overlaps(b)))
             });
             let forced = d.order == Order::StartFirst && shared;
@@ -1263,8 +1270,14 @@ fn under_replace_each_kind_of_drift_is_replaced_by_a_fresh_container_of_the_same
             Drift::Stopped => assert_eq!(kinds, ["remove", "create", "start", "waitReady"]),
             // The name is free already: the fresh copy serves before the renamed one goes.
             Drift::Renamed => assert_eq!(kinds, ["create", "start", "waitReady", "stop", "remove"]),
-            // It holds the deterministic name: it must go before its copy can take the name.
-            _ => assert_eq!(kinds, ["stop", "remove", "create", "start", "waitReady"], "{kind:?}"),
+            // It holds the deterministic name and serves: renamed aside, it serves until its
+            // copy under the name is ready, then goes (StartFirst holds for drift too).
+            _ => {
+                assert_eq!(kinds, ["rename", "create", "start", "waitReady", "stop", "remove"], "{kind:?}");
+                let aside = super::model::drifted_name(&old_name, &id);
+                assert_eq!(ch.steps[0], Step::Rename { id: id.clone(), from: old_name.clone(), to: aside.clone() });
+                assert_eq!(ch.steps[4], Step::Stop { id: id.clone(), name: aside });
+            }
         }
         apply(&mut host, &plan, sets, None).unwrap();
         let again = plan_for(&host, sets);

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use berth_crd::host_ip::host_ips_overlap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -54,6 +55,14 @@ pub fn squatter_name(name: &str, id: &str) -> String {
     format!("{name}.squatter-{}", id.chars().take(12).collect::<String>())
 }
 
+/// The name a drifted container of the current revision is renamed to under StartFirst, so its
+/// replacement can take the deterministic name while it still serves:
+/// `<name>.drifted-<12-char id>`. Not the deterministic name, so a berth that stops after the
+/// rename finds it as a renamed container of the revision and replaces it the same way.
+pub fn drifted_name(name: &str, id: &str) -> String {
+    format!("{name}.drifted-{}", id.chars().take(12).collect::<String>())
+}
+
 /// How a replacement is ordered on one host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Order {
@@ -94,17 +103,17 @@ impl PortSpec {
 /// One published host address: two containers with overlapping bindings cannot both run.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HostBinding {
-    /// Empty means every address.
+    /// Empty means every address; `0.0.0.0` every IPv4 one, `::` every IPv6 one.
     pub ip: String,
     pub port: u16,
     pub protocol: String,
 }
 
 impl HostBinding {
+    /// Whether both cannot be published at once: same port and protocol, and addresses that
+    /// meet by the one notion of "every address" input validation uses too.
     pub fn overlaps(&self, other: &HostBinding) -> bool {
-        self.port == other.port
-            && self.protocol == other.protocol
-            && (self.ip.is_empty() || other.ip.is_empty() || self.ip == other.ip)
+        self.port == other.port && self.protocol == other.protocol && host_ips_overlap(&self.ip, &other.ip)
     }
 
     /// Parse one item of the `host-ports` label.

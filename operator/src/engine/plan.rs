@@ -16,6 +16,12 @@
 //! under [`DriftPolicy::Replace`]; under [`DriftPolicy::Report`] it is left exactly as it is and
 //! the plan lists it in [`HostPlan::drifted`], with no change for it. Containers of an old
 //! revision are replaced for that reason alone, drifted or not.
+//!
+//! A drifted replacement keeps the set's order: under StartFirst a live drifted container that
+//! holds the deterministic name is renamed aside ([`drifted_name`]), its replacement is created
+//! under the name and waited ready, and only then is it stopped and removed. A fixed hostPort
+//! it publishes forces StopFirst (the copy binds the same port), as for a revision change. A
+//! drifted container that serves nothing (exited, dead, created) goes first.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +30,7 @@ use serde::Serialize;
 use super::diff::{FieldChange, diff_specs};
 use super::model::{
     ContainerSpec, DesiredSet, Drift, DriftPolicy, DriftReport, ObservedContainer, Order, Pull, SetKey, State,
+    drifted_name,
 };
 
 /// Which sets this run owns. A managed container of an owned set that is not desired on the
@@ -79,6 +86,13 @@ pub enum Step {
         id: String,
         name: String,
     },
+    /// Rename a container (a drifted one, aside, so its replacement can take its name while it
+    /// still serves). Gone already is success.
+    Rename {
+        id: String,
+        from: String,
+        to: String,
+    },
     Remove {
         id: String,
         name: String,
@@ -96,6 +110,7 @@ impl Step {
             Step::Start { .. } => "start",
             Step::WaitReady { .. } => "waitReady",
             Step::Stop { .. } => "stop",
+            Step::Rename { .. } => "rename",
             Step::Remove { .. } => "remove",
         }
     }
@@ -276,6 +291,21 @@ fn stop_and_remove(c: &ObservedContainer) -> Vec<Step> {
     steps
 }
 
+/// A live container of the desired revision, on a kept ordinal, that drifted and is to be
+/// replaced: its copy would publish the same host ports while it still runs.
+pub(crate) fn replaced_while_serving(d: &DesiredSet, c: &ObservedContainer) -> bool {
+    c.revision == d.revision
+        && d.drift_policy == DriftPolicy::Replace
+        && c.ordinal.is_some_and(|o| o < d.replicas)
+        && c.drift_kind().is_some()
+        && is_live(c)
+}
+
+/// Running (or about to run again): it may serve, and it holds its host ports.
+fn is_live(c: &ObservedContainer) -> bool {
+    matches!(c.state, State::Running | State::Restarting | State::Paused)
+}
+
 fn create_and_start(d: &DesiredSet, ordinal: u32) -> Vec<Step> {
     let name = d.container_name(ordinal);
     vec![Step::Create { name: name.clone(), ordinal }, Step::Start { name: name.clone() }, Step::WaitReady { name }]
@@ -294,11 +324,12 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
         }
     }
 
-    // StopFirst is forced when an old container publishes a host port the new one needs.
+    // StopFirst is forced when an old container publishes a host port the new one needs: one
+    // of another revision, or a live drifted one of this revision that is to be replaced.
     let new_bindings = d.spec.host_bindings();
     let mut forced_stop_first = None;
     if d.order == Order::StartFirst {
-        'outer: for c in containers.iter().filter(|c| c.revision != d.revision) {
+        'outer: for c in containers.iter().filter(|c| c.revision != d.revision || replaced_while_serving(d, c)) {
             for b in &c.host_bindings {
                 if new_bindings.iter().any(|n| n.overlaps(b)) {
                     forced_stop_first = Some(format!(
@@ -445,11 +476,18 @@ fn plan_ordinal(
                         None => Reason::NotRunning { state: c.state },
                     },
                 );
-                // A renamed container no longer holds the name, so its fresh copy can serve
-                // before it goes; not when it holds a host port the copy needs (the same one).
-                let live = matches!(c.state, State::Running | State::Restarting | State::Paused);
-                if c.name != name && live && order == Order::StartFirst && c.host_bindings.is_empty() {
-                    dead_after = stop_and_remove(c);
+                // Under StartFirst a live drifted container serves until its copy is ready: one
+                // holding the name is renamed aside first; a renamed one (by a person, or aside
+                // by a berth that stopped there) no longer holds it. A host port it publishes
+                // forced StopFirst above. One that serves nothing goes first.
+                if is_live(c) && order == Order::StartFirst {
+                    if c.name == name {
+                        let aside = drifted_name(&name, &c.id);
+                        steps.push(Step::Rename { id: c.id.clone(), from: c.name.clone(), to: aside.clone() });
+                        dead_after = stop_and_remove(&ObservedContainer { name: aside, ..(*c).clone() });
+                    } else {
+                        dead_after = stop_and_remove(c);
+                    }
                 } else {
                     dead_before = stop_and_remove(c);
                 }

@@ -4,8 +4,13 @@
 //! Drift is simulated too: a container's name and image are what the list shows (so renamed
 //! and wrong-image containers are marked by the same [`list_drift`] the adapter uses), and
 //! [`SimContainer::drift`] stands for what the event log would mark (update, exec, cp). A
-//! created container has no drift. A create that finds a foreign container on its name does what
-//! the executor does: stop and rename it aside (Replace) or refuse (Report).
+//! created container has no drift. A create that finds a container on its name does what the
+//! executor does: a foreign one is stopped and renamed aside (Replace) or refused (Report);
+//! berth's own of the same revision, set and ordinal is work already done; any other of berth's
+//! is refused.
+//!
+//! Readiness can fail: a container named in [`SimHost::never_ready`] never turns ready, and
+//! its `WaitReady` fails as the executor's does (unhealthy, or exited without a healthcheck).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,18 +42,26 @@ pub struct SimHost {
     pub volumes: BTreeSet<String>,
     pub networks: BTreeSet<String>,
     pub images: BTreeSet<String>,
+    /// Names whose container never turns ready: `WaitReady` on one fails.
+    pub never_ready: BTreeSet<String>,
     next_id: u64,
 }
 
 /// What a simulated step can fail with: the same conditions the real engine refuses.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SimError {
+    /// A container of berth's other than this create's (another revision, set or ordinal)
+    /// holds the name: the executor's `NameTaken`.
+    NameTaken(String),
+    /// `Rename` onto a name another container holds.
     NameInUse(String),
     NoSuchContainer(String),
     RemoveRunning(String),
     UnknownSet(String),
     /// A foreign container holds the name, and the set's drift policy is Report.
     Squatter(String),
+    /// The container did not turn ready (it is in [`SimHost::never_ready`]).
+    NotReady(String),
 }
 
 impl SimHost {
@@ -138,7 +151,14 @@ impl SimHost {
                     let foreign =
                         c.labels.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGED_BY_VALUE);
                     if !foreign {
-                        return Err(SimError::NameInUse(name.clone()));
+                        // As the executor: berth's own container of this revision, set and
+                        // ordinal is work already done (a crash after the create); any other
+                        // of berth's is a name taken.
+                        let wanted = d.container_labels(*ordinal);
+                        let ours = [labels::REVISION, labels::ORDINAL, labels::SET, labels::NAMESPACE]
+                            .iter()
+                            .all(|k| c.labels.get(*k) == wanted.get(*k));
+                        return if ours { Ok(()) } else { Err(SimError::NameTaken(name.clone())) };
                     }
                     if d.drift_policy == DriftPolicy::Report {
                         return Err(SimError::Squatter(name.clone()));
@@ -158,10 +178,29 @@ impl SimHost {
                 c.health = c.has_healthcheck.then_some(Health::Starting);
             }
             Step::WaitReady { name } => {
-                // The simulated healthcheck passes at once; failures are injected by tests.
+                // The simulated healthcheck passes at once, unless the test said it never does.
+                let never = self.never_ready.contains(name);
                 let c = self.by_name(name)?;
+                if never {
+                    // As the engine shows a container that fails: unhealthy, or exited.
+                    if c.has_healthcheck {
+                        c.health = Some(Health::Unhealthy);
+                    } else {
+                        (c.state, c.health) = (State::Exited, None);
+                    }
+                    return Err(SimError::NotReady(name.clone()));
+                }
                 if c.state == State::Running && c.has_healthcheck && c.health == Some(Health::Starting) {
                     c.health = Some(Health::Healthy);
+                }
+            }
+            Step::Rename { id, to, .. } => {
+                if self.containers.iter().any(|c| &c.name == to && &c.id != id) {
+                    return Err(SimError::NameInUse(to.clone()));
+                }
+                // Gone already is success, as in the executor.
+                if let Some(c) = self.containers.iter_mut().find(|c| &c.id == id) {
+                    c.name = to.clone();
                 }
             }
             Step::Stop { id, .. } => {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use berth_crd::host_ip::host_ips_overlap;
 use berth_crd::quantity::{parse_cpus, parse_duration, parse_memory};
 use berth_crd::{
     ContainerSet, ContainerTemplate, DockerHost, MountKind as CrdMountKind, PullPolicy, RestartPolicy, StrategyType,
@@ -236,13 +237,10 @@ pub fn sets_selecting_no_host(input: &Input) -> Vec<InputError> {
 
 /// Host ports that two containers on one host would both publish, as errors: the engine would
 /// refuse the second at start, after the rollout had begun. Two sets placed on one host, or
-/// two ports of one template (`""` and `0.0.0.0` both mean every address, so they overlap any
-/// address). Standalone only, as [`sets_selecting_no_host`]: in a cluster one set's error must
+/// two ports of one template (`""` overlaps every address, `0.0.0.0` every IPv4 and `::` every
+/// IPv6 address: [`host_ips_overlap`], the planner's notion too). Standalone only, as [`sets_selecting_no_host`]: in a cluster one set's error must
 /// not stop another's reconcile.
 pub fn host_port_conflicts(input: &Input, resolved: &Resolved) -> Vec<InputError> {
-    fn every_address(ip: &str) -> bool {
-        ip.is_empty() || ip == "0.0.0.0"
-    }
     let mut found: BTreeMap<(SetKey, usize), String> = BTreeMap::new();
     for host in &resolved.hosts {
         // (set, index in its ports, port, protocol, address) of every published port here.
@@ -252,7 +250,7 @@ pub fn host_port_conflicts(input: &Input, resolved: &Resolved) -> Vec<InputError
                 let clash = published.iter().find(|(_, _, q)| {
                     q.host_port == p.host_port
                         && q.protocol == p.protocol
-                        && (every_address(&q.host_ip) || every_address(&p.host_ip) || q.host_ip == p.host_ip)
+                        && host_ips_overlap(&q.host_ip, &p.host_ip)
                 });
                 if let Some((other, j, _)) = clash {
                     let by = if *other == &d.key { String::new() } else { format!("ContainerSet {other} ") };
@@ -638,6 +636,32 @@ mod tests {
         assert_eq!(canonical_image("example/echo:1"), "example/echo:1");
         assert_eq!(canonical_image("127.0.0.1:5000/echo"), "127.0.0.1:5000/echo:latest");
         assert_eq!(canonical_image("echo@sha256:abc"), "echo@sha256:abc");
+    }
+
+    /// Two sets on one host publishing port 8080 on the given host IPs: the conflicts found.
+    fn cross_set_conflicts(a: &str, b: &str) -> Vec<InputError> {
+        let yaml = format!(
+            "apiVersion: berth.dev/v1alpha1\nkind: ContainerSet\nmetadata: {{name: a}}\n\
+             spec:\n  template:\n    image: example/echo:1\n    ports: [{{containerPort: 80, hostPort: 8080, hostIP: '{a}'}}]\n\
+             ---\napiVersion: berth.dev/v1alpha1\nkind: ContainerSet\nmetadata: {{name: b}}\n\
+             spec:\n  template:\n    image: example/echo:1\n    ports: [{{containerPort: 80, hostPort: 8080, hostIP: '{b}'}}]\n"
+        );
+        let (input, errors) = crate::input::load::load_bytes(std::path::Path::new("t.yaml"), yaml.as_bytes());
+        assert!(errors.is_empty(), "{errors:?}");
+        let resolved = resolve(&input, false).expect("resolves");
+        host_port_conflicts(&input, &resolved)
+    }
+
+    #[test]
+    fn cross_set_host_ports_collide_by_the_planners_notion_of_every_address() {
+        for (a, b) in [("0.0.0.0", ""), ("::", ""), ("127.0.0.1", "0.0.0.0"), ("::1", "::"), ("", "10.1.2.3")] {
+            let errors = cross_set_conflicts(a, b);
+            assert_eq!(errors.len(), 1, "{a:?} vs {b:?}: {errors:?}");
+            assert!(errors[0].message.contains("also published by ContainerSet default/a"), "{:?}", errors[0]);
+        }
+        for (a, b) in [("0.0.0.0", "::"), ("127.0.0.1", "127.0.0.2"), ("::", "127.0.0.1")] {
+            assert!(cross_set_conflicts(a, b).is_empty(), "{a:?} vs {b:?}");
+        }
     }
 
     #[test]
