@@ -231,7 +231,7 @@ async fn reclaim_volumes(
                 continue;
             }
             for v in vols {
-                match docker::volume::reclaim(d, v, key).await {
+                match docker::volume::reclaim(host, d, v, key).await {
                     Ok(Reclaim::Removed) => println!("{host}: removed volume {v}"),
                     Ok(Reclaim::Absent) => {}
                     Ok(Reclaim::NotOwned) => println!("{host}: kept volume {v}: berth did not create it for {key}"),

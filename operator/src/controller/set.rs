@@ -559,7 +559,7 @@ async fn cleanup(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
             && let Ok(d) = ctx.pool.get(&target.name, &target.endpoint, "").await
         {
             for v in &volumes {
-                match docker::volume::reclaim(&d, v, &key).await {
+                match docker::volume::reclaim(&target.name, &d, v, &key).await {
                     Ok(docker::volume::Reclaim::InUse) => {
                         kept.push(format!("host {}: volume {v} is still in use by a container", target.name))
                     }

@@ -267,13 +267,8 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
     let started = Instant::now();
     ctx.progress.step_started(ctx.host, ctx.set, step);
     let r = match step {
-<<<<<<< HEAD
         Step::EnsureNetwork { name } => ensure_network(ctx.host, ctx.docker, name).await,
-        Step::EnsureVolume { name } => ensure_volume(ctx.host, ctx.docker, name).await,
-=======
-        Step::EnsureNetwork { name } => ensure_network(ctx.docker, name).await,
         Step::EnsureVolume { name } => ensure_volume(ctx, name).await,
->>>>>>> fleet
         Step::EnsureImage { image, pull } => ensure_image(ctx, image, *pull).await,
         Step::Create { name, ordinal } => create(ctx, name, *ordinal).await,
         Step::Start { name } => start(ctx, name).await,
@@ -333,16 +328,11 @@ async fn ensure_network(host: &str, docker: &Docker, name: &str) -> Result<(), D
     }
 }
 
-<<<<<<< HEAD
-async fn ensure_volume(host: &str, docker: &Docker, name: &str) -> Result<(), DockerError> {
-    match bounds::read(host, "inspect volume", bounds::READ, || docker.inspect_volume(name)).await? {
-=======
 /// A volume berth creates is labelled with the set whose step creates it (what reclaiming
 /// checks); one that exists already is used as it is (Docker cannot relabel it).
 async fn ensure_volume(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
-    let docker = ctx.docker;
-    match docker.inspect_volume(name).await {
->>>>>>> fleet
+    let (host, docker) = (ctx.host, ctx.docker);
+    match bounds::read(host, "inspect volume", bounds::READ, || docker.inspect_volume(name)).await? {
         Ok(_) => Ok(()),
         Err(e) if status_of(&e) == Some(404) => {
             let req = VolumeCreateRequest {

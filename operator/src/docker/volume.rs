@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 
-use super::{DockerError, status_of};
+use super::{DockerError, bounds, status_of};
 use crate::engine::{SetKey, labels};
 
 /// The labels of a volume berth creates for `set`.
@@ -40,9 +40,9 @@ pub enum Reclaim {
     InUse,
 }
 
-/// Remove `name` if berth created it for `set` and no container uses it.
-pub async fn reclaim(docker: &Docker, name: &str, set: &SetKey) -> Result<Reclaim, DockerError> {
-    let volume = match docker.inspect_volume(name).await {
+/// Remove `name` on `host` if berth created it for `set` and no container uses it.
+pub async fn reclaim(host: &str, docker: &Docker, name: &str, set: &SetKey) -> Result<Reclaim, DockerError> {
+    let volume = match bounds::read(host, "inspect volume", bounds::READ, || docker.inspect_volume(name)).await? {
         Ok(v) => v,
         Err(e) if status_of(&e) == Some(404) => return Ok(Reclaim::Absent),
         Err(e) => return Err(DockerError::api("inspect volume", name, e)),
@@ -50,7 +50,8 @@ pub async fn reclaim(docker: &Docker, name: &str, set: &SetKey) -> Result<Reclai
     if !owned_by(&volume.labels, set) {
         return Ok(Reclaim::NotOwned);
     }
-    match docker.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+    let remove = docker.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>);
+    match bounds::within(host, "remove volume", bounds::CHANGE, remove).await? {
         Ok(()) => Ok(Reclaim::Removed),
         Err(e) if status_of(&e) == Some(404) => Ok(Reclaim::Absent),
         Err(e) if status_of(&e) == Some(409) => Ok(Reclaim::InUse),
