@@ -541,10 +541,14 @@ fn is_stale_task(e: &bollard::errors::Error) -> bool {
 /// the container has the aside name already when its own id is the one holding it.
 async fn rename(ctx: &StepContext<'_>, id: &str, from: &str, to: &str) -> Result<(), DockerError> {
     let opts = RenameContainerOptionsBuilder::default().name(to).build();
-    match ctx.docker.rename_container(id, opts).await {
+    match bounds::within(ctx.host, "rename container", bounds::CHANGE, ctx.docker.rename_container(id, opts)).await? {
         Ok(()) => Ok(()),
         Err(e) if status_of(&e) == Some(404) => Ok(()),
-        Err(e) if status_of(&e) == Some(409) => match ctx.docker.inspect_container(to, None).await {
+        Err(e) if status_of(&e) == Some(409) => match bounds::read(ctx.host, "inspect container", bounds::READ, || {
+            ctx.docker.inspect_container(to, None)
+        })
+        .await?
+        {
             Ok(c) if c.id.as_deref() == Some(id) => Ok(()),
             _ => Err(DockerError::api("rename container", from, e)),
         },
