@@ -29,7 +29,8 @@ use tokio::sync::Semaphore;
 
 use super::{DockerError, bounds, convert, status_of};
 use crate::engine::{
-    Change, DesiredSet, Drift, DriftPolicy, DriftReport, HostPlan, Pull, SetKey, SetPlan, Step, labels, squatter_name,
+    Change, DesiredSet, Drift, DriftPolicy, DriftReport, HostPlan, NameHolder, Pull, SetKey, SetPlan, Step, labels,
+    squatter_name,
 };
 
 /// How long a create waits for a container being removed to give up its name.
@@ -432,7 +433,9 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
         }
         let id = existing.id.clone().unwrap_or_default();
         let l = existing.config.and_then(|c| c.labels).unwrap_or_default();
-        if l.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGED_BY_VALUE) {
+        // Decided as the simulated host decides (engine::NameHolder).
+        let holder = d.name_holder(ordinal, |k| l.get(k).map(String::as_str));
+        if holder == NameHolder::Foreign {
             let short: String = id.chars().take(12).collect();
             let replace = d.drift_policy == DriftPolicy::Replace;
             ctx.drift.lock().unwrap_or_else(|p| p.into_inner()).push(DriftReport {
@@ -449,11 +452,7 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
             continue;
         }
         // A name conflict after a crash is work already done, if the labels say it is ours.
-        let ours = l.get(labels::REVISION) == Some(&d.revision)
-            && l.get(labels::ORDINAL) == Some(&ordinal.to_string())
-            && l.get(labels::SET) == Some(&d.key.name)
-            && l.get(labels::NAMESPACE) == Some(&d.key.namespace);
-        if !ours {
+        if holder == NameHolder::OtherOfBerths {
             return Err(DockerError::NameTaken { name: name.to_string() });
         }
         break;
@@ -483,10 +482,8 @@ async fn start(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
         Err(e) if is_stale_task(&e) => e,
         Err(e) => return Err(DockerError::api("start container", name, e)),
     };
-    let ordinal = ctx
-        .docker
-        .inspect_container(name, None)
-        .await
+    let ordinal = bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(name, None))
+        .await?
         .ok()
         .and_then(|c| c.config?.labels?.get(labels::ORDINAL)?.parse::<u32>().ok())
         .ok_or_else(|| DockerError::api("start container", name, e))?;
@@ -497,7 +494,7 @@ async fn start(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
         "the engine holds a stale task for a container it never started (it crashed mid-start): making it afresh"
     );
     let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-    match ctx.docker.remove_container(name, Some(opts)).await {
+    match bounds::within(ctx.host, "remove container", bounds::CHANGE, ctx.docker.remove_container(name, Some(opts))).await? {
         Err(e) if status_of(&e) != Some(404) => return Err(DockerError::api("remove container", name, e)),
         _ => {}
     }

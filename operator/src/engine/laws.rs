@@ -33,6 +33,15 @@
 //!    before its replacement is started, but only after it is created (a create the engine
 //!    refuses leaves the old one serving); StopFirst is never forced without a shared port.
 //! 7. **Scale down** removes the highest ordinals only; scale to 0 removes all, creates none.
+//! 8. **StartFirst holds for drift**: a StartFirst set without host ports whose containers of
+//!    the current revision drifted (update, exec, cp) keeps every replica ready through their
+//!    replacement, under any interleaving: each drifted one is renamed aside and serves until
+//!    its copy under its name is ready.
+//! 9. **A replacement that never turns ready stops nothing**: when the simulated host fails
+//!    the readiness wait of some new containers, the executor's rule (a failed change stops,
+//!    changes of its set not yet begun are skipped) leaves a StartFirst set at least
+//!    `min(old, new replicas)` ready after every step, every container the failed ones were to
+//!    replace still running, and a StopFirst set at most one below.
 //!
 //! Beyond the sim's own refusals (name in use, no such container, removing a running one),
 //! every step is checked for what a real host would also refuse: two live containers
@@ -48,10 +57,11 @@ use proptest::test_runner::TestCaseError;
 use super::diff::{FieldChange, diff_specs};
 use super::model::{
     ContainerSpec, DesiredSet, Drift, DriftPolicy, DriftReport, EnvValue, Health, HealthSpec, HostBinding, MountKind,
-    MountSpec, ObservedContainer, Order, PortSpec, Pull, SecretString, SetKey, State, labels, squatter_name,
+    MountSpec, NameHolder, ObservedContainer, Order, PortSpec, Pull, SecretString, SetKey, State, labels,
+    squatter_name,
 };
 use super::plan::{Action, HostPlan, Reason, Scope, Step, plan_host};
-use super::sim::SimHost;
+use super::sim::{SimError, SimHost};
 
 const HOST: &str = "sim-1";
 const CASES: u32 = 256;
@@ -666,6 +676,76 @@ fn ready_never_below(
     Ok(())
 }
 
+/// Apply `plan` as the executor runs it when steps can fail: changes interleaved as `choices`
+/// picks (one at a time for a sequential set); a change whose step fails stops there, and the
+/// changes of its set not yet begun are skipped (those under way go on). `after` is called
+/// after every step that succeeded. Returns the names whose readiness wait failed; any other
+/// refusal is an error.
+fn apply_with_failures(
+    host: &mut SimHost,
+    plan: &HostPlan,
+    sets: &[DesiredSet],
+    choices: &[usize],
+    after: &mut dyn FnMut(&SimHost) -> Result<(), String>,
+) -> Result<Vec<String>, String> {
+    struct Queue {
+        set: SetKey,
+        steps: VecDeque<Step>,
+        begun: bool,
+    }
+    let mut queues: Vec<Queue> = Vec::new();
+    for sp in &plan.sets {
+        for step in &sp.prepare {
+            host.apply(step, sets, &sp.set).map_err(|e| format!("{}: {step:?} refused: {e:?}", sp.set))?;
+        }
+        if sp.sequential {
+            // One change at a time: the set's changes in order, as one queue per change that
+            // only becomes eligible when the one before it is done.
+            let steps = sp.changes.iter().map(|c| c.steps.iter().cloned().collect::<VecDeque<_>>());
+            queues.extend(steps.map(|steps| Queue { set: sp.set.clone(), steps, begun: false }));
+        } else {
+            queues.extend(sp.changes.iter().map(|c| Queue {
+                set: sp.set.clone(),
+                steps: c.steps.iter().cloned().collect(),
+                begun: false,
+            }));
+        }
+    }
+    let sequential: BTreeSet<SetKey> = plan.sets.iter().filter(|sp| sp.sequential).map(|sp| sp.set.clone()).collect();
+    let mut failed_sets: BTreeSet<SetKey> = BTreeSet::new();
+    let mut not_ready = Vec::new();
+    let mut i = 0;
+    loop {
+        // Skipped: changes of a failed set that have not begun. Empty queues are done.
+        queues.retain(|q| !q.steps.is_empty() && (q.begun || !failed_sets.contains(&q.set)));
+        // Eligible: for a sequential set only its first remaining change.
+        let eligible: Vec<usize> = (0..queues.len())
+            .filter(|&j| !sequential.contains(&queues[j].set) || queues.iter().position(|q| q.set == queues[j].set) == Some(j))
+            .collect();
+        if eligible.is_empty() {
+            return Ok(not_ready);
+        }
+        let c = choices.get(i % choices.len().max(1)).copied().unwrap_or(0) + i / choices.len().max(1);
+        i += 1;
+        let q = &mut queues[eligible[c % eligible.len()]];
+        q.begun = true;
+        let step = q.steps.pop_front().expect("queues left are not empty");
+        match host.apply(&step, sets, &q.set) {
+            Ok(()) => {}
+            Err(SimError::NotReady(name)) => {
+                not_ready.push(name);
+                failed_sets.insert(q.set.clone());
+                q.steps.clear();
+            }
+            Err(e) => return Err(format!("{}: {step:?} refused: {e:?}", q.set)),
+        }
+        if let Some(conflict) = port_conflict(host) {
+            return Err(format!("after {step:?}, {conflict}"));
+        }
+        after(host).map_err(|e| format!("after {step:?}: {e}"))?;
+    }
+}
+
 fn fail(e: String) -> TestCaseError {
     TestCaseError::fail(e)
 }
@@ -976,6 +1056,106 @@ proptest! {
         }
     }
 
+    /// Law 8: a StartFirst set without host ports whose current containers drifted (update,
+    /// exec, cp) keeps all its replicas ready while they are replaced, in order or interleaved;
+    /// each drifted container is renamed aside before its copy is created and stopped only
+    /// after the copy is ready.
+    #[test]
+    fn law8_start_first_holds_for_drift(
+        spec in spec_gene(0..2),
+        replicas in 1..=5u32,
+        drifts in proptest::collection::vec(
+            (0..5u32, prop_oneof![Just(Drift::Updated), Just(Drift::Exec), Just(Drift::Copied)]), 1..=5),
+        choices in choices(),
+    ) {
+        let key = 0;
+        let set = DesiredSet::new(key_of(key), spec.build(key), replicas, Order::StartFirst, Pull::IfNotPresent);
+        let mut host = SimHost::default();
+        converge(&mut host, std::slice::from_ref(&set), &Scope::of_sets([&set.key]), 1).map_err(fail)?;
+        let mut drifted = BTreeSet::new();
+        for (ordinal, drift) in drifts {
+            let name = set.container_name(ordinal % replicas);
+            let c = host.containers.iter_mut().find(|c| c.name == name).expect("every ordinal runs");
+            c.drift = Some(drift);
+            drifted.insert(c.id.clone());
+        }
+        let scope = Scope::of_sets([&set.key]);
+        let plan = plan_host(HOST, std::slice::from_ref(&set), &host.observe(), &scope);
+        prop_assert_eq!(plan.sets.len(), 1);
+        let sp = &plan.sets[0];
+        prop_assert_eq!(sp.order, Order::StartFirst);
+        prop_assert!(sp.forced_stop_first.is_none());
+        prop_assert_eq!(sp.changes.len(), drifted.len());
+        for ch in &sp.changes {
+            let kinds: Vec<&str> = ch.steps.iter().map(Step::kind).collect();
+            prop_assert_eq!(kinds, ["rename", "create", "start", "waitReady", "stop", "remove"]);
+            let Step::Rename { id, .. } = &ch.steps[0] else { unreachable!() };
+            prop_assert!(drifted.contains(id));
+        }
+        ready_never_below(&host, &plan, &set, &scope, replicas as usize, &choices)?;
+    }
+
+    /// Law 9: new containers that never turn ready (the simulated host fails their readiness
+    /// wait) stop nothing they were to replace under StartFirst: the set keeps
+    /// `min(old, new replicas)` ready after every step and each failed ordinal's old
+    /// container still runs; under StopFirst it is never more than one below. The same for a
+    /// drift replacement (the old container then runs under its aside name).
+    #[test]
+    fn law9_a_replacement_that_never_turns_ready_stops_nothing(
+        old in spec_gene(0..2),
+        new in spec_gene(0..2),
+        old_replicas in 1..=4u32,
+        new_replicas in 1..=4u32,
+        order in order(),
+        by_drift in any::<bool>(),
+        never in proptest::collection::btree_set(0..4u32, 1..=4),
+        choices in choices(),
+    ) {
+        let key = 0;
+        let old = DesiredSet::new(key_of(key), old.build(key), old_replicas, Order::StartFirst, Pull::IfNotPresent);
+        let mut host = SimHost::default();
+        converge(&mut host, std::slice::from_ref(&old), &Scope::of_sets([&old.key]), 1).map_err(fail)?;
+        let new = if by_drift {
+            // The same revision; every container drifted (exec).
+            for c in &mut host.containers {
+                c.drift = Some(Drift::Exec);
+            }
+            DesiredSet { order, ..old.clone() }
+        } else {
+            let mut new = DesiredSet::new(key_of(key), new.build(key), new_replicas, order, Pull::IfNotPresent);
+            if new.revision == old.revision {
+                new.spec.env.insert("CHANGED".into(), EnvValue::Plain("yes".into()));
+                new = DesiredSet::new(key_of(key), new.spec, new_replicas, order, Pull::IfNotPresent);
+            }
+            new
+        };
+        host.never_ready = never.iter().map(|&o| new.container_name(o)).collect();
+        let ids_before: BTreeMap<Option<u32>, String> = host.observe().into_iter().map(|c| (c.ordinal, c.id)).collect();
+        let floor = old.replicas.min(new.replicas) as usize;
+        let floor = if order == Order::StartFirst { floor } else { floor.saturating_sub(1) };
+
+        let desired = std::slice::from_ref(&new);
+        let plan = plan_host(HOST, desired, &host.observe(), &Scope::of_sets([&new.key]));
+        prop_assert!(!plan.is_empty());
+        let failed = apply_with_failures(&mut host, &plan, desired, &choices, &mut |h| {
+            let ready = h.ready_count(&new.key);
+            if ready < floor { Err(format!("{ready} ready, fewer than {floor}")) } else { Ok(()) }
+        })
+        .map_err(fail)?;
+        if order == Order::StartFirst {
+            for name in &failed {
+                let ordinal = never.iter().copied().find(|&o| &new.container_name(o) == name).expect("a never-ready name");
+                if let Some(id) = ids_before.get(&Some(ordinal)) {
+                    let c = host.containers.iter().find(|c| &c.id == id);
+                    prop_assert!(
+                        c.is_some_and(|c| c.state == State::Running),
+                        "{} never turned ready, yet the container it was to replace is {:?}", name, c.map(|c| c.state)
+                    );
+                }
+            }
+        }
+    }
+
     /// Law 7: scaling down removes the highest ordinals and nothing else; to 0, everything.
     #[test]
     fn law7_scale_down_removes_the_highest_ordinals(
@@ -1208,10 +1388,15 @@ fn a_host_port_moved_to_another_set_is_freed_before_it_is_bound() {
     let host = converged(std::slice::from_ref(&old));
     let scope = Scope::of_sets([&old.key, &new.key]);
     let plan = plan_host(HOST, std::slice::from_ref(&new), &host.observe(), &scope);
+    // Not vacuous: the old set's removal frees the port, the new set's create binds it.
+    let freeing: Vec<&SetKey> = plan.sets.iter().filter(|sp| sp.frees_ports).map(|sp| &sp.set).collect();
+    assert_eq!(freeing, [&old.key], "{plan:#?}");
+    assert!(plan.sets.iter().any(|sp| sp.set == new.key && !sp.changes.is_empty()), "{plan:#?}");
     // In plan order, and with the executor running the two sets side by side either way round.
     for choices in [None, Some(&[0][..]), Some(&[1][..])] {
         let mut h = host.clone();
         apply(&mut h, &plan, std::slice::from_ref(&new), choices).unwrap();
+        assert_eq!((h.ready_count(&new.key), h.ready_count(&old.key)), (1, 0), "the port moved");
     }
 }
 
@@ -1355,6 +1540,38 @@ fn under_report_a_stopped_container_stays_and_an_old_one_on_its_ordinal_still_go
     apply(&mut host, &plan, std::slice::from_ref(&new), None).unwrap();
     assert!(!host.containers.iter().any(|c| c.id == old_id));
     assert_eq!(container(&host, &new.container_name(0)).state, State::Exited, "left as it is");
+}
+
+/// A create that finds berth's own container on its name: the simulated host decides as the
+/// executor does, by [`DesiredSet::name_holder`]: this very container (a crash after the
+/// create) is work done; another revision's, set's or ordinal's is a name taken.
+#[test]
+fn a_create_on_a_name_berth_holds_is_done_only_when_it_is_this_very_container() {
+    let set = web(echo("hi"), 1, Order::StartFirst);
+    let sets = std::slice::from_ref(&set);
+    let name = set.container_name(0);
+    let create = Step::Create { name: name.clone(), ordinal: 0 };
+    let other = web(echo("other"), 1, Order::StartFirst);
+    type Case = (&'static str, BTreeMap<String, String>, Result<(), SimError>);
+    let cases: [Case; 4] = [
+        ("this container", set.container_labels(0), Ok(())),
+        ("another revision", other.container_labels(0), Err(SimError::NameTaken(name.clone()))),
+        ("another ordinal", set.container_labels(1), Err(SimError::NameTaken(name.clone()))),
+        (
+            "another set",
+            DesiredSet { key: SetKey::new("shop", "worker"), ..set.clone() }.container_labels(0),
+            Err(SimError::NameTaken(name.clone())),
+        ),
+    ];
+    for (what, held_by, expected) in cases {
+        let mut host = SimHost::default();
+        host.add_container(&name, held_by.clone(), State::Running, None);
+        let holder = set.name_holder(0, |k| held_by.get(k).map(String::as_str));
+        assert_eq!(holder == NameHolder::ThisContainer, expected.is_ok(), "{what}: {holder:?}");
+        assert_eq!(host.apply(&create, sets, &set.key), expected, "{what}");
+        assert_eq!(host.containers.len(), 1, "{what}: nothing made, nothing removed");
+    }
+    assert_eq!(set.name_holder(0, |_| None), NameHolder::Foreign);
 }
 
 #[test]

@@ -351,6 +351,34 @@ impl DesiredSet {
     pub fn container_name(&self, ordinal: u32) -> String {
         container_name(&self.key, &self.revision, ordinal)
     }
+
+    /// Who holds the name a create of `ordinal` finds taken, judged by the holder's labels
+    /// (`label` looks one up). The executor and the simulated host both decide by this, so they
+    /// cannot disagree on a name clash.
+    pub fn name_holder<'a>(&self, ordinal: u32, label: impl Fn(&str) -> Option<&'a str>) -> NameHolder {
+        if label(labels::MANAGED_BY) != Some(labels::MANAGED_BY_VALUE) {
+            return NameHolder::Foreign;
+        }
+        let ordinal = ordinal.to_string();
+        let this = label(labels::REVISION) == Some(self.revision.as_str())
+            && label(labels::ORDINAL) == Some(ordinal.as_str())
+            && label(labels::SET) == Some(self.key.name.as_str())
+            && label(labels::NAMESPACE) == Some(self.key.namespace.as_str());
+        if this { NameHolder::ThisContainer } else { NameHolder::OtherOfBerths }
+    }
+}
+
+/// Who holds a name berth is about to create a container on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameHolder {
+    /// A container berth did not make (a squatter): renamed aside under Replace, refused
+    /// under Report.
+    Foreign,
+    /// berth's own container of this very set, revision and ordinal: a create already done
+    /// (a crash after it), nothing to do.
+    ThisContainer,
+    /// berth's container of another set, revision or ordinal: the name is taken, an error.
+    OtherOfBerths,
 }
 
 /// A container's lifecycle state as the engine reports it.

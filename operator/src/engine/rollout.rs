@@ -119,7 +119,7 @@ fn arrange(hosts: &[&RolloutHost], size: usize) -> Vec<Vec<String>> {
             out.push(free);
         }
     } else {
-        free.extend(out[0].drain(..));
+        free.append(&mut out[0]);
         out[0] = free;
     }
     out

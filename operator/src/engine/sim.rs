@@ -15,8 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{
-    ContainerSpec, DesiredSet, Drift, DriftPolicy, Health, HostBinding, ObservedContainer, SetKey, State, labels,
-    list_drift, squatter_name,
+    ContainerSpec, DesiredSet, Drift, DriftPolicy, Health, HostBinding, NameHolder, ObservedContainer, SetKey, State,
+    labels, list_drift, squatter_name,
 };
 use super::plan::{HostPlan, Step};
 
@@ -148,17 +148,10 @@ impl SimHost {
             Step::Create { name, ordinal } => {
                 let d = sets.iter().find(|d| &d.key == set).ok_or_else(|| SimError::UnknownSet(set.to_string()))?;
                 if let Some(c) = self.containers.iter_mut().find(|c| &c.name == name) {
-                    let foreign =
-                        c.labels.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGED_BY_VALUE);
-                    if !foreign {
-                        // As the executor: berth's own container of this revision, set and
-                        // ordinal is work already done (a crash after the create); any other
-                        // of berth's is a name taken.
-                        let wanted = d.container_labels(*ordinal);
-                        let ours = [labels::REVISION, labels::ORDINAL, labels::SET, labels::NAMESPACE]
-                            .iter()
-                            .all(|k| c.labels.get(*k) == wanted.get(*k));
-                        return if ours { Ok(()) } else { Err(SimError::NameTaken(name.clone())) };
+                    match d.name_holder(*ordinal, |k| c.labels.get(k).map(String::as_str)) {
+                        NameHolder::ThisContainer => return Ok(()),
+                        NameHolder::OtherOfBerths => return Err(SimError::NameTaken(name.clone())),
+                        NameHolder::Foreign => {}
                     }
                     if d.drift_policy == DriftPolicy::Report {
                         return Err(SimError::Squatter(name.clone()));
