@@ -43,10 +43,12 @@ pub(super) async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             "label".to_string(),
             vec![format!("{}={namespace}", labels::NAMESPACE), format!("{}={name}", labels::SET)],
         )]);
-        let list = d
-            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
-            .await
-            .map_err(|e| anyhow::anyhow!("host {}: {}", v.target.name, docker::message_of(&e)))?;
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let list = docker::bounds::read(&v.target.name, "list containers", docker::bounds::LIST, || {
+            d.list_containers(Some(opts.clone()))
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("host {}: {}", v.target.name, docker::message_of(&e)))?;
         for c in list {
             let cname =
                 c.names.unwrap_or_default().first().cloned().unwrap_or_default().trim_start_matches('/').to_string();

@@ -23,7 +23,7 @@ use bollard::query_parameters::ListVolumesOptionsBuilder;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::docker::{message_of, status_of};
+use crate::docker::{bounds, message_of, status_of};
 use crate::engine::history::{History, HistoryWrite, RevisionRecord};
 use crate::engine::{SetKey, labels};
 
@@ -123,10 +123,13 @@ impl HostVolumes {
         docker: &Docker,
         host: &str,
         set: &SetKey,
-    ) -> Result<Vec<(u64, String, RevisionRecord)>, bollard::errors::Error> {
+    ) -> Result<Vec<(u64, String, RevisionRecord)>, String> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{HISTORY}={}", history_label(set))])]);
         let opts = ListVolumesOptionsBuilder::default().filters(&filters).build();
-        let list = docker.list_volumes(Some(opts)).await?;
+        let list = bounds::read(host, "list volumes", bounds::LIST, || docker.list_volumes(Some(opts.clone())))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("host {host}: list volumes: {}", message_of(&e)))?;
         let mut out = Vec::new();
         for v in list.volumes.unwrap_or_default() {
             let generation = v.labels.get(GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0);
@@ -154,7 +157,7 @@ impl HostVolumes {
         host: &str,
         set: &SetKey,
         hash: &str,
-    ) -> Result<Vec<(u64, String)>, bollard::errors::Error> {
+    ) -> Result<Vec<(u64, String)>, String> {
         let key = (host.to_string(), set.clone());
         let loaded = self.known.lock().expect("never poisoned").contains_key(&key);
         if !loaded {
@@ -174,10 +177,10 @@ impl HostVolumes {
         let hash = match write {
             HistoryWrite::Put(r) | HistoryWrite::Delete(r) => &r.hash,
         };
-        let existing = self.existing(docker, host, set, hash).await.map_err(|e| HistoryError {
-            set: set.to_string(),
-            message: format!("host {host}: list history volumes: {}", message_of(&e)),
-        })?;
+        let existing = self
+            .existing(docker, host, set, hash)
+            .await
+            .map_err(|message| HistoryError { set: set.to_string(), message })?;
         Ok(steps(set, write, &existing))
     }
 
@@ -217,12 +220,19 @@ impl HostVolumes {
                     ])),
                     ..Default::default()
                 };
-                docker.create_volume(req).await.map_err(|e| err("create history volume", e))?;
+                bounds::within(host, "create history volume", bounds::CHANGE, docker.create_volume(req))
+                    .await
+                    .map_err(|e| HistoryError { set: set.to_string(), message: e.to_string() })?
+                    .map_err(|e| err("create history volume", e))?;
                 let mut known = self.known.lock().expect("never poisoned");
                 known.entry(key).or_default().entry(record.hash.clone()).or_default().push((*generation, name.clone()));
             }
             VolumeStep::Remove { name } => {
-                match docker.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+                let remove = docker.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>);
+                let removed = bounds::within(host, "remove history volume", bounds::CHANGE, remove)
+                    .await
+                    .map_err(|e| HistoryError { set: set.to_string(), message: e.to_string() })?;
+                match removed {
                     Err(e) if status_of(&e) != Some(404) => return Err(err("remove history volume", e)),
                     _ => {}
                 }
@@ -249,7 +259,7 @@ impl HistoryStore for HostVolumes {
                         self.remember(host, set, &found);
                         records.extend(newest(found.into_iter().map(|(g, _, r)| (g, r)).collect()));
                     }
-                    Err(e) => last_error = Some(format!("host {host}: list volumes: {}", message_of(&e))),
+                    Err(e) => last_error = Some(e),
                 }
             }
             match (answered, last_error) {

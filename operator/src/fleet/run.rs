@@ -664,9 +664,11 @@ async fn collect_images(views: &[HostView], writes: &[HistoryWrite], before: &Hi
     for v in views {
         let Some(d) = &v.docker else { continue };
         for image in collectable_images(writes, before, &v.target.name) {
-            match d.remove_image(&image, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
-                Ok(_) => tracing::info!(host = %v.target.name, image, "removed an image no kept revision uses"),
-                Err(e) => tracing::debug!(host = %v.target.name, image, error = %docker::message_of(&e), "image kept"),
+            let remove = d.remove_image(&image, None::<bollard::query_parameters::RemoveImageOptions>, None);
+            match docker::bounds::within(&v.target.name, "remove image", docker::bounds::CHANGE, remove).await {
+                Err(e) => tracing::warn!(host = %v.target.name, image, error = %e, "image kept"),
+                Ok(Ok(_)) => tracing::info!(host = %v.target.name, image, "removed an image no kept revision uses"),
+                Ok(Err(e)) => tracing::debug!(host = %v.target.name, image, error = %docker::message_of(&e), "image kept"),
             }
         }
     }
