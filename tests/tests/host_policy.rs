@@ -205,7 +205,9 @@ async fn the_local_engine_allows_binds_under_the_input_folder_only() {
     let data = folder.join("data");
     std::fs::create_dir(&data).unwrap();
     let bind = |source: &str| {
-        format!("    mounts:\n      - type: bind\n        source: {source}\n        target: /data\n        readOnly: true\n")
+        format!(
+            "    mounts:\n      - type: bind\n        source: {source}\n        target: /data\n        readOnly: true\n"
+        )
     };
     let mut inside = EchoSet::new(ns.name(), "web");
     inside.extra_template = bind(data.to_str().unwrap());

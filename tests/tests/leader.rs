@@ -16,7 +16,12 @@ use kube::api::{Api, ObjectMeta, PostParams};
 const LEASE: &str = "berth-leader";
 
 fn candidate(ns: &str) -> LeaseConfig {
-    LeaseConfig { name: LEASE.into(), namespace: ns.into(), identity: "candidate".into(), duration: Duration::from_secs(1) }
+    LeaseConfig {
+        name: LEASE.into(),
+        namespace: ns.into(),
+        identity: "candidate".into(),
+        duration: Duration::from_secs(1),
+    }
 }
 
 /// A Lease held by `other` for 1 s, renewed at `renewed` (by the holder's clock).

@@ -80,7 +80,8 @@ async fn a_container_restarted_inside_min_ready_seconds_fails_its_revision() {
         assert!(out.stderr.contains(needle), "the error says {needle:?}:\n{out}");
     }
     assert_eq!(running_revisions(&docker, ns.name()).await, v1, "back on revision 1");
-    let outcomes: Vec<String> = history(d, ns.name(), &[]).iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
+    let outcomes: Vec<String> =
+        history(d, ns.name(), &[]).iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
     assert_eq!(outcomes, ["Ready", "Failed"]);
 }
 
@@ -109,7 +110,8 @@ async fn a_host_that_cannot_be_looked_at_inside_the_window_is_an_error_not_a_fai
 
     // Nothing recorded as failed, nothing rolled back, nothing held: revision 2 still runs
     // and the next run (engine reachable) leaves it there.
-    let outcomes: Vec<String> = history(d, ns.name(), &[]).iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
+    let outcomes: Vec<String> =
+        history(d, ns.name(), &[]).iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
     assert_eq!(outcomes, ["Ready", "Progressing"]);
     let again = berth_async(["apply", "-f", d], &[]).await;
     again.assert_success();

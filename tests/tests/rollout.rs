@@ -7,7 +7,9 @@
 //! and never reaches the others, a host cut off mid-rollout is reported while the others
 //! finish, `spec.paused` changes nothing, history lives on the hosts (a fresh folder sees
 //! it, and `berth rollback` uses it), and images berth pulled for trimmed revisions are
-//! collected while images it did not pull stay.
+//! collected while images it did not pull stay. A set whose `hostSelector` moves it to
+//! another host serves from the old one until the new one is ready, and keeps the old one
+//! when the new one fails.
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
@@ -41,8 +43,8 @@ const HEALTHY: [&str; 3] = ["CMD", "/echo", "--probe"];
 /// An unknown flag: the probe exits 2, so the container turns unhealthy.
 const FAILING: [&str; 3] = ["CMD", "/echo", "--no-such-flag"];
 
-/// Three test hosts declared to berth as DockerHosts `h1`, `h2`, `h3` (rolled in that order)
-/// over TLS, their certificates in Secrets, all in one folder with the set's file.
+/// Three test hosts declared to berth as DockerHosts `h1`, `h2`, `h3` (rolled in that order,
+/// each labelled `host: <its name>` besides `role: web`) over TLS, their certificates in Secrets, all in one folder with the set's file.
 struct Fleet {
     hosts: Vec<RemoteHost>,
     docker: Vec<Docker>,
@@ -68,7 +70,7 @@ impl Fleet {
             }));
             docs.push(json!({
                 "apiVersion": "berth.dev/v1alpha1", "kind": "DockerHost",
-                "metadata": {"name": host_name(i), "namespace": ns, "labels": {"role": "web"}},
+                "metadata": {"name": host_name(i), "namespace": ns, "labels": {"role": "web", "host": host_name(i)}},
                 "spec": {"endpoint": h.tcp_endpoint(), "tls": {"secretName": format!("tls-{}", host_name(i))}}
             }));
         }
@@ -372,6 +374,128 @@ async fn a_rolling_update_keeps_two_of_three_hosts_serving() {
     let again = fleet.apply().await;
     again.assert_success();
     assert!(again.stdout.contains("No changes"), "a second apply changes nothing:\n{again}");
+}
+
+/// `(action, container name, time)` of the events that change containers, oldest first.
+fn timed_changes(events: &[EventMessage]) -> Vec<(String, String, i64)> {
+    events
+        .iter()
+        .filter(|e| !event_action(e).starts_with("health_status"))
+        .map(|e| (event_action(e).to_string(), event_attr(e, "name").to_string(), e.time_nano.unwrap_or(0)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_that_moves_serves_until_its_new_host_is_ready_and_keeps_its_old_host_when_the_new_one_fails() {
+    let fleet = Fleet::start([56, 57, 58]).await;
+    let on = |host: &str| {
+        let mut set = web(&fleet.ns, "v1", HEALTHY);
+        set["spec"]["hostSelector"] = json!({"matchLabels": {"host": host}});
+        set["spec"]["template"]["ports"] = json!([{"containerPort": ECHO_PORT, "hostPort": PORT}]);
+        set
+    };
+    let addrs: Vec<SocketAddr> =
+        fleet.hosts.iter().map(|h| format!("{}:{PORT}", h.ip()).parse().expect("an address")).collect();
+    let only_on = |host: usize| {
+        let fleet = &fleet;
+        async move {
+            for i in 0..fleet.hosts.len() {
+                let cs = fleet.containers(i).await;
+                let ok = if i == host { cs.len() == 1 && cs[0].running && cs[0].healthy } else { cs.is_empty() };
+                if !ok {
+                    return None;
+                }
+            }
+            Some(fleet.containers(host).await.remove(0))
+        }
+    };
+    fleet.declare(&on("h1"));
+    fleet.apply().await.assert_success();
+    let first = eventually("the set serving on h1 alone", WAIT, || only_on(0)).await;
+    let a = addrs[0];
+    eventually("h1 to answer", WAIT, || async move { answers(a) }).await;
+
+    // The selector moves it to h2: h2's container is made and ready before h1's goes.
+    fleet.declare(&on("h2"));
+    let since = SystemTime::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = probe_rounds(addrs[..2].to_vec(), stop.clone());
+    let out = fleet.apply().await;
+    stop.store(true, Ordering::SeqCst);
+    let rounds = prober.join().expect("the prober thread");
+    out.assert_success();
+    let moved = eventually("the set serving on h2 alone", WAIT, || only_on(1)).await;
+    assert_eq!(moved.revision, first.revision, "a move is no new revision");
+    println!(
+        "move h1 -> h2: {} probe rounds, min hosts answering {}",
+        rounds.len(),
+        rounds.iter().map(Round::answering).min().unwrap_or(0)
+    );
+    assert!(rounds.len() >= 10, "too few probe rounds ({}) to say anything", rounds.len());
+    if let Some(i) = rounds.iter().position(|r| r.answering() == 0) {
+        panic!("neither h1 nor h2 answered in probe round {i}:\n{}\n--- berth apply\n{out}", timeline(&rounds, i));
+    }
+    let (h1_events, h2_events) = (
+        container_events(&fleet.docker[0], &fleet.ns, since).await,
+        container_events(&fleet.docker[1], &fleet.ns, since).await,
+    );
+    let healthy_on_h2 = h2_events
+        .iter()
+        .find(|e| event_action(e) == "health_status: healthy")
+        .and_then(|e| e.time_nano)
+        .unwrap_or_else(|| panic!("h2's container never turned healthy: {:?}", describe(&h2_events)));
+    let h1_changes = timed_changes(&h1_events);
+    let first_change_on_h1 =
+        h1_changes.first().unwrap_or_else(|| panic!("h1's container was never removed: {:?}", describe(&h1_events)));
+    assert!(
+        first_change_on_h1.2 > healthy_on_h2,
+        "h1's container ({} at +{} ms) went before h2's was healthy:\n h1 {h1_changes:?}\n h2 {:?}",
+        first_change_on_h1.0,
+        (first_change_on_h1.2 - healthy_on_h2) / 1_000_000,
+        describe(&h2_events)
+    );
+
+    // To h3, where something else holds the host port: h3 cannot start it, so h2 keeps serving,
+    // untouched, and the error names h3.
+    let blocker = format!("{}-port-holder", fleet.ns);
+    let binding =
+        bollard::models::PortBinding { host_ip: Some(fleet.hosts[2].ip().into()), host_port: Some(PORT.to_string()) };
+    fleet.docker[2]
+        .create_container(
+            Some(bollard::query_parameters::CreateContainerOptions {
+                name: Some(blocker.clone()),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(ECHO_IMAGE.into()),
+                exposed_ports: Some(vec![format!("{ECHO_PORT}/tcp")]),
+                host_config: Some(bollard::models::HostConfig {
+                    port_bindings: Some(HashMap::from([(format!("{ECHO_PORT}/tcp"), Some(vec![binding]))])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create the port holder on h3");
+    fleet.docker[2].start_container(&blocker, None).await.expect("start the port holder on h3");
+    fleet.declare(&on("h3"));
+    let since = SystemTime::now();
+    let failed = fleet.apply().await;
+    let h2_changes = changes(&container_events(&fleet.docker[1], &fleet.ns, since).await);
+    let _ = fleet.docker[2]
+        .remove_container(&blocker, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+        .await;
+    failed.assert_code(1);
+    assert!(failed.stderr.contains("host h3"), "the error names h3:\n{failed}");
+    assert!(h2_changes.is_empty(), "h2 was touched although h3 failed: {h2_changes:?}\n{failed}");
+    let kept = fleet.containers(1).await;
+    assert!(
+        kept.len() == 1 && kept[0].id == moved.id && kept[0].running,
+        "h2 still runs the very container it ran: {kept:?}\n{failed}"
+    );
+    let b = addrs[1];
+    assert!(answers(b), "h2 still answers after h3 failed");
 }
 
 fn http_get_path(addr: SocketAddr, path: &str) -> (u16, String) {
