@@ -329,3 +329,52 @@ async fn plan_json_reports_pending_and_exits_0_or_2() {
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0].0, name, "{all:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_volumes_never_removes_a_volume_berth_did_not_create() {
+    let docker = docker().await;
+    let guard = VolumeGuard::new("cli-delete-users", "users");
+    let (ns, volume) = (guard.namespace().to_string(), guard.volume.clone());
+    // The user made the volume (no berth labels) and put data in it before berth ran.
+    let opts = bollard::models::VolumeCreateRequest { name: Some(volume.clone()), ..Default::default() };
+    docker.create_volume(opts).await.expect("create the user's volume");
+    let dir = temp_dir();
+    let (path, _) = apply_one(&docker, dir.path(), &EchoSet::new(&ns, "borrower").volume(&volume, "/data")).await;
+
+    let out = run(&["delete", "-f", path_str(&path), "--volumes"]).await;
+    out.assert_success();
+    assert!(containers_in(&docker, &ns).await.is_empty(), "the set's containers are gone\n{out}");
+    assert!(
+        out.stdout.contains(&format!("local: kept volume {volume}: berth did not create it for {ns}/borrower")),
+        "{out}"
+    );
+    assert!(volume_exists(&docker, &volume).await, "the user's volume survives delete --volumes\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_volumes_of_one_set_keeps_the_volume_another_set_created() {
+    let docker = docker().await;
+    let guard = VolumeGuard::new("cli-delete-other", "theirs");
+    let (ns, volume) = (guard.namespace().to_string(), guard.volume.clone());
+    let dir = temp_dir();
+    // `alpha` creates the volume, then goes (its volume kept); `beta` mounts it later.
+    let (a_path, _) = apply_one(&docker, dir.path(), &EchoSet::new(&ns, "alpha").volume(&volume, "/data")).await;
+    run(&["delete", "-f", path_str(&a_path)]).await.assert_success();
+    assert!(volume_exists(&docker, &volume).await, "delete without --volumes keeps alpha's volume");
+    let (b_path, _) = apply_one(&docker, dir.path(), &EchoSet::new(&ns, "beta").volume(&volume, "/data")).await;
+
+    let out = run(&["delete", "-f", path_str(&b_path), "--volumes"]).await;
+    out.assert_success();
+    assert!(containers_in(&docker, &ns).await.is_empty(), "{out}");
+    assert!(
+        out.stdout.contains(&format!("local: kept volume {volume}: berth did not create it for {ns}/beta")),
+        "{out}"
+    );
+    assert!(volume_exists(&docker, &volume).await, "beta's delete keeps alpha's volume\n{out}");
+
+    // alpha's own delete --volumes (nothing of it runs any more) removes it.
+    let purged = run(&["delete", "-f", path_str(&a_path), "--volumes"]).await;
+    purged.assert_success();
+    assert!(purged.stdout.contains(&format!("local: removed volume {volume}")), "{purged}");
+    assert!(!volume_exists(&docker, &volume).await, "{purged}");
+}
