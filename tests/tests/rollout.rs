@@ -498,6 +498,50 @@ async fn a_set_that_moves_serves_until_its_new_host_is_ready_and_keeps_its_old_h
     assert!(answers(b), "h2 still answers after h3 failed");
 }
 
+async fn volume_labels(docker: &Docker, name: &str) -> Option<HashMap<String, String>> {
+    match docker.inspect_volume(name).await {
+        Ok(v) => Some(v.labels),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => None,
+        Err(e) => panic!("inspect volume {name}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_volumes_removes_the_sets_volumes_only_on_the_hosts_where_it_ran() {
+    let fleet = Fleet::start([65, 66, 67]).await;
+    let volume = format!("{}-data", fleet.ns);
+    let mut set = web(&fleet.ns, "v1", HEALTHY);
+    set["spec"]["hostSelector"] = json!({"matchLabels": {"host": "h1"}});
+    set["spec"]["template"]["mounts"] = json!([{"type": "volume", "source": volume, "target": "/data"}]);
+    fleet.declare(&set);
+    fleet.apply().await.assert_success();
+    let labels = volume_labels(&fleet.docker[0], &volume).await.expect("apply created the volume on h1");
+    assert_eq!(
+        labels.get("berth.dev/set").map(String::as_str),
+        Some(SET),
+        "berth labels the volume it made: {labels:?}"
+    );
+
+    // On h2, where the set never ran, a volume of the same name and the very same labels (a
+    // restore from h1's backup, say): it is not berth's to remove there.
+    let twin = bollard::models::VolumeCreateRequest {
+        name: Some(volume.clone()),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    fleet.docker[1].create_volume(twin).await.expect("create the twin volume on h2");
+
+    let out = berth_async(["delete", "-f", fleet.dir(), "--volumes"], &[]).await;
+    let (on_h1, on_h2) =
+        (volume_labels(&fleet.docker[0], &volume).await, volume_labels(&fleet.docker[1], &volume).await);
+    let _ = fleet.docker[1].remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+    out.assert_success();
+    assert!(out.stdout.contains(&format!("h1: removed volume {volume}")), "{out}");
+    assert!(on_h1.is_none(), "the set's volume is gone from h1\n{out}");
+    assert!(on_h2.is_some(), "h2's volume is kept: the set never ran there\n{out}");
+    assert!(!out.stdout.contains("h2:"), "nothing is said of h2's volume\n{out}");
+}
+
 fn http_get_path(addr: SocketAddr, path: &str) -> (u16, String) {
     http_request(&addr.to_string(), "GET", path, &[]).unwrap_or_else(|| panic!("GET http://{addr}{path} failed"))
 }
