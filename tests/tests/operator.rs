@@ -4,7 +4,8 @@
 //! One scenario per test: create a set → containers and status Ready; change an env value →
 //! a new revision replaces them; change a referenced Secret → rollout; remove a container
 //! behind berth's back → healed from the engine's events; delete the set → containers gone,
-//! the named volume kept; two replicas → one leads, the other takes over when it dies.
+//! the named volume kept; `volumeReclaimPolicy: Delete` removes the set's own volume and keeps
+//! (with an Event, without holding the finalizer) one another container still uses; two replicas → one leads, the other takes over when it dies.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use berth_crd::{ContainerSet, DockerHost};
 use berth_tests::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 async fn create_host(client: &kube::Client, ns: &str) {
@@ -191,6 +193,66 @@ async fn the_operator_converges_rolls_out_heals_and_cleans_up() {
     assert!(containers_in(&docker, ns.name()).await.is_empty());
     docker.inspect_volume(&volume).await.expect("the named volume is kept");
     docker.remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn volume_reclaim_delete_removes_the_sets_own_volume_and_keeps_one_in_use_without_holding_the_finalizer() {
+    ensure_echo_image();
+    let docker = docker().await;
+    let ns = NamespaceGuard::new("op-reclaim");
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, client) = fake_cluster(ns.name()).await;
+    create_host(&client, ns.name()).await;
+    let (own, shared) = (format!("{}-own", ns.name()), format!("{}-shared", ns.name()));
+    let sets: Api<ContainerSet> = Api::namespaced(client.clone(), ns.name());
+    for (name, volume) in [("solo", &own), ("lender", &shared)] {
+        let mut cs = echo_set(ns.name(), name, 1, "hi", Some(volume));
+        cs.spec.volume_reclaim_policy = berth_crd::VolumeReclaimPolicy::Delete;
+        sets.create(&PostParams::default(), &cs).await.unwrap();
+    }
+    let _op = spawn_operator(&fake, dir.path(), ns.name(), "op-a", free_port());
+    wait_ready(&sets, "solo", None).await;
+    wait_ready(&sets, "lender", None).await;
+
+    // Someone else's container (not berth's) mounts the lender's volume.
+    let user = format!("{}-user", ns.name());
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(ECHO_IMAGE.into()),
+        host_config: Some(bollard::models::HostConfig {
+            binds: Some(vec![format!("{shared}:/data")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = bollard::query_parameters::CreateContainerOptions { name: Some(user.clone()), ..Default::default() };
+    docker.create_container(Some(opts), body).await.expect("create the user's container");
+
+    for name in ["solo", "lender"] {
+        sets.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["solo", "lender"] {
+        eventually(&format!("ContainerSet {name} is gone (its finalizer done)"), Duration::from_secs(30), || async {
+            sets.get_opt(name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
+    let own_left = docker.inspect_volume(&own).await.is_ok();
+    let shared_left = docker.inspect_volume(&shared).await.is_ok();
+    let force = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build();
+    let _ = docker.remove_container(&user, Some(force)).await;
+    let _ = docker.remove_volume(&shared, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+    assert!(containers_in(&docker, ns.name()).await.is_empty());
+    assert!(!own_left, "the set's own volume {own} is removed");
+    assert!(shared_left, "the volume {shared} another container uses is kept");
+    let events: Api<Event> = Api::namespaced(client.clone(), ns.name());
+    let ev = eventually("a VolumeKept Event", Duration::from_secs(10), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| e.reason.as_deref() == Some("VolumeKept"))
+    })
+    .await;
+    let note = ev.note.unwrap_or_default();
+    assert!(note.contains(&format!("host local: volume {shared} is still in use by a container")), "{note}");
+    assert_eq!(ev.regarding.and_then(|r| r.name).as_deref(), Some("lender"), "the Event is the lender's");
 }
 
 #[tokio::test(flavor = "multi_thread")]
