@@ -13,4 +13,5 @@ pub mod engine;
 pub mod fleet;
 pub mod input;
 pub mod rehearsal;
+pub mod target;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use crate::docker::{self, DriftLog, ExecOptions};
 use crate::engine::SetKey;
 use crate::engine::history::{HistoryWrite, Outcome};
 use crate::fleet::history::{HistoryStore, HostVolumes};
-use crate::fleet::{self, FleetReport, Prepared, SetResult};
+use crate::fleet::{self, FleetReport, Prepared, RunError, SetResult};
 use crate::input::{self, Input, Resolved};
 
 pub(super) use crate::fleet::{HostView, observe_all};
@@ -74,11 +74,13 @@ async fn prepare(
             }
         }
     }
-    let pins = fleet::pin_images(&mut views, resolved).await;
+    let pins = fleet::pin_images(&mut views, &resolved.image_policies, &resolved.runtime).await;
     eprint!("{pins}");
     let pinned = pins.problems().next().is_none();
     let store = host_history(&views);
-    let rebuild = |key: &SetKey, t: &serde_json::Value| input::resolve::rebuild(input, prune, key, t);
+    let rebuild = |key: &SetKey, t: &serde_json::Value| {
+        input::resolve::rebuild(input, prune, key, t).map_err(|e| std::sync::Arc::new(e) as fleet::RebuildError)
+    };
     let prepared = fleet::prepare_consulting(&mut views, &resolved.set_infos, &store, &rebuild, consult).await;
     (views, store, prepared, pinned)
 }
@@ -278,7 +280,9 @@ async fn execute(
     print!("{}", held_notes(&prepared));
     let progress = TerminalProgress::new(total as u64);
     let options = ExecOptions::new(concurrency as usize, resolved.runtime.clone());
-    let rebuild = |key: &SetKey, t: &serde_json::Value| input::resolve::rebuild(input, prune, key, t);
+    let rebuild = |key: &SetKey, t: &serde_json::Value| {
+        input::resolve::rebuild(input, prune, key, t).map_err(|e| std::sync::Arc::new(e) as fleet::RebuildError)
+    };
     let ctx = fleet::RunContext {
         sets: &resolved.set_infos,
         store,
@@ -296,7 +300,6 @@ async fn execute(
 fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started: Instant, mut ok: bool) -> bool {
     // Changes of paused sets were planned but wait: they are not counted as made.
     let mut waiting = 0;
-    let mut printed: Vec<String> = Vec::new();
     for v in views {
         if let Err(e) = &v.observed {
             ok = false;
@@ -312,7 +315,6 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
                      started; containers not yet replaced keep running",
                     v.target.name, s.set, s.done, s.failed, s.skipped
                 );
-                printed.push(e.clone());
             }
         }
     }
@@ -346,7 +348,7 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
             SetResult::Error(e) => {
                 ok = false;
                 // A step's error was said above, with its host.
-                if !printed.iter().any(|p| e.contains(p.as_str())) {
+                if !matches!(e, RunError::Host { .. }) {
                     eprintln!("error: set {}: {e}", s.key);
                 }
             }

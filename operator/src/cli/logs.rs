@@ -10,9 +10,10 @@ use futures::StreamExt;
 use super::InputArgs;
 use super::LogsArgs;
 use super::apply::{load_input, observe_all};
-use crate::docker::{self, Endpoint};
+use crate::docker;
 use crate::engine::labels;
-use crate::input::HostTarget;
+use crate::target::Endpoint;
+use crate::target::HostTarget;
 
 pub(super) async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let (namespace, name) = match args.set.split_once('/') {
@@ -36,7 +37,11 @@ pub(super) async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     for v in &views {
         let Some(d) = &v.docker else {
             ok = false;
-            eprintln!("error: host {}: {}", v.target.name, v.observed.as_ref().err().cloned().unwrap_or_default());
+            eprintln!(
+                "error: host {}: {}",
+                v.target.name,
+                v.observed.as_ref().err().map(ToString::to_string).unwrap_or_default()
+            );
             continue;
         };
         let filters = HashMap::from([(

@@ -141,7 +141,7 @@ pub fn plan_json(views: &[HostView], plans: &[Option<HostPlan>]) -> Value {
         .map(|(v, p)| {
             let mut h = json!({ "host": v.target.name, "endpoint": v.target.endpoint.to_string() });
             match (&v.observed, p) {
-                (Err(e), _) => h["error"] = json!(e),
+                (Err(e), _) => h["error"] = json!(e.to_string()),
                 (Ok(_), Some(p)) => {
                     h["sets"] = serde_json::to_value(&p.sets).unwrap_or(Value::Null);
                     h["drifted"] = serde_json::to_value(&p.drifted).unwrap_or(Value::Null);

@@ -25,7 +25,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let resolved = load_input(&args.input, false)?;
     let mut views = observe_all(resolved.hosts.clone()).await;
     // The revision a set should run covers its pinned image: the same as apply would choose.
-    let pins = crate::fleet::pin_images(&mut views, &resolved).await;
+    let pins = crate::fleet::pin_images(&mut views, &resolved.image_policies, &resolved.runtime).await;
     eprint!("{pins}");
     let mut out = Vec::new();
     let mut unreachable = false;
@@ -52,7 +52,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                         s.hosts.push(HostSetStatus {
                             host: v.target.name.clone(),
                             ready: false,
-                            message: Some(e.clone()),
+                            message: Some(e.to_string()),
                             ..Default::default()
                         });
                     }

@@ -19,7 +19,7 @@ use super::apply;
 use super::{InputArgs, WatchArgs};
 use crate::docker::{self, DriftLog};
 use crate::engine::SetKey;
-use crate::input::HostTarget;
+use crate::target::HostTarget;
 
 /// Why a pass runs.
 #[derive(Debug)]

@@ -36,8 +36,9 @@ use tokio::time::Instant;
 
 use berth_crd::ContainerSet;
 
-use crate::docker::{self, DockerError, DriftLog, Endpoint};
+use crate::docker::{self, DockerError, DriftLog};
 use crate::engine::{ObservedContainer, SetKey};
+use crate::target::Endpoint;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::MethodLabels;
 

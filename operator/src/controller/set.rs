@@ -25,7 +25,8 @@ use super::{Context, Error, FIELD_MANAGER};
 use crate::docker::{self, ExecOptions};
 use crate::engine::{Action as PlanAction, HostPlan, SetKey, plan_host};
 use crate::fleet::{self, HostView, SetResult};
-use crate::input::{self, HostTarget, Input};
+use crate::input::{self, Input};
+use crate::target::HostTarget;
 
 /// The finalizer berth puts on every ContainerSet.
 pub const FINALIZER: &str = "berth.dev/cleanup";
@@ -135,7 +136,7 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let key = SetKey::new(cs.namespace().unwrap_or_default(), cs.name_any());
     let mut views = futures::future::join_all(resolved.hosts.iter().map(|t| view_of(t, ctx).boxed())).await;
     // One digest for every host: pinned before planning (the revision includes it).
-    let pins = crate::fleet::pin_images(&mut views, &resolved).await;
+    let pins = crate::fleet::pin_images(&mut views, &resolved.image_policies, &resolved.runtime).await;
     let pin_problem = pins.problems().next().map(ToString::to_string);
     if let Some(p) = &pin_problem {
         publish(ctx, cs, EventType::Warning, "PinFailed", "Pin", p.clone()).await;
@@ -146,7 +147,9 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let declared =
         views.iter().find_map(|v| v.target.desired.iter().find(|d| d.key == key)).map(|d| d.revision.clone());
     let store = ControllerRevisions::new(ctx.client.clone(), cs);
-    let rebuild = |k: &SetKey, t: &serde_json::Value| input::resolve::rebuild(&input, false, k, t);
+    let rebuild = |k: &SetKey, t: &serde_json::Value| {
+        input::resolve::rebuild(&input, false, k, t).map_err(|e| std::sync::Arc::new(e) as fleet::RebuildError)
+    };
     let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
     let plans = prepared.plans.clone();
     let options = ExecOptions::new(8, resolved.runtime.clone());
@@ -155,7 +158,7 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         store: &store,
         rebuild: &rebuild,
         options: &options,
-        progress: ctx.metrics.as_ref(),
+        progress: &StepCounter(&ctx.metrics),
     };
     let fleet_report = fleet::execute(&mut views, prepared, &run).boxed().await;
     let set_report = fleet_report.sets.into_iter().find(|s| s.key == key);
@@ -172,7 +175,7 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
         if !ran.is_empty()
             && let Some(d) = &v.docker
         {
-            observed = ctx.pool.observe(&v.target.name, d).await.map_err(|e| e.to_string());
+            observed = ctx.pool.observe(&v.target.name, d).await;
             report.changed = plans[i].as_ref().and_then(|p| change_summary(p, &key, ran));
         }
         for (set, e) in ran.iter().flat_map(|o| o.errors()) {
@@ -193,7 +196,7 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
             }
             Err(e) => {
                 ctx.pool.forget(&v.target.name).await;
-                report.error = Some(e);
+                report.error = Some(e.to_string());
             }
         }
         reports.push(report);
@@ -276,9 +279,9 @@ fn relevant_hosts<'a>(
 async fn view_of(target: &HostTarget, ctx: &Context) -> HostView {
     let docker = match ctx.pool.get(&target.name, &target.endpoint, "").await {
         Ok(d) => d,
-        Err(e) => return HostView { target: target.clone(), docker: None, observed: Err(e.to_string()) },
+        Err(e) => return HostView { target: target.clone(), docker: None, observed: Err(e) },
     };
-    let observed = ctx.pool.observe(&target.name, &docker).await.map_err(|e| e.to_string());
+    let observed = ctx.pool.observe(&target.name, &docker).await;
     if observed.is_err() {
         ctx.pool.forget(&target.name).await;
     }
@@ -355,7 +358,7 @@ fn rollout_note(report: &Option<fleet::SetReport>, declared: &str, target: Strin
                 }
             ),
         )),
-        SetResult::Error(e) => Some(("RolloutError".into(), e.clone())),
+        SetResult::Error(e) => Some(("RolloutError".into(), e.to_string())),
         SetResult::Converged | SetResult::Paused { .. } => None,
     };
     note
@@ -421,7 +424,7 @@ async fn converge_host(
     let plan = plan_host(&target.name, &target.desired, &observed, &target.scope);
     let mut after = observed;
     if !plan.is_empty() {
-        let outcome = docker::execute_host(&docker, &plan, &target.desired, options, ctx.metrics.as_ref()).await;
+        let outcome = docker::execute_host(&docker, &plan, &target.desired, options, &StepCounter(&ctx.metrics)).await;
         for s in &outcome.sets {
             if let Some(e) = &s.error {
                 report.error = Some(format!("{}: {e}", s.set));
@@ -591,6 +594,15 @@ async fn publish(ctx: &Context, cs: &ContainerSet, type_: EventType, reason: &st
     let ev = KubeEvent { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&ev, &cs.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+/// The executor's finished steps, counted in `berth_docker_steps_total`.
+struct StepCounter<'a>(&'a crate::telemetry::Metrics);
+
+impl docker::Progress for StepCounter<'_> {
+    fn step_finished(&self, _host: &str, _set: &SetKey, step: &crate::engine::Step, _elapsed: std::time::Duration) {
+        self.0.step_finished(step.kind());
     }
 }
 

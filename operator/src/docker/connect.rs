@@ -8,71 +8,15 @@
 //! costs one request in all; only an engine that refuses that version (Docker 29 wants ≥ 1.44)
 //! is asked for its version, and the list sent again.
 
-use std::path::PathBuf;
-
 use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
 
 use super::DockerError;
 use crate::engine::ObservedContainer;
+use crate::target::{Endpoint, Tls};
 
 /// The API version berth speaks before it asked: Docker 20.10's, the oldest engine berth
 /// supports and the one its tests run against.
 pub const BASELINE: &ClientVersion = &ClientVersion { major_version: 1, minor_version: 41 };
-
-/// Client certificate files for a TLS endpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// Where an engine listens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    Unix(PathBuf),
-    /// `host:port`; `tls` is `None` only when the user allowed plain TCP.
-    Tcp {
-        addr: String,
-        tls: Option<TlsFiles>,
-    },
-}
-
-impl Endpoint {
-    /// The local engine as the Docker CLI finds it: `DOCKER_HOST`, `DOCKER_TLS_VERIFY`,
-    /// `DOCKER_CERT_PATH`, else the default socket.
-    pub fn from_env() -> Result<Endpoint, String> {
-        let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty());
-        let Some(host) = host else {
-            return Ok(Endpoint::Unix(PathBuf::from("/var/run/docker.sock")));
-        };
-        if let Some(path) = host.strip_prefix("unix://") {
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
-        }
-        if let Some(addr) = host.strip_prefix("tcp://") {
-            let verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
-            let tls = verify.then(|| {
-                let dir = std::env::var("DOCKER_CERT_PATH").map(PathBuf::from).unwrap_or_else(|_| home_docker_dir());
-                TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") }
-            });
-            return Ok(Endpoint::Tcp { addr: addr.to_string(), tls });
-        }
-        Err(format!("DOCKER_HOST={host:?}: berth supports unix:// and tcp:// endpoints"))
-    }
-}
-
-fn home_docker_dir() -> PathBuf {
-    std::env::var("HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/root")).join(".docker")
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
-            Endpoint::Tcp { addr, .. } => write!(f, "tcp://{addr}"),
-        }
-    }
-}
 
 /// bollard's client timeout (response heads only): a backstop; each call's own bound is in
 /// [`super::bounds`].
@@ -89,20 +33,39 @@ fn connect_error(endpoint: &Endpoint, e: &bollard::errors::Error) -> DockerError
 
 /// A client speaking `version`; no request is made.
 fn client(endpoint: &Endpoint, version: &ClientVersion) -> Result<Docker, DockerError> {
+    let tls_error = |message: String| DockerError::Tls { endpoint: endpoint.to_string(), message };
     match endpoint {
         Endpoint::Unix(path) => Docker::connect_with_unix(&path.to_string_lossy(), TIMEOUT_SECS, version),
-        Endpoint::Tcp { addr, tls: Some(t) } => {
-            Docker::connect_with_ssl(addr, &t.key, &t.cert, &t.ca, TIMEOUT_SECS, version)
+        Endpoint::Tcp { addr, tls: Some(Tls::Files { ca, cert, key }) } => {
+            Docker::connect_with_ssl(addr, key, cert, ca, TIMEOUT_SECS, version)
+        }
+        Endpoint::Tcp { addr, tls: Some(Tls::Pem { ca, cert, key }) } => {
+            // bollard reads certificates from files, once, while it builds the client: they
+            // exist, readable by this user only, for that moment.
+            let dir = pem_files(ca, cert, key.expose())
+                .map_err(|e| tls_error(format!("cannot write the client certificate for the connection: {e}")))?;
+            let p = |f: &str| dir.path().join(f);
+            Docker::connect_with_ssl(addr, &p("tls.key"), &p("tls.crt"), &p("ca.crt"), TIMEOUT_SECS, version)
         }
         Endpoint::Tcp { addr, tls: None } => Docker::connect_with_http(addr, TIMEOUT_SECS, version),
     }
     .map_err(|e| match endpoint {
-        // No request was made: the certificate files themselves are the problem.
-        Endpoint::Tcp { tls: Some(_), .. } => {
-            DockerError::Tls { endpoint: endpoint.to_string(), message: super::message_of(&e) }
-        }
+        // No request was made: the certificate material itself is the problem.
+        Endpoint::Tcp { tls: Some(_), .. } => tls_error(super::message_of(&e)),
         _ => connect_error(endpoint, &e),
     })
+}
+
+/// `ca.crt`, `tls.crt` and `tls.key` in a fresh private folder, removed when dropped.
+fn pem_files(ca: &str, cert: &str, key: &str) -> std::io::Result<tempfile::TempDir> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = tempfile::Builder::new().prefix("berth-tls-").tempdir()?;
+    for (name, text) in [("ca.crt", ca), ("tls.crt", cert), ("tls.key", key)] {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dir.path().join(name))?;
+        f.write_all(text.as_bytes())?;
+    }
+    Ok(dir)
 }
 
 /// Connect and negotiate the API version. Fails when the engine does not answer.

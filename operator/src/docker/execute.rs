@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerStateStatusEnum, HealthStatusEnum, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
 };
@@ -32,32 +31,10 @@ use crate::engine::{
     Change, DesiredSet, Drift, DriftPolicy, DriftReport, HostPlan, NameHolder, Pull, SetKey, SetPlan, Step, labels,
     squatter_name,
 };
+use crate::target::SetRuntime;
 
 /// How long a create waits for a container being removed to give up its name.
 const NAME_RELEASE: Duration = Duration::from_secs(10);
-
-/// What the executor needs per set beyond the plan.
-#[derive(Clone, Default)]
-pub struct SetRuntime {
-    /// How long a new container may take to become ready.
-    pub progress_deadline: Duration,
-    /// Registry credentials for the set's image, from its `imagePullSecrets`.
-    pub credentials: Option<DockerCredentials>,
-}
-
-/// By hand: bollard's `DockerCredentials` prints its password in `Debug`.
-impl std::fmt::Debug for SetRuntime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let credentials = self
-            .credentials
-            .as_ref()
-            .map(|c| format!("<credentials for {}>", c.serveraddress.as_deref().unwrap_or("a registry")));
-        f.debug_struct("SetRuntime")
-            .field("progress_deadline", &self.progress_deadline)
-            .field("credentials", &credentials)
-            .finish()
-    }
-}
 
 /// Options for executing plans, shared by every host and set of a run.
 #[derive(Clone, Debug)]
@@ -105,10 +82,8 @@ pub struct SetOutcome {
     pub skipped: usize,
     /// Changes that failed part-way (their finished steps stay done).
     pub failed: usize,
-    pub error: Option<String>,
-    /// The container that did not become ready (exited, unhealthy, past the deadline): the
-    /// revision failed, as opposed to a step failing for a reason of the host's.
-    pub not_ready: Option<String>,
+    /// The first error; [`DockerError::not_ready`] tells a failed revision from a host's trouble.
+    pub error: Option<DockerError>,
     /// Foreign containers found on the set's names: renamed aside (`replaced`), or refused.
     pub drift: Vec<DriftReport>,
 }
@@ -121,8 +96,8 @@ pub struct HostOutcome {
 }
 
 impl HostOutcome {
-    pub fn errors(&self) -> impl Iterator<Item = (&SetKey, &str)> {
-        self.sets.iter().filter_map(|s| s.error.as_deref().map(|e| (&s.set, e)))
+    pub fn errors(&self) -> impl Iterator<Item = (&SetKey, &DockerError)> {
+        self.sets.iter().filter_map(|s| s.error.as_ref().map(|e| (&s.set, e)))
     }
 }
 
@@ -184,18 +159,11 @@ struct StepContext<'a> {
 }
 
 async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) -> SetOutcome {
-    let mut outcome = SetOutcome {
-        set: sp.set.clone(),
-        done: 0,
-        skipped: 0,
-        failed: 0,
-        error: None,
-        not_ready: None,
-        drift: Vec::new(),
-    };
+    let mut outcome =
+        SetOutcome { set: sp.set.clone(), done: 0, skipped: 0, failed: 0, error: None, drift: Vec::new() };
     for step in &sp.prepare {
         if let Err(e) = run_step(&ctx, step).await {
-            outcome.error = Some(format!("{}: {e}", describe_prepare(step)));
+            outcome.error = Some(DockerError::Preparing { what: describe_prepare(step), source: Box::new(e) });
             outcome.skipped = sp.changes.len();
             return outcome;
         }
@@ -211,10 +179,7 @@ async fn run_set(ctx: StepContext<'_>, sp: &SetPlan, permits: Arc<Semaphore>) ->
             Err(e) => {
                 outcome.failed += 1;
                 if outcome.error.is_none() {
-                    outcome.error = Some(e.to_string());
-                    if let DockerError::NotReady { name, .. } | DockerError::Deadline { name, .. } = &e {
-                        outcome.not_ready = Some(name.clone());
-                    }
+                    outcome.error = Some(e);
                 }
             }
         }
@@ -482,11 +447,12 @@ async fn start(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
         Err(e) if is_stale_task(&e) => e,
         Err(e) => return Err(DockerError::api("start container", name, e)),
     };
-    let ordinal = bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(name, None))
-        .await?
-        .ok()
-        .and_then(|c| c.config?.labels?.get(labels::ORDINAL)?.parse::<u32>().ok())
-        .ok_or_else(|| DockerError::api("start container", name, e))?;
+    let ordinal =
+        bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(name, None))
+            .await?
+            .ok()
+            .and_then(|c| c.config?.labels?.get(labels::ORDINAL)?.parse::<u32>().ok())
+            .ok_or_else(|| DockerError::api("start container", name, e))?;
     tracing::warn!(
         host = ctx.host,
         set = %ctx.set,
@@ -494,7 +460,9 @@ async fn start(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
         "the engine holds a stale task for a container it never started (it crashed mid-start): making it afresh"
     );
     let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-    match bounds::within(ctx.host, "remove container", bounds::CHANGE, ctx.docker.remove_container(name, Some(opts))).await? {
+    match bounds::within(ctx.host, "remove container", bounds::CHANGE, ctx.docker.remove_container(name, Some(opts)))
+        .await?
+    {
         Err(e) if status_of(&e) != Some(404) => return Err(DockerError::api("remove container", name, e)),
         _ => {}
     }
@@ -541,14 +509,14 @@ async fn rename(ctx: &StepContext<'_>, id: &str, from: &str, to: &str) -> Result
     match bounds::within(ctx.host, "rename container", bounds::CHANGE, ctx.docker.rename_container(id, opts)).await? {
         Ok(()) => Ok(()),
         Err(e) if status_of(&e) == Some(404) => Ok(()),
-        Err(e) if status_of(&e) == Some(409) => match bounds::read(ctx.host, "inspect container", bounds::READ, || {
-            ctx.docker.inspect_container(to, None)
-        })
-        .await?
-        {
-            Ok(c) if c.id.as_deref() == Some(id) => Ok(()),
-            _ => Err(DockerError::api("rename container", from, e)),
-        },
+        Err(e) if status_of(&e) == Some(409) => {
+            match bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(to, None))
+                .await?
+            {
+                Ok(c) if c.id.as_deref() == Some(id) => Ok(()),
+                _ => Err(DockerError::api("rename container", from, e)),
+            }
+        }
         Err(e) => Err(DockerError::api("rename container", from, e)),
     }
 }

@@ -21,13 +21,14 @@ pub mod pin;
 pub mod probe;
 pub mod volume;
 
-pub use connect::{Endpoint, TlsFiles, connect};
+pub use connect::connect;
 pub use events::{ContainerEvent, DriftLog, follow};
-pub use execute::{ExecOptions, HostOutcome, Progress, SetOutcome, SetRuntime, execute_host};
+pub use execute::{ExecOptions, HostOutcome, Progress, SetOutcome, execute_host};
 pub use observe::observe;
 
-/// An error from one Docker host, with what berth was doing.
-#[derive(Debug, thiserror::Error)]
+/// An error from one Docker host, with what berth was doing. Callers decide on its
+/// [`kind`](DockerError::kind), never on its text.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DockerError {
     #[error("cannot reach the Docker engine at {endpoint}: {message}")]
     Connect { endpoint: String, message: String },
@@ -56,18 +57,73 @@ pub enum DockerError {
     NotReady { name: String, detail: String },
     #[error("container {name} not ready after {seconds}s (progressDeadlineSeconds): {detail}")]
     Deadline { name: String, seconds: u64, detail: String },
+    /// A set's preparation (network, volume, image) failed: no change of it was begun.
+    #[error("{what}: {source}")]
+    Preparing { what: &'static str, source: Box<DockerError> },
+}
+
+/// What kind of failure a [`DockerError`] is: what the fleet runner, the CLI and the operator
+/// decide on, and the metrics' label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The engine does not answer (refused, cut off, or stalled past a call's bound).
+    Unreachable,
+    /// Mutual TLS failed: a certificate, CA or key problem, not a host that is down.
+    Tls,
+    /// The engine answered with an error.
+    Engine,
+    /// A name berth needs is held by a container that is not this revision's.
+    NameConflict,
+    /// The image is not there and the policy forbids pulling it.
+    ImageMissing,
+    /// A new container did not become ready: the revision failed, not the host.
+    NotReady,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Engine => "engine",
+            ErrorKind::NameConflict => "name_conflict",
+            ErrorKind::ImageMissing => "image_missing",
+            ErrorKind::NotReady => "not_ready",
+        }
+    }
 }
 
 impl DockerError {
-    pub(crate) fn api(op: &'static str, target: impl Into<String>, e: bollard::errors::Error) -> Self {
+    pub fn api(op: &'static str, target: impl Into<String>, e: bollard::errors::Error) -> Self {
         DockerError::Api { op, target: target.into(), message: message_of(&e) }
     }
 }
 
 impl DockerError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DockerError::Connect { .. } | DockerError::Timeout { .. } => ErrorKind::Unreachable,
+            DockerError::Tls { .. } => ErrorKind::Tls,
+            DockerError::Api { .. } => ErrorKind::Engine,
+            DockerError::NameTaken { .. } | DockerError::Squatter { .. } => ErrorKind::NameConflict,
+            DockerError::ImageMissing { .. } => ErrorKind::ImageMissing,
+            DockerError::NotReady { .. } | DockerError::Deadline { .. } => ErrorKind::NotReady,
+            DockerError::Preparing { source, .. } => source.kind(),
+        }
+    }
+
     /// Whether this is a TLS failure (a certificate, CA or key problem, not a host that is down).
     pub fn is_tls(&self) -> bool {
-        matches!(self, DockerError::Tls { .. })
+        self.kind() == ErrorKind::Tls
+    }
+
+    /// The container that did not become ready, when that is what this is (the revision
+    /// failed, as opposed to a step failing for a reason of the host's).
+    pub fn not_ready(&self) -> Option<&str> {
+        match self {
+            DockerError::NotReady { name, .. } | DockerError::Deadline { name, .. } => Some(name),
+            _ => None,
+        }
     }
 }
 

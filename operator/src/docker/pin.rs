@@ -15,11 +15,11 @@ use std::fmt;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 
-use super::SetRuntime;
 use super::digest::{DigestSource, Resolution, ResolveError, resolve_digest};
 use crate::engine::pin::{ImagePolicy, PinDecision, decide, digest_of, hold, repin};
 use crate::engine::{ContainerSpec, ObservedContainer, SetKey};
-use crate::input::HostTarget;
+use crate::target::HostTarget;
+use crate::target::SetRuntime;
 
 /// One host as pinning sees it: its desired state and scope (rewritten in place) and, when it
 /// could be reached and observed, its engine and managed containers.
@@ -246,10 +246,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::docker::Endpoint;
     use crate::engine::pin::pinned_reference;
     use crate::engine::sim::SimHost;
     use crate::engine::{DesiredSet, EnvValue, Order, Pull, Scope, plan_host};
+    use crate::target::Endpoint;
 
     const TAGGED: &str = "127.0.0.1:5000/echo:live";
 

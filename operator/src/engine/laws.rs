@@ -720,7 +720,9 @@ fn apply_with_failures(
         queues.retain(|q| !q.steps.is_empty() && (q.begun || !failed_sets.contains(&q.set)));
         // Eligible: for a sequential set only its first remaining change.
         let eligible: Vec<usize> = (0..queues.len())
-            .filter(|&j| !sequential.contains(&queues[j].set) || queues.iter().position(|q| q.set == queues[j].set) == Some(j))
+            .filter(|&j| {
+                !sequential.contains(&queues[j].set) || queues.iter().position(|q| q.set == queues[j].set) == Some(j)
+            })
             .collect();
         if eligible.is_empty() {
             return Ok(not_ready);

@@ -28,7 +28,7 @@ use crate::engine::history::{History, HistoryWrite, RevisionRecord};
 use crate::engine::{SetKey, labels};
 
 /// Reading or writing history failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("revision history of {set}: {message}")]
 pub struct HistoryError {
     pub set: String,
@@ -119,11 +119,7 @@ impl HostVolumes {
     }
 
     /// List the set's history volumes on one host: `(generation, volume name, record)`.
-    async fn list(
-        docker: &Docker,
-        host: &str,
-        set: &SetKey,
-    ) -> Result<Vec<(u64, String, RevisionRecord)>, String> {
+    async fn list(docker: &Docker, host: &str, set: &SetKey) -> Result<Vec<(u64, String, RevisionRecord)>, String> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{HISTORY}={}", history_label(set))])]);
         let opts = ListVolumesOptionsBuilder::default().filters(&filters).build();
         let list = bounds::read(host, "list volumes", bounds::LIST, || docker.list_volumes(Some(opts.clone())))
@@ -169,7 +165,12 @@ impl HostVolumes {
     }
 
     /// The steps `write` takes on `host` (for tests that stop a write half-way).
-    pub async fn steps_on(&self, host: &str, set: &SetKey, write: &HistoryWrite) -> Result<Vec<VolumeStep>, HistoryError> {
+    pub async fn steps_on(
+        &self,
+        host: &str,
+        set: &SetKey,
+        write: &HistoryWrite,
+    ) -> Result<Vec<VolumeStep>, HistoryError> {
         let (_, docker) = self.hosts.iter().find(|(h, _)| h == host).ok_or_else(|| HistoryError {
             set: set.to_string(),
             message: format!("host {host} is not one of the store's"),
@@ -330,7 +331,10 @@ mod tests {
         assert_eq!(s[0], VolumeStep::Create { name: "berth-history.ns.web.abc.3".into(), generation: 3 });
         assert_eq!(s.len(), 3);
         // A new revision: one request.
-        assert_eq!(steps(&set, &put, &[]), vec![VolumeStep::Create { name: "berth-history.ns.web.abc.1".into(), generation: 1 }]);
+        assert_eq!(
+            steps(&set, &put, &[]),
+            vec![VolumeStep::Create { name: "berth-history.ns.web.abc.1".into(), generation: 1 }]
+        );
         let delete = HistoryWrite::Delete(record("abc", Outcome::Ready));
         assert_eq!(steps(&set, &delete, &two).len(), 2);
         assert!(steps(&set, &delete, &two).iter().all(|s| matches!(s, VolumeStep::Remove { .. })));

@@ -17,19 +17,22 @@ mod run;
 use bollard::Docker;
 
 pub use run::{
-    Failure, FleetReport, Held, Prepared, Rebuild, RunContext, SetInfo, SetReport, SetResult, execute, prepare,
-    prepare_consulting,
+    Failure, FailureReason, FleetReport, Held, Prepared, Rebuild, RebuildError, RunContext, RunError, SetReport,
+    SetResult, execute, prepare, prepare_consulting,
 };
 
-use crate::docker;
-use crate::engine::{HostPlan, ObservedContainer, plan_host};
-use crate::input::HostTarget;
+use crate::docker::{self, DockerError};
+use std::collections::HashMap;
+
+use crate::engine::pin::ImagePolicy;
+use crate::engine::{HostPlan, ObservedContainer, SetKey, plan_host};
+use crate::target::{HostTarget, SetRuntime};
 
 /// One host as observed for this run.
 pub struct HostView {
     pub target: HostTarget,
     pub docker: Option<Docker>,
-    pub observed: Result<Vec<ObservedContainer>, String>,
+    pub observed: Result<Vec<ObservedContainer>, DockerError>,
 }
 
 /// Connect to and observe every host, concurrently: one request per host
@@ -37,10 +40,8 @@ pub struct HostView {
 pub async fn observe_all(targets: Vec<HostTarget>) -> Vec<HostView> {
     let views = targets.into_iter().map(|target| async move {
         match docker::connect::connect_observe(&target.endpoint).await {
-            Ok((docker, observed)) => {
-                HostView { target, docker: Some(docker), observed: observed.map_err(|e| e.to_string()) }
-            }
-            Err(e) => HostView { target, docker: None, observed: Err(e.to_string()) },
+            Ok((docker, observed)) => HostView { target, docker: Some(docker), observed },
+            Err(e) => HostView { target, docker: None, observed: Err(e) },
         }
     });
     futures::future::join_all(views).await
@@ -48,13 +49,17 @@ pub async fn observe_all(targets: Vec<HostTarget>) -> Vec<HostView> {
 
 /// Pin every set's image to one digest for all its hosts, rewriting the views' desired state
 /// (see [`crate::docker::pin`]).
-pub async fn pin_images(views: &mut [HostView], resolved: &crate::input::Resolved) -> docker::pin::PinReport {
+pub async fn pin_images(
+    views: &mut [HostView],
+    policies: &HashMap<SetKey, ImagePolicy>,
+    runtime: &HashMap<SetKey, SetRuntime>,
+) -> docker::pin::PinReport {
     docker::pin::pin_images(
         views
             .iter_mut()
             .map(|v| docker::pin::PinHost::new(&mut v.target, v.docker.as_ref(), v.observed.as_deref().ok())),
-        &resolved.image_policies,
-        &resolved.runtime,
+        policies,
+        runtime,
     )
     .await
 }

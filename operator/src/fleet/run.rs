@@ -9,25 +9,38 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::history::{HistoryError, HistoryStore};
 use super::{HostView, plan_all};
-use crate::docker::{self, ExecOptions, HostOutcome, Progress};
+use crate::docker::{self, DockerError, ExecOptions, HostOutcome, Progress};
 use crate::engine::history::{History, HistoryWrite, Outcome, RevisionRecord, collectable_images};
-use crate::engine::rollout::{
-    HostRole, ReadyMark, RolloutHost, RolloutPolicy, host_role, stayed_ready, waves,
-};
+use crate::engine::rollout::{HostRole, ReadyMark, RolloutHost, host_role, stayed_ready, waves};
 use crate::engine::{DesiredSet, HostPlan, SetKey, SetPlan, Step, plan_host};
-
-/// What a run needs to know of each set beyond its desired state per host.
-#[derive(Clone, Debug)]
-pub struct SetInfo {
-    pub policy: RolloutPolicy,
-    /// The set's `spec.template` as declared, recorded in history (image pinned as run).
-    pub template: serde_json::Value,
-}
+use crate::target::SetInfo;
 
 /// Turns a recorded template back into the set's desired state per host (by host name), the
 /// way the run's input resolves (Secrets and ConfigMaps as they are now).
 pub type Rebuild<'a> =
-    dyn Fn(&SetKey, &serde_json::Value) -> Result<HashMap<String, DesiredSet>, String> + Send + Sync + 'a;
+    dyn Fn(&SetKey, &serde_json::Value) -> Result<HashMap<String, DesiredSet>, RebuildError> + Send + Sync + 'a;
+
+/// Why a recorded template no longer resolves: the input reader's own error (this layer does
+/// not know the input's types; it reports, never decides on, this error).
+pub type RebuildError = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why a set could not finish its run for a reason that is not its revision's: nothing is
+/// recorded as failed or rolled back, and the next run tries again.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum RunError {
+    /// A host's engine failed a step.
+    #[error("host {host}: {source}")]
+    Host { host: String, source: DockerError },
+    /// A host could not be looked at during the `minReadySeconds` window.
+    #[error("host {host}: minReadySeconds check: {source}")]
+    MinReadyCheck { host: String, source: DockerError },
+    /// The set's history could not be read or written.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// A recorded revision to go back to no longer resolves (say, a Secret it used is gone).
+    #[error("revision {number} cannot be rebuilt: {source}")]
+    Rebuild { number: u64, source: RebuildError },
+}
 
 /// A set whose desired revision is held back by its history.
 #[derive(Clone, Debug)]
@@ -46,7 +59,7 @@ pub struct Prepared {
     pub histories: HashMap<SetKey, History>,
     /// Sets that cannot run this time (history unreadable, a held template that no longer
     /// resolves); their plans are dropped.
-    pub errors: HashMap<SetKey, String>,
+    pub errors: HashMap<SetKey, RunError>,
 }
 
 /// Plan the run. History is read only for sets with pending changes, so a converged fleet
@@ -87,7 +100,7 @@ pub async fn prepare_consulting(
         let history = match loaded {
             Ok(h) => h,
             Err(e) => {
-                prepared.errors.insert(key, e.to_string());
+                prepared.errors.insert(key, e.into());
                 continue;
             }
         };
@@ -107,7 +120,7 @@ pub async fn prepare_consulting(
                         held.fallback = Some(fb);
                     }
                     Err(e) => {
-                        prepared.errors.insert(key.clone(), format!("revision {} cannot be rebuilt: {e}", fb.number));
+                        prepared.errors.insert(key.clone(), RunError::Rebuild { number: fb.number, source: e });
                     }
                 }
             }
@@ -152,26 +165,37 @@ fn substitute(views: &mut [HostView], key: &SetKey, by_host: &HashMap<String, De
 }
 
 /// Why a rollout stopped: the host, the container, what happened.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Failure {
     pub host: String,
     pub container: Option<String>,
-    pub message: String,
+    pub reason: FailureReason,
+}
+
+/// What the revision's container did.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum FailureReason {
+    /// It exited, turned unhealthy, or missed `progressDeadlineSeconds`
+    /// ([`DockerError::not_ready`]).
+    #[error(transparent)]
+    NotReady(DockerError),
+    /// `minReadySeconds`: it was restarted, or stopped being ready, inside the window.
+    #[error("did not stay ready for {seconds}s (minReadySeconds): {detail}")]
+    DidNotStayReady { seconds: u64, detail: String },
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = self.reason.to_string();
         match &self.container {
-            Some(c) if !self.message.contains(c.as_str()) => {
-                write!(f, "host {}: container {c}: {}", self.host, self.message)
-            }
-            _ => write!(f, "host {}: {}", self.host, self.message),
+            Some(c) if !reason.contains(c.as_str()) => write!(f, "host {}: container {c}: {reason}", self.host),
+            _ => write!(f, "host {}: {reason}", self.host),
         }
     }
 }
 
 /// How one set's part of the run ended.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum SetResult {
     /// Every reachable host runs the revision the run aimed for.
     Converged,
@@ -184,7 +208,7 @@ pub enum SetResult {
     Failed { failure: Failure, rolled_back_to: Option<u64>, rollback_error: Option<String> },
     /// A step failed for a reason that is not the revision's (a pull, the engine); retried
     /// next time.
-    Error(String),
+    Error(RunError),
 }
 
 /// One set's part of the run.
@@ -368,7 +392,7 @@ async fn run_set(
     if rolling_new {
         let record = new_record(views, key, &revision, info, Outcome::Progressing, None);
         if let Err(e) = write_all(ctx.store, key, &mut history, record, info.policy.history_limit).await {
-            report.result = SetResult::Error(e.to_string());
+            report.result = SetResult::Error(e.into());
             return (report, outcomes, None);
         }
     }
@@ -389,7 +413,7 @@ async fn run_set(
     let plan_of = |name: &str| work.iter().find(|(i, _)| views[*i].target.name == name).expect("a wave host has work");
 
     let mut failure: Option<Failure> = None;
-    let mut transient: Option<String> = None;
+    let mut transient: Option<RunError> = None;
     let mut touched: Vec<usize> = Vec::new();
     for wave in waves(&roles, info.policy.max_unavailable.wave_size(disruptive)) {
         let runs = wave.iter().map(|name| {
@@ -410,18 +434,18 @@ async fn run_set(
             match outcome.sets.iter().find(|s| s.error.is_some()) {
                 None => ran_ok.push(i),
                 Some(s) => {
-                    let message = s.error.clone().unwrap_or_default();
-                    if s.not_ready.is_some() {
+                    let error = s.error.clone().expect("found by its error");
+                    if let Some(container) = error.not_ready() {
                         failure.get_or_insert(Failure {
                             host: v.target.name.clone(),
-                            container: s.not_ready.clone(),
-                            message,
+                            container: Some(container.to_string()),
+                            reason: FailureReason::NotReady(error),
                         });
                     } else if docker::observe(&v.target.name, v.docker.as_ref().expect("connected")).await.is_err() {
                         // Cut off mid-rollout: report it, let the other hosts go on.
                         report.unreachable.push(v.target.name.clone());
                     } else {
-                        transient.get_or_insert(format!("host {}: {message}", v.target.name));
+                        transient.get_or_insert(RunError::Host { host: v.target.name.clone(), source: error });
                     }
                 }
             }
@@ -484,7 +508,7 @@ async fn run_set(
         let writes = before.record(record, info.policy.history_limit);
         for w in &writes {
             if let Err(e) = ctx.store.write(key, w).await {
-                report.result = SetResult::Error(e.to_string());
+                report.result = SetResult::Error(e.into());
             }
         }
         collect_images(views, &writes, &before).await;
@@ -499,7 +523,7 @@ enum WindowEnd {
     /// A container of the revision did not stay ready: the revision failed.
     Failed(Failure),
     /// A host could not be looked at: a host error, not the revision's.
-    HostError(String),
+    HostError(RunError),
 }
 
 /// `minReadySeconds`: mark every container of the revision on `hosts` (inspect: start time,
@@ -521,14 +545,14 @@ async fn min_ready_window(
         let (start, end) = match (start, end) {
             (Ok(s), Ok(e)) => (s, e),
             (Err(e), _) | (_, Err(e)) => {
-                return Err(WindowEnd::HostError(format!("host {host}: minReadySeconds check: {e}")));
+                return Err(WindowEnd::HostError(RunError::MinReadyCheck { host: host.clone(), source: e }));
             }
         };
         if let Err(n) = stayed_ready(&start, &end) {
             return Err(WindowEnd::Failed(Failure {
                 host: host.clone(),
                 container: Some(n.container),
-                message: format!("did not stay ready for {}s (minReadySeconds): {}", min_ready.as_secs(), n.reason),
+                reason: FailureReason::DidNotStayReady { seconds: min_ready.as_secs(), detail: n.reason },
             }));
         }
     }
@@ -537,21 +561,27 @@ async fn min_ready_window(
 
 /// The containers of `revision` of `key` on one host, each inspected. One that is gone by
 /// the time it is inspected is left out (the comparison then finds it missing).
-async fn ready_marks(view: &HostView, key: &SetKey, revision: &str) -> Result<Vec<ReadyMark>, String> {
+async fn ready_marks(view: &HostView, key: &SetKey, revision: &str) -> Result<Vec<ReadyMark>, DockerError> {
     let Some(d) = view.docker.as_ref() else { return Ok(Vec::new()) };
     let host = &view.target.name;
-    let observed = docker::observe(host, d).await.map_err(|e| e.to_string())?;
+    let observed = docker::observe(host, d).await?;
     let mut marks = Vec::new();
     for c in observed.iter().filter(|c| &c.set == key && c.revision == revision) {
-        let inspect = docker::bounds::read(host, "inspect container", docker::bounds::READ, || d.inspect_container(&c.id, None));
-        let inspect = match inspect.await.map_err(|e| e.to_string())? {
+        let inspect =
+            docker::bounds::read(host, "inspect container", docker::bounds::READ, || d.inspect_container(&c.id, None));
+        let inspect = match inspect.await? {
             Ok(i) => i,
             Err(e) if docker::status_of(&e) == Some(404) => continue,
-            Err(e) => return Err(format!("inspect container {}: {}", c.name, docker::message_of(&e))),
+            Err(e) => return Err(DockerError::api("inspect container", &c.name, e)),
         };
         let state = inspect.state.unwrap_or_default();
         let running = state.running == Some(true) && state.restarting != Some(true);
-        let health = state.health.as_ref().and_then(|h| h.status).map(|s| s.to_string()).filter(|s| !s.is_empty() && s != "none");
+        let health = state
+            .health
+            .as_ref()
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty() && s != "none");
         let ready = running && matches!(health.as_deref(), None | Some("healthy"));
         marks.push(ReadyMark {
             id: c.id.clone(),
@@ -668,7 +698,9 @@ async fn collect_images(views: &[HostView], writes: &[HistoryWrite], before: &Hi
             match docker::bounds::within(&v.target.name, "remove image", docker::bounds::CHANGE, remove).await {
                 Err(e) => tracing::warn!(host = %v.target.name, image, error = %e, "image kept"),
                 Ok(Ok(_)) => tracing::info!(host = %v.target.name, image, "removed an image no kept revision uses"),
-                Ok(Err(e)) => tracing::debug!(host = %v.target.name, image, error = %docker::message_of(&e), "image kept"),
+                Ok(Err(e)) => {
+                    tracing::debug!(host = %v.target.name, image, error = %docker::message_of(&e), "image kept")
+                }
             }
         }
     }

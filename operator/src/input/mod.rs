@@ -11,7 +11,7 @@ pub mod policy;
 pub mod resolve;
 
 pub use load::{Input, Located, Origin, load};
-pub use resolve::{HostTarget, Resolved, resolve};
+pub use resolve::{Resolved, resolve};
 
 use std::fmt;
 

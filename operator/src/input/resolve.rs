@@ -17,26 +17,13 @@ use serde::Deserialize;
 
 use super::policy::{local_policy_violations, policy_violations};
 use super::{Input, InputError, InputErrors, Located};
-use crate::docker::{Endpoint, SetRuntime, TlsFiles};
 use crate::engine::pin::ImagePolicy;
 use crate::engine::rollout::{MaxUnavailable, RolloutPolicy};
 use crate::engine::{
     ContainerSpec, DesiredSet, DriftPolicy, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope,
     SecretString, SetKey,
 };
-use crate::fleet::SetInfo;
-
-/// One engine to converge.
-#[derive(Clone, Debug)]
-pub struct HostTarget {
-    /// `local` for the implicit local engine, else the DockerHost's name.
-    pub name: String,
-    pub endpoint: Endpoint,
-    /// Sets placed here.
-    pub desired: Vec<DesiredSet>,
-    /// Sets this run owns here (a cordoned host owns none: nothing there is touched).
-    pub scope: Scope,
-}
+use crate::target::{Endpoint, HostTarget, SetInfo, SetRuntime, Tls};
 
 /// The input, resolved: what every host should run.
 #[derive(Debug)]
@@ -48,21 +35,18 @@ pub struct Resolved {
     pub sets: Vec<SetKey>,
     /// How each set rolls out, and its template as declared (for history).
     pub set_infos: HashMap<SetKey, SetInfo>,
-    /// What a moved image tag does, per set (see [`crate::docker::pin::pin_images`]).
+    /// What a moved image tag does, per set (the fleet runner pins images by it).
     pub image_policies: HashMap<SetKey, ImagePolicy>,
-    /// Holds client certificates written from Secrets for the duration of the run.
-    pub tls_dir: Option<tempfile::TempDir>,
 }
 
 /// Resolve the input. `prune` makes every set in the input's namespaces owned, so sets no
 /// longer declared are removed.
 pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
     let mut errors = Vec::new();
-    let mut tls_dir = None;
     let mut hosts = Vec::new();
 
     for h in &input.hosts {
-        match host_endpoint(h, input, &mut tls_dir) {
+        match host_endpoint(h, input) {
             Ok(endpoint) => hosts.push((
                 Some(h),
                 HostTarget {
@@ -81,11 +65,11 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
                 None,
                 HostTarget { name: "local".into(), endpoint, desired: Vec::new(), scope: Scope::default() },
             )),
-            Err(message) => errors.push(InputError {
+            Err(e) => errors.push(InputError {
                 origin: "environment".into(),
                 object: None,
                 field: Some("DOCKER_HOST".into()),
-                message,
+                message: e.to_string(),
             }),
         }
     }
@@ -184,7 +168,6 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
         sets: set_keys,
         set_infos,
         image_policies,
-        tls_dir,
     })
 }
 
@@ -248,9 +231,7 @@ pub fn host_port_conflicts(input: &Input, resolved: &Resolved) -> Vec<InputError
         for d in host.desired.iter().filter(|d| d.replicas > 0) {
             for (i, p) in d.spec.ports.iter().enumerate().filter(|(_, p)| p.host_port.is_some()) {
                 let clash = published.iter().find(|(_, _, q)| {
-                    q.host_port == p.host_port
-                        && q.protocol == p.protocol
-                        && host_ips_overlap(&q.host_ip, &p.host_ip)
+                    q.host_port == p.host_port && q.protocol == p.protocol && host_ips_overlap(&q.host_ip, &p.host_ip)
                 });
                 if let Some((other, j, _)) = clash {
                     let by = if *other == &d.key { String::new() } else { format!("ContainerSet {other} ") };
@@ -304,6 +285,17 @@ fn set_info(cs: &ContainerSet) -> SetInfo {
     }
 }
 
+/// Why a recorded template could not be turned back into desired state.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("the recorded template does not parse: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("set {0} is not in the input")]
+    NotDeclared(SetKey),
+    #[error(transparent)]
+    Input(#[from] InputErrors),
+}
+
 /// The desired state per host of set `key` with a recorded `template` in place of the
 /// declared one, resolved like the rest of the input (Secrets and ConfigMaps as they are now).
 pub fn rebuild(
@@ -311,13 +303,12 @@ pub fn rebuild(
     prune: bool,
     key: &SetKey,
     template: &serde_json::Value,
-) -> Result<HashMap<String, DesiredSet>, String> {
-    let template: ContainerTemplate =
-        serde_json::from_value(template.clone()).map_err(|e| format!("the recorded template does not parse: {e}"))?;
+) -> Result<HashMap<String, DesiredSet>, RebuildError> {
+    let template: ContainerTemplate = serde_json::from_value(template.clone())?;
     let mut input = input.clone();
-    let set = input.sets.iter_mut().find(|s| is_set(s, key)).ok_or_else(|| format!("set {key} is not in the input"))?;
+    let set = input.sets.iter_mut().find(|s| is_set(s, key)).ok_or_else(|| RebuildError::NotDeclared(key.clone()))?;
     set.object.spec.template = template;
-    let resolved = resolve(&input, prune).map_err(|e| e.to_string())?;
+    let resolved = resolve(&input, prune)?;
     Ok(resolved
         .hosts
         .into_iter()
@@ -360,11 +351,7 @@ fn desired_set(cs: &ContainerSet, key: SetKey, spec: ContainerSpec) -> DesiredSe
     DesiredSet::new(key, spec, cs.spec.replicas_per_host.max(0) as u32, order, pull).with_drift_policy(drift)
 }
 
-fn host_endpoint(
-    h: &Located<DockerHost>,
-    input: &Input,
-    tls_dir: &mut Option<tempfile::TempDir>,
-) -> Result<Endpoint, InputError> {
+fn host_endpoint(h: &Located<DockerHost>, input: &Input) -> Result<Endpoint, InputError> {
     let spec = &h.object.spec;
     let ns = h.object.metadata.namespace.clone().unwrap_or_default();
     let name = h.object.metadata.name.clone().unwrap_or_default();
@@ -385,36 +372,12 @@ fn host_endpoint(
         .secrets
         .get(&(ns.clone(), tls.secret_name.clone()))
         .ok_or_else(|| err("spec.tls.secretName", format!("Secret {ns}/{} is not in the input", tls.secret_name)))?;
-    let mut files = Vec::new();
-    for key in ["ca.crt", "tls.crt", "tls.key"] {
-        let value = secret_value(&secret.object, key)
-            .ok_or_else(|| err("spec.tls.secretName", format!("Secret {ns}/{} has no key {key:?}", tls.secret_name)))?;
-        files.push((key, value));
-    }
-    if tls_dir.is_none() {
-        *tls_dir = Some(
-            tempfile::Builder::new()
-                .prefix("berth-tls-")
-                .tempdir()
-                .map_err(|e| err("spec.tls", format!("cannot create a temp folder: {e}")))?,
-        );
-    }
-    let dir = tls_dir.as_ref().expect("just created").path().join(format!("{ns}.{name}"));
-    std::fs::create_dir_all(&dir).map_err(|e| err("spec.tls", e.to_string()))?;
-    for (key, value) in &files {
-        write_private(&dir.join(key), value.as_bytes()).map_err(|e| err("spec.tls", e.to_string()))?;
-    }
-    Ok(Endpoint::Tcp {
-        addr,
-        tls: Some(TlsFiles { ca: dir.join("ca.crt"), cert: dir.join("tls.crt"), key: dir.join("tls.key") }),
-    })
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(bytes)
+    let value = |key: &str| {
+        secret_value(&secret.object, key)
+            .ok_or_else(|| err("spec.tls.secretName", format!("Secret {ns}/{} has no key {key:?}", tls.secret_name)))
+    };
+    let tls = Tls::Pem { ca: value("ca.crt")?, cert: value("tls.crt")?, key: SecretString::new(value("tls.key")?) };
+    Ok(Endpoint::Tcp { addr, tls: Some(tls) })
 }
 
 /// A Secret's value for a key, from `data` (base64 in YAML) or `stringData`.
