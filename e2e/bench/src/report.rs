@@ -356,7 +356,7 @@ fn anatomy(out: &mut String, results: &Results) {
                 let Some(last) = results.get(n, s, who).last() else { continue };
                 let a = last.anatomy();
                 let mut classes = a.classes.clone();
-                classes.sort_by(|x, y| y.total.cmp(&x.total));
+                classes.sort_by_key(|c| std::cmp::Reverse(c.total));
                 let top: Vec<String> = classes
                     .iter()
                     .take(4)
