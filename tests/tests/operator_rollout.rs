@@ -82,7 +82,8 @@ async fn a_failing_revision_rolls_back_host_by_host_and_history_survives_a_resta
     }))
     .unwrap();
     sets.create(&PostParams::default(), &cs).await.unwrap();
-    let mut op = OperatorLog(Some(spawn_operator(&fake, dir.path(), ns.name(), "first", free_port())));
+    let first_port = free_port();
+    let mut op = OperatorLog(Some(spawn_operator(&fake, dir.path(), ns.name(), "first", first_port)));
 
     let ready = eventually("Ready on three hosts", Duration::from_secs(90), || async {
         let cs = sets.get("web").await.ok()?;
@@ -116,6 +117,10 @@ async fn a_failing_revision_rolls_back_host_by_host_and_history_survives_a_resta
     let container = format!("{}.web.{bad}.0", ns.name());
     assert!(message.contains(&container), "names the container {container}: {message}");
     assert_eq!(st.current_revision.as_deref(), Some(good.as_str()), "{st:?}");
+    // The metrics count the stop by its kind, not by its text.
+    let (_, metrics) =
+        http_request(&format!("127.0.0.1:{first_port}"), "GET", "/metrics", &[]).expect("/metrics answers");
+    assert!(metrics.contains("berth_rollout_errors_total{kind=\"not_ready\"} 1"), "{metrics}");
 
     // Host a is back on the good revision; b and c were never touched.
     let on_a = eventually("host a runs only the good revision", Duration::from_secs(30), || async {

@@ -39,7 +39,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_stream_shim::UnboundedReceiverStream;
 
-use crate::telemetry::http::Readiness;
+use crate::telemetry::http::{NotReady, Readiness};
 use crate::telemetry::{self, Metrics};
 use pool::HostPool;
 
@@ -147,13 +147,13 @@ struct Ready {
 }
 
 impl Readiness for Ready {
-    fn ready(&self) -> Result<(), String> {
+    fn ready(&self) -> Result<(), NotReady> {
         // A standby is ready: ready to take over. The leader is ready once it sees its world.
         if !self.leading.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
         if !self.synced.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err("watches not synced yet (or not the leader)".into());
+            return Err(NotReady::NotSynced);
         }
         let probed = self.ctx.probed.lock().expect("never poisoned");
         let missing: Vec<String> = self
@@ -163,7 +163,7 @@ impl Readiness for Ready {
             .map(|h| format!("{}/{}", h.namespace().unwrap_or_default(), h.name_any()))
             .filter(|k| !probed.contains(k))
             .collect();
-        if missing.is_empty() { Ok(()) } else { Err(format!("hosts not probed yet: {}", missing.join(", "))) }
+        if missing.is_empty() { Ok(()) } else { Err(NotReady::HostsNotProbed(missing)) }
     }
 }
 

@@ -162,6 +162,11 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     };
     let fleet_report = fleet::execute(&mut views, prepared, &run).boxed().await;
     let set_report = fleet_report.sets.into_iter().find(|s| s.key == key);
+    match set_report.as_ref().map(|s| &s.result) {
+        Some(SetResult::Failed { failure, .. }) => ctx.metrics.rollout_stopped(failure.reason.kind()),
+        Some(SetResult::Error(e)) => ctx.metrics.rollout_stopped(e.kind()),
+        _ => {}
+    }
 
     let mut reports = Vec::new();
     for (i, v) in views.iter().enumerate() {

@@ -169,3 +169,24 @@ pub fn status_of(e: &bollard::errors::Error) -> Option<u16> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_what_callers_decide_on() {
+        let timeout = DockerError::Timeout { host: "h".into(), call: "list".into(), seconds: 5.0 };
+        assert_eq!(timeout.kind(), ErrorKind::Unreachable);
+        let tls = DockerError::Tls { endpoint: "tcp://h:2376".into(), message: "unknown ca".into() };
+        assert!(tls.is_tls());
+        let deadline = DockerError::Deadline { name: "ns.web.r.0".into(), seconds: 30, detail: "starting".into() };
+        assert_eq!((deadline.kind(), deadline.not_ready()), (ErrorKind::NotReady, Some("ns.web.r.0")));
+        // Preparing keeps its cause's kind; it is never a revision's failure.
+        let prep = DockerError::Preparing { what: "preparing the image", source: Box::new(timeout) };
+        assert_eq!((prep.kind(), prep.not_ready()), (ErrorKind::Unreachable, None));
+        assert_eq!(prep.to_string(), "preparing the image: list on h got no answer within 5s");
+        let missing = DockerError::ImageMissing { image: "x".into() };
+        assert_eq!(missing.kind().as_str(), "image_missing");
+    }
+}

@@ -42,6 +42,27 @@ pub enum RunError {
     Rebuild { number: u64, source: RebuildError },
 }
 
+impl RunError {
+    /// The kind, for decisions and metric labels: the host's error kind, `history` or `rebuild`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::Host { source, .. } | RunError::MinReadyCheck { source, .. } => source.kind().as_str(),
+            RunError::History(_) => "history",
+            RunError::Rebuild { .. } => "rebuild",
+        }
+    }
+}
+
+impl FailureReason {
+    /// `not_ready` or `did_not_stay_ready`, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FailureReason::NotReady(_) => "not_ready",
+            FailureReason::DidNotStayReady { .. } => "did_not_stay_ready",
+        }
+    }
+}
+
 /// A set whose desired revision is held back by its history.
 #[derive(Clone, Debug)]
 pub struct Held {

@@ -17,7 +17,17 @@ use super::Metrics;
 /// What `/readyz` asks.
 pub trait Readiness: Send + Sync + 'static {
     /// `Ok` when ready, else what is missing.
-    fn ready(&self) -> Result<(), String>;
+    fn ready(&self) -> Result<(), NotReady>;
+}
+
+/// Why the process is not ready yet.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("watches not synced yet (or not the leader)")]
+    NotSynced,
+    /// DockerHosts (`namespace/name`) not probed once yet.
+    #[error("hosts not probed yet: {}", .0.join(", "))]
+    HostsNotProbed(Vec<String>),
 }
 
 /// Serve until the process ends. Binding errors are returned at once.

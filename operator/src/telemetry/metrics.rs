@@ -24,6 +24,14 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutErrorLabels {
+    /// What kind of failure: `not_ready`, `did_not_stay_ready` (the revision's), or the
+    /// host's (`unreachable`, `tls`, `engine`, `name_conflict`, `image_missing`), `history`,
+    /// `rebuild`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepLabels {
     /// `create`, `start`, `stop`, `remove`, ...
     pub step: String,
@@ -56,6 +64,7 @@ pub struct Metrics {
     pub docker_requests: Family<MethodLabels, Counter>,
     pub containers: Family<StateLabels, Gauge>,
     pub drift_events: Family<DriftLabels, Counter>,
+    pub rollout_errors: Family<RolloutErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -70,6 +79,7 @@ impl Default for Metrics {
         let docker_requests = Family::<MethodLabels, Counter>::default();
         let containers = Family::<StateLabels, Gauge>::default();
         let drift_events = Family::<DriftLabels, Counter>::default();
+        let rollout_errors = Family::<RolloutErrorLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run, by resource kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by kind and error", errors.clone());
         registry.register("reconcile_duration_seconds", "Time a reconcile took", duration.clone());
@@ -81,7 +91,22 @@ impl Default for Metrics {
             "Drift found on managed containers (replaced, or reported once), by kind",
             drift_events.clone(),
         );
-        Metrics { registry, reconciles, errors, duration, docker_steps, docker_requests, containers, drift_events }
+        registry.register(
+            "rollout_errors",
+            "Rollouts that stopped, by kind: the revision failed, or a host or history failed",
+            rollout_errors.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            docker_steps,
+            docker_requests,
+            containers,
+            drift_events,
+            rollout_errors,
+        }
     }
 }
 
@@ -109,6 +134,11 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// A rollout stopped; `kind` from the fleet runner's error or failure kind.
+    pub fn rollout_stopped(&self, kind: &str) {
+        self.rollout_errors.get_or_create(&RolloutErrorLabels { kind: kind.to_string() }).inc();
+    }
+
     /// A step of kind `step` ([`crate::engine::Step::kind`]) was carried out.
     pub fn step_finished(&self, step: &str) {
         self.docker_steps.get_or_create(&StepLabels { step: step.to_string() }).inc();
