@@ -11,7 +11,7 @@
 #   $DOCKER_START_TIMEOUT seconds (default 60) for `docker info` to answer. On
 #   timeout it prints the tail of the dockerd log and fails.
 # The engine is left running; stop it with `kill "$(cat /var/run/docker.pid)"`.
-# Used by .ci/run; safe to run by hand, and to run again.
+# Used by scripts/test.sh (and so .ci/run); safe to run by hand, and to run again.
 set -euo pipefail
 
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"

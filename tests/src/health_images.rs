@@ -13,7 +13,7 @@
 //!   (which the engine does not pass on to the container: the probe still runs `/bin/sh -c`,
 //!   so an implementation that took the image's `SHELL` would mistake it for a user's exec).
 //!
-//! The shell and `wget` come from Debian's static busybox (`busybox-static`, which `.ci/run`
+//! The shell and `wget` come from Debian's static busybox (`busybox-static`, which `scripts/test.sh`
 //! installs), copied in as `/bin/busybox` with its applets linked into `/bin`. Every probe
 //! runs each second. An image's tag carries a hash of everything it is built from (the
 //! Dockerfile's text, the files copied in, the echo image's id), so a machine that kept an
@@ -98,7 +98,7 @@ impl HealthImage {
             Some(std::fs::read(BUSYBOX).unwrap_or_else(|e| {
                 panic!(
                     "{BUSYBOX} is needed for the healthcheck test images ({e}): \
-                     install Debian's static busybox with `apt-get install busybox-static` (.ci/run does)"
+                     install Debian's static busybox with `apt-get install busybox-static` (scripts/test.sh does)"
                 )
             }))
         } else {
