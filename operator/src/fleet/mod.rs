@@ -12,17 +12,22 @@
 //! reached goes back).
 
 pub mod history;
-mod run;
+mod min_ready;
+mod prepare;
+mod record;
+mod report;
+mod rollback;
+mod waves;
 
 use bollard::Docker;
 
-pub use run::{
-    Failure, FailureReason, FleetReport, Held, Prepared, Rebuild, RebuildError, RunContext, RunError, SetReport,
-    SetResult, execute, prepare, prepare_consulting,
-};
+pub use prepare::{Held, Prepared, Rebuild, RebuildError, prepare, prepare_consulting};
+pub use report::{Failure, FailureReason, FleetReport, RollbackError, RunError, SetReport, SetResult};
+pub use waves::{RunContext, execute};
+
+use std::collections::HashMap;
 
 use crate::docker::{self, DockerError};
-use std::collections::HashMap;
 
 use crate::engine::pin::ImagePolicy;
 use crate::engine::{HostPlan, ObservedContainer, SetKey, plan_host};

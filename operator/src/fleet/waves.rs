@@ -1,0 +1,310 @@
+//! Executing a prepared run: removals that free ports first, then each set's waves side by
+//! side — `maxUnavailable` disruptive hosts at a time, each wave gated on readiness and
+//! `minReadySeconds`, hosts the set leaves last — and what a failure then does: record it,
+//! roll back, or stop for a retry.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::FutureExt;
+
+use super::HostView;
+use super::history::HistoryStore;
+use super::min_ready::{WindowEnd, min_ready_window};
+use super::prepare::{Prepared, Rebuild, desired_revision, substitute};
+use super::record::{collect_images, new_record, write_all};
+use super::report::{Failure, FailureReason, FleetReport, RollbackError, RunError, SetReport, SetResult};
+use super::rollback::roll_back;
+use crate::docker::{self, ExecOptions, HostOutcome, Progress};
+use crate::engine::history::Outcome;
+use crate::engine::rollout::{HostRole, RolloutHost, host_role, waves};
+use crate::engine::{DesiredSet, HostPlan, SetKey, SetPlan, Step};
+use crate::target::SetInfo;
+
+/// Records `(host, image)` for each pull the executor reports.
+struct PullRecorder<'a> {
+    inner: &'a dyn Progress,
+    pulls: Mutex<BTreeSet<(String, String)>>,
+}
+
+impl Progress for PullRecorder<'_> {
+    fn step_started(&self, host: &str, set: &SetKey, step: &Step) {
+        self.inner.step_started(host, set, step)
+    }
+    fn step_finished(&self, host: &str, set: &SetKey, step: &Step, elapsed: Duration) {
+        self.inner.step_finished(host, set, step, elapsed)
+    }
+    fn pull_progress(&self, host: &str, image: &str, layer: &str, status: &str, current: i64, total: i64) {
+        self.pulls.lock().expect("never poisoned").insert((host.to_string(), image.to_string()));
+        self.inner.pull_progress(host, image, layer, status, current, total)
+    }
+}
+
+/// Everything `execute` needs besides the views.
+pub struct RunContext<'a> {
+    pub sets: &'a HashMap<SetKey, SetInfo>,
+    pub store: &'a dyn HistoryStore,
+    pub rebuild: &'a Rebuild<'a>,
+    pub options: &'a ExecOptions,
+    pub progress: &'a dyn Progress,
+}
+
+/// Execute a prepared run: removals first (they free host ports), then every set's waves,
+/// sets side by side. A set that is still declared and only leaves some hosts empties them
+/// inside its own rollout, after the hosts it gains ([`leaves_in_rollout`]).
+pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContext<'_>) -> FleetReport {
+    let progress = PullRecorder { inner: ctx.progress, pulls: Mutex::new(BTreeSet::new()) };
+    let mut outcomes: Vec<Vec<HostOutcome>> = views.iter().map(|_| Vec::new()).collect();
+
+    // Removals of sets no longer declared, and port-freeing ones, all at once.
+    let views_ref: &[HostView] = views;
+    let removals = views.iter().zip(&prepared.plans).map(|(v, p)| {
+        // A paused set keeps even the containers it would remove.
+        let paused = |k: &SetKey| ctx.sets.get(k).is_some_and(|i| i.policy.paused);
+        let sets: Vec<SetPlan> = p
+            .iter()
+            .flat_map(|p| &p.sets)
+            .filter(|sp| {
+                (sp.frees_ports || (sp.revision.is_none() && !leaves_in_rollout(views_ref, ctx, sp)))
+                    && !paused(&sp.set)
+            })
+            .cloned()
+            .collect();
+        let progress = &progress;
+        async move {
+            match (&v.docker, sets.is_empty()) {
+                (Some(d), false) => {
+                    let plan = HostPlan { host: v.target.name.clone(), sets, drifted: Vec::new() };
+                    Some(docker::execute_host(d, &plan, &v.target.desired, ctx.options, progress).await)
+                }
+                _ => None,
+            }
+        }
+    });
+    for (i, o) in futures::future::join_all(removals).await.into_iter().enumerate() {
+        outcomes[i].extend(o);
+    }
+
+    // Every set in the run, each with its waves.
+    let mut keys: Vec<SetKey> = ctx.sets.keys().cloned().collect();
+    keys.sort();
+    let runs = keys.iter().map(|key| run_set(views_ref, &prepared, key, ctx, &progress).boxed());
+    let results = futures::future::join_all(runs).await;
+    let mut reports = Vec::new();
+    let mut substitutions = Vec::new();
+    for (report, host_outcomes, subst) in results {
+        for (i, o) in host_outcomes {
+            outcomes[i].push(o);
+        }
+        if let Some(s) = subst {
+            substitutions.push(s);
+        }
+        reports.push(report);
+    }
+    // A rollback changed what the set's hosts should run: the views say so from now on.
+    for (key, by_host) in substitutions {
+        substitute(views, &key, &by_host);
+    }
+    FleetReport { outcomes, sets: reports }
+}
+
+/// A removal that waits for its set's rollout: the set is still declared and placed somewhere
+/// (it only leaves this host), and the removal frees no port another set needs here now.
+fn leaves_in_rollout(views: &[HostView], ctx: &RunContext<'_>, sp: &SetPlan) -> bool {
+    sp.revision.is_none()
+        && !sp.frees_ports
+        && ctx.sets.contains_key(&sp.set)
+        && views.iter().any(|v| v.target.desired.iter().any(|d| d.key == sp.set))
+}
+
+type SetRun = (SetReport, Vec<(usize, HostOutcome)>, Option<(SetKey, HashMap<String, DesiredSet>)>);
+
+async fn run_set(
+    views: &[HostView],
+    prepared: &Prepared,
+    key: &SetKey,
+    ctx: &RunContext<'_>,
+    progress: &PullRecorder<'_>,
+) -> SetRun {
+    let info = &ctx.sets[key];
+    let revision = desired_revision(views, key);
+    let mut report = SetReport {
+        key: key.clone(),
+        revision: revision.clone(),
+        result: SetResult::Converged,
+        unreachable: views
+            .iter()
+            .filter(|v| v.observed.is_err() && v.target.scope.owns(key))
+            .map(|v| v.target.name.clone())
+            .collect(),
+        history: prepared.histories.get(key).cloned(),
+    };
+    let mut outcomes = Vec::new();
+    if let Some(e) = prepared.errors.get(key) {
+        report.result = SetResult::Error(e.clone());
+        return (report, outcomes, None);
+    }
+    let held = prepared.held.get(key);
+    if let Some(h) = held {
+        report.result = SetResult::Held {
+            revision: h.record.hash.clone(),
+            number: h.record.number,
+            fallback: h.fallback.as_ref().map(|f| f.number),
+            message: h.record.message.clone(),
+            by_hand: h.record.outcome == Outcome::RolledBack,
+        };
+    }
+    // The hosts where this set changes, with their plans.
+    let work: Vec<(usize, SetPlan)> = prepared
+        .plans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let sp = p
+                .as_ref()?
+                .sets
+                .iter()
+                .find(|sp| &sp.set == key && (sp.revision.is_some() || leaves_in_rollout(views, ctx, sp)))?;
+            (!sp.changes.is_empty() && views[i].docker.is_some()).then(|| (i, sp.clone()))
+        })
+        .collect();
+    if work.is_empty() {
+        return (report, outcomes, None);
+    }
+    if info.policy.paused {
+        report.result = SetResult::Paused { pending: work.iter().map(|(_, sp)| sp.changes.len()).sum() };
+        return (report, outcomes, None);
+    }
+    let revision = revision.unwrap_or_default();
+    let mut history = prepared.histories.get(key).cloned().unwrap_or_default();
+    // A new revision is recorded before the first container of it is made.
+    let rolling_new = held.is_none() && history.latest().is_none_or(|l| l.hash != revision);
+    if rolling_new {
+        let record = new_record(views, key, &revision, info, Outcome::Progressing, None);
+        if let Err(e) = write_all(ctx.store, key, &mut history, record, info.policy.history_limit).await {
+            report.result = SetResult::Error(e.into());
+            return (report, outcomes, None);
+        }
+    }
+
+    let roles: Vec<RolloutHost> = work
+        .iter()
+        .map(|(i, sp)| {
+            let observed = views[*i].observed.as_deref().unwrap_or(&[]);
+            RolloutHost {
+                host: views[*i].target.name.clone(),
+                role: host_role(sp, observed),
+                started: observed.iter().any(|c| &c.set == key && c.revision == revision),
+                leaving: sp.revision.is_none(),
+            }
+        })
+        .collect();
+    let disruptive = roles.iter().filter(|r| r.role == HostRole::Disruptive).count();
+    let plan_of = |name: &str| work.iter().find(|(i, _)| views[*i].target.name == name).expect("a wave host has work");
+
+    let mut failure: Option<Failure> = None;
+    let mut transient: Option<RunError> = None;
+    let mut touched: Vec<usize> = Vec::new();
+    for wave in waves(&roles, info.policy.max_unavailable.wave_size(disruptive)) {
+        let runs = wave.iter().map(|name| {
+            let (i, sp) = plan_of(name);
+            let v = &views[*i];
+            let plan = HostPlan { host: v.target.name.clone(), sets: vec![sp.clone()], drifted: Vec::new() };
+            async move {
+                let d = v.docker.as_ref().expect("work hosts are connected");
+                (*i, docker::execute_host(d, &plan, &v.target.desired, ctx.options, progress).await)
+            }
+            .boxed()
+        });
+        let results = futures::future::join_all(runs).await;
+        let mut ran_ok = Vec::new();
+        for (i, outcome) in results {
+            touched.push(i);
+            let v = &views[i];
+            match outcome.sets.iter().find(|s| s.error.is_some()) {
+                None => ran_ok.push(i),
+                Some(s) => {
+                    let error = s.error.clone().expect("found by its error");
+                    if let Some(container) = error.not_ready() {
+                        failure.get_or_insert(Failure {
+                            host: v.target.name.clone(),
+                            container: Some(container.to_string()),
+                            reason: FailureReason::NotReady(error),
+                        });
+                    } else if docker::observe(&v.target.name, v.docker.as_ref().expect("connected")).await.is_err() {
+                        // Cut off mid-rollout: report it, let the other hosts go on.
+                        report.unreachable.push(v.target.name.clone());
+                    } else {
+                        transient.get_or_insert(RunError::Host { host: v.target.name.clone(), source: error });
+                    }
+                }
+            }
+            outcomes.push((i, outcome));
+        }
+        // Hosts the set left have nothing of the revision to stay ready.
+        ran_ok.retain(|i| plan_of(&views[*i].target.name).1.revision.is_some());
+        if failure.is_none() && transient.is_none() && !info.policy.min_ready.is_zero() && !ran_ok.is_empty() {
+            match min_ready_window(views, &ran_ok, key, &revision, info.policy.min_ready).await {
+                Ok(()) => {}
+                Err(WindowEnd::Failed(f)) => failure = Some(f),
+                // The host, not the revision: retried next time, nothing recorded or rolled back.
+                Err(WindowEnd::HostError(e)) => transient = Some(e),
+            }
+        }
+        if failure.is_some() || transient.is_some() {
+            break;
+        }
+    }
+
+    let mut substitution = None;
+    if let Some(f) = failure {
+        let mut rolled_back_to = None;
+        let mut rollback_error = None;
+        if held.is_none() {
+            let record = new_record(views, key, &revision, info, Outcome::Failed, Some(f.to_string()));
+            if let Err(e) = write_all(ctx.store, key, &mut history, record, info.policy.history_limit).await {
+                rollback_error = Some(RunError::from(e).into());
+            }
+        }
+        if info.policy.auto_rollback && held.is_none() {
+            match history.last_ready(&revision).cloned() {
+                None => rollback_error = Some(RollbackError::NothingToGoBackTo),
+                Some(fb) => match (ctx.rebuild)(key, &fb.template) {
+                    Err(e) => rollback_error = Some(RunError::Rebuild { number: fb.number, source: e }.into()),
+                    Ok(by_host) => {
+                        tracing::warn!(set = %key, failed = %revision, back_to = fb.number, "rolling back");
+                        let errs = roll_back(views, key, &by_host, &touched, ctx, progress, &mut outcomes).await;
+                        rollback_error = (!errs.is_empty()).then_some(RollbackError::Hosts(errs));
+                        rolled_back_to = Some(fb.number);
+                        substitution = Some((key.clone(), by_host));
+                    }
+                },
+            }
+        }
+        report.result = SetResult::Failed { failure: f, rolled_back_to, rollback_error };
+    } else if let Some(t) = transient {
+        report.result = SetResult::Error(t);
+    } else if report.unreachable.is_empty() && held.is_none() {
+        let mut record = new_record(views, key, &revision, info, Outcome::Ready, None);
+        record.pulled_on = progress
+            .pulls
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .filter(|(h, img)| img == &record.image && work.iter().any(|(i, _)| &views[*i].target.name == h))
+            .map(|(h, _)| h.clone())
+            .collect();
+        let before = history.clone();
+        let writes = before.record(record, info.policy.history_limit);
+        for w in &writes {
+            if let Err(e) = ctx.store.write(key, w).await {
+                report.result = SetResult::Error(e.into());
+            }
+        }
+        collect_images(views, &writes, &before).await;
+        history = before.apply(&writes);
+    }
+    report.history = Some(history);
+    (report, outcomes, substitution)
+}
