@@ -1,8 +1,8 @@
 //! Reconciling one ContainerSet: the same engine as `berth apply`, fed from the API server.
 //!
-//! [`gather`] the set's DockerHosts, Secrets and ConfigMaps → resolve them exactly as the CLI
-//! resolves files → observe, plan and [`execute`] per host → write status (only when it
-//! changed) and Events ([`report`]). A finalizer ([`cleanup`]) removes the containers when the
+//! `gather` the set's DockerHosts, Secrets and ConfigMaps → resolve them exactly as the CLI
+//! resolves files → observe, plan and `execute` per host → write status (only when it
+//! changed) and Events (`report`). A finalizer (`cleanup`) removes the containers when the
 //! set is deleted.
 
 mod cleanup;
