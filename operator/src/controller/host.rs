@@ -43,7 +43,7 @@ pub async fn reconcile(host: Arc<DockerHost>, ctx: Arc<Context>) -> Result<Actio
         Err(e) => Err((INVALID_SPEC, e.to_string())),
         Ok(resolved) => {
             let target = &resolved.hosts[0];
-            match ctx.pool.get(&name, &target.endpoint, "").await {
+            match ctx.pool.get(&name, &target.endpoint).await {
                 Err(e) if e.is_tls() => Err((TLS_ERROR, e.to_string())),
                 Err(e) => Err((UNREACHABLE, e.to_string())),
                 // Through the pool: a probe keeps its record of which sets the host holds fresh.

@@ -52,7 +52,8 @@ const BURST: f64 = 5.0;
 const REFILL: f64 = 2.0;
 
 struct Connection {
-    endpoint: String,
+    /// With its TLS material: rotated certificates make a new connection.
+    endpoint: Endpoint,
     docker: Docker,
     events: tokio::task::JoinHandle<()>,
 }
@@ -105,12 +106,11 @@ impl HostPool {
     }
 
     /// The connection to `host` at `endpoint`, made (and its event follower started) if new.
-    /// `key` identifies the TLS material, so rotated certificates reconnect.
-    pub async fn get(&self, host: &str, endpoint: &Endpoint, key: &str) -> Result<Docker, DockerError> {
-        let id = format!("{endpoint}|{key}");
+    /// A changed endpoint or TLS material (rotated certificates) makes a new connection.
+    pub async fn get(&self, host: &str, endpoint: &Endpoint) -> Result<Docker, DockerError> {
         let mut conns = self.connections.lock().await;
         if let Some(c) = conns.get(host)
-            && c.endpoint == id
+            && &c.endpoint == endpoint
             && !c.events.is_finished()
         {
             return Ok(c.docker.clone());
@@ -136,7 +136,9 @@ impl HostPool {
                 .await
             }
         });
-        if let Some(old) = conns.insert(host.to_string(), Connection { endpoint: id, docker: docker.clone(), events }) {
+        if let Some(old) =
+            conns.insert(host.to_string(), Connection { endpoint: endpoint.clone(), docker: docker.clone(), events })
+        {
             old.events.abort();
         }
         Ok(docker)

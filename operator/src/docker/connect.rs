@@ -8,7 +8,12 @@
 //! costs one request in all; only an engine that refuses that version (Docker 29 wants ≥ 1.44)
 //! is asked for its version, and the list sent again.
 
+use std::sync::Arc;
+
 use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use super::DockerError;
 use crate::engine::ObservedContainer;
@@ -40,12 +45,7 @@ fn client(endpoint: &Endpoint, version: &ClientVersion) -> Result<Docker, Docker
             Docker::connect_with_ssl(addr, key, cert, ca, TIMEOUT_SECS, version)
         }
         Endpoint::Tcp { addr, tls: Some(Tls::Pem { ca, cert, key }) } => {
-            // bollard reads certificates from files, once, while it builds the client: they
-            // exist, readable by this user only, for that moment.
-            let dir = pem_files(ca, cert, key.expose())
-                .map_err(|e| tls_error(format!("cannot write the client certificate for the connection: {e}")))?;
-            let p = |f: &str| dir.path().join(f);
-            Docker::connect_with_ssl(addr, &p("tls.key"), &p("tls.crt"), &p("ca.crt"), TIMEOUT_SECS, version)
+            return pem_client(addr, ca, cert, key.expose(), version).map_err(tls_error);
         }
         Endpoint::Tcp { addr, tls: None } => Docker::connect_with_http(addr, TIMEOUT_SECS, version),
     }
@@ -56,16 +56,42 @@ fn client(endpoint: &Endpoint, version: &ClientVersion) -> Result<Docker, Docker
     })
 }
 
-/// `ca.crt`, `tls.crt` and `tls.key` in a fresh private folder, removed when dropped.
-fn pem_files(ca: &str, cert: &str, key: &str) -> std::io::Result<tempfile::TempDir> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = tempfile::Builder::new().prefix("berth-tls-").tempdir()?;
-    for (name, text) in [("ca.crt", ca), ("tls.crt", cert), ("tls.key", key)] {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dir.path().join(name))?;
-        f.write_all(text.as_bytes())?;
+/// A client for a TLS endpoint whose certificates are PEM text in memory (a DockerHost's
+/// Secret): rustls configured from it, trusting only the given CA, behind bollard's custom
+/// transport. Nothing is written to disk (bollard's own TLS client would read key files at
+/// every handshake). Like bollard's, it keeps no idle connections.
+fn pem_client(addr: &str, ca: &str, cert: &str, key: &str, version: &ClientVersion) -> Result<Docker, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        let c = c.map_err(|e| format!("ca.crt: {e}"))?;
+        roots.add(c).map_err(|e| format!("ca.crt: {e}"))?;
     }
-    Ok(dir)
+    if roots.is_empty() {
+        return Err("ca.crt holds no certificate".into());
+    }
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.crt: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("tls.key: {e}"))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("tls.crt and tls.key: {e}"))?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnector::from((http, config));
+    let client = Arc::new(Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(https));
+    let transport = move |req: bollard::BollardRequest| {
+        let client = client.clone();
+        async move { client.request(req).await.map_err(bollard::errors::Error::from) }
+    };
+    Docker::connect_with_custom_transport(transport, Some(format!("https://{addr}")), TIMEOUT_SECS, version)
+        .map_err(|e| super::message_of(&e))
 }
 
 /// Connect and negotiate the API version. Fails when the engine does not answer.

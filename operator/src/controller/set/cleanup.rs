@@ -61,7 +61,7 @@ pub(super) async fn cleanup(cs: &ContainerSet, ctx: &Context) -> Result<Action, 
         let ran = placed.contains(&target.name) || report.changed.is_some();
         if cs.spec.volume_reclaim_policy == VolumeReclaimPolicy::Delete
             && ran
-            && let Ok(d) = ctx.pool.get(&target.name, &target.endpoint, "").await
+            && let Ok(d) = ctx.pool.get(&target.name, &target.endpoint).await
         {
             for v in &volumes {
                 match docker::volume::reclaim(&target.name, &d, v, &key).await {

@@ -10,7 +10,7 @@ use crate::target::HostTarget;
 
 /// Connect through the pool and observe one host.
 pub(super) async fn view_of(target: &HostTarget, ctx: &Context) -> HostView {
-    let docker = match ctx.pool.get(&target.name, &target.endpoint, "").await {
+    let docker = match ctx.pool.get(&target.name, &target.endpoint).await {
         Ok(d) => d,
         Err(e) => return HostView { target: target.clone(), docker: None, observed: Err(e) },
     };
@@ -31,7 +31,7 @@ pub(super) async fn converge_host(
 ) -> HostReport {
     let desired = target.desired.iter().find(|d| &d.key == key).map(|d| d.replicas).unwrap_or(0);
     let mut report = HostReport { host: target.name.clone(), desired, ..Default::default() };
-    let docker = match ctx.pool.get(&target.name, &target.endpoint, "").await {
+    let docker = match ctx.pool.get(&target.name, &target.endpoint).await {
         Ok(d) => d,
         Err(e) => {
             report.error = Some(e.to_string());
