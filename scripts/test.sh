@@ -16,6 +16,7 @@
 #   - a Docker engine that answers (scripts/start-docker.sh: installs docker.io, starts dockerd);
 #   - apt packages: docker-registry and apache2-utils (htpasswd) for the private-registry
 #     tests; busybox-static (a static shell and wget for the healthcheck test images);
+#     debootstrap (the real-servers image: scripts/build-servers-image.sh);
 #     python3-venv (the manifest test installs PyPI's kubernetes-validate into a venv);
 #     binutils (strip, for the operator image); iproute2, util-linux and openssl (the test bed's
 #     network namespaces and TLS); gcc and libc6-dev (build scripts and the linker);
@@ -88,6 +89,8 @@ missing_packages() {
     command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
     # Debian's plain `busybox` is dynamically linked: it would not run in a FROM scratch image.
     [ -x /bin/busybox ] && dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+    # The real-servers image (PostgreSQL, Redis, nginx): scripts/build-servers-image.sh.
+    command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
     command -v strip >/dev/null 2>&1 || missing+=(binutils)
     command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
@@ -105,7 +108,7 @@ setup_packages() {
     local missing
     missing="$(missing_packages)"
     if [ -z "$missing" ]; then
-        echo "present: docker-registry, htpasswd, busybox-static, python3-venv, strip, ip, nsenter, openssl, cc"
+        echo "present: docker-registry, htpasswd, busybox-static, debootstrap, python3-venv, strip, ip, nsenter, openssl, cc"
         return
     fi
     command -v apt-get >/dev/null 2>&1 || die "missing: $missing (not a Debian machine: install their equivalents)"
