@@ -405,8 +405,10 @@ pub struct Resources {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Strategy {
-    #[serde(rename = "type", default)]
-    pub kind: StrategyType,
+    /// `StartFirst` unless the set's containers mount a named volume read-write: then
+    /// `StopFirst`, so one data volume never has two writers. Say `StartFirst` to have it anyway.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StrategyType>,
     /// Hosts updated at a time (an integer, or a percentage like `"25%"`).
     // As in JSON Schema, `minimum` constrains an integer and `pattern` a string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -431,7 +433,7 @@ fn default_deadline() -> i32 {
 impl Default for Strategy {
     fn default() -> Self {
         Strategy {
-            kind: StrategyType::default(),
+            kind: None,
             max_unavailable: None,
             min_ready_seconds: None,
             progress_deadline_seconds: default_deadline(),

@@ -3,14 +3,21 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, Mount, MountType, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::engine::{ContainerSpec, EnvValue, MountKind};
 
-/// The body of `POST /containers/create`. Only the first network is attached at create
-/// (API 1.41 takes one endpoint there); the executor connects the others before start.
-pub fn create_body(spec: &ContainerSpec, labels: HashMap<String, String>) -> ContainerCreateBody {
+/// The body of `POST /containers/create`. Only the first of `networks` is attached at create
+/// (API 1.41 takes one endpoint there), answering to `aliases`; the executor connects the
+/// others, with the same aliases, before start.
+pub fn create_body(
+    spec: &ContainerSpec,
+    labels: HashMap<String, String>,
+    networks: &[String],
+    aliases: &[String],
+) -> ContainerCreateBody {
     let env: Vec<String> = spec
         .env
         .iter()
@@ -69,7 +76,7 @@ pub fn create_body(spec: &ContainerSpec, labels: HashMap<String, String>) -> Con
         cap_drop: (!spec.cap_drop.is_empty()).then(|| spec.cap_drop.clone()),
         privileged: spec.privileged.then_some(true),
         // Validation keeps `networks` empty on the host's network.
-        network_mode: if spec.host_network { Some("host".into()) } else { spec.networks.first().cloned() },
+        network_mode: if spec.host_network { Some("host".into()) } else { networks.first().cloned() },
         pid_mode: spec.host_pid.then(|| "host".into()),
         ..Default::default()
     };
@@ -94,6 +101,14 @@ pub fn create_body(spec: &ContainerSpec, labels: HashMap<String, String>) -> Con
         stop_signal: spec.stop_signal.clone(),
         stop_timeout: spec.stop_timeout_seconds,
         host_config: Some(host_config),
+        networking_config: networks
+            .first()
+            .map(|n| NetworkingConfig { endpoints_config: Some(HashMap::from([(n.clone(), endpoint(aliases))])) }),
         ..Default::default()
     }
+}
+
+/// A network endpoint answering to `aliases` (Docker's embedded DNS).
+pub fn endpoint(aliases: &[String]) -> EndpointSettings {
+    EndpointSettings { aliases: (!aliases.is_empty()).then(|| aliases.to_vec()), ..Default::default() }
 }

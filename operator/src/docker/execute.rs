@@ -363,7 +363,8 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
         message: "no desired state for this set (a planner bug)".into(),
     })?;
     let labels: HashMap<String, String> = d.container_labels(ordinal).into_iter().collect();
-    let body = || convert::create_body(&d.spec, labels.clone());
+    let (networks, aliases) = (d.networks(), d.aliases(ordinal));
+    let body = || convert::create_body(&d.spec, labels.clone(), &networks, &aliases);
     let opts = CreateContainerOptionsBuilder::default().name(name).build();
     let deadline = Instant::now() + NAME_RELEASE;
     loop {
@@ -423,8 +424,9 @@ async fn create(ctx: &StepContext<'_>, name: &str, ordinal: u32) -> Result<(), D
         break;
     }
     // API 1.41 attaches one network at create; connect the rest before start.
-    for net in d.spec.networks.iter().skip(1) {
-        let req = NetworkConnectRequest { container: name.to_string(), ..Default::default() };
+    for net in networks.iter().skip(1) {
+        let req =
+            NetworkConnectRequest { container: name.to_string(), endpoint_config: Some(convert::endpoint(&aliases)) };
         match bounds::within(ctx.host, "connect network", bounds::CHANGE, ctx.docker.connect_network(net, req)).await? {
             Err(e) if status_of(&e) != Some(403) && status_of(&e) != Some(409) => {
                 return Err(DockerError::api("connect network", format!("{net} to {name}"), e));

@@ -200,6 +200,8 @@ struct SetGene {
     reuse: bool,
     /// driftPolicy Report (else Replace).
     report: bool,
+    /// The order is the user's (`strategy.type` given), not berth's default.
+    declared: bool,
 }
 
 impl SetGene {
@@ -207,8 +209,9 @@ impl SetGene {
         // Validation allows one replica per host when a host port is fixed.
         let replicas = if self.spec.has_host_port() { self.replicas.min(1) } else { self.replicas };
         let policy = if self.report { DriftPolicy::Report } else { DriftPolicy::Replace };
-        DesiredSet::new(key_of(self.key), self.spec.build(self.key), replicas, self.order, Pull::IfNotPresent)
-            .with_drift_policy(policy)
+        let d = DesiredSet::new(key_of(self.key), self.spec.build(self.key), replicas, self.order, Pull::IfNotPresent)
+            .with_drift_policy(policy);
+        if self.declared { d } else { d.with_default_order() }
     }
 }
 
@@ -217,9 +220,16 @@ fn set_genes() -> impl Strategy<Value = Vec<SetGene>> {
     proptest::sample::subsequence((0..KEYS).collect::<Vec<_>>(), 1..=3).prop_flat_map(|keys| {
         keys.into_iter()
             .map(|key| {
-                (spec_gene(0..4), 0..=5u32, order(), proptest::bool::weighted(0.5), any::<bool>()).prop_map(
-                    move |(spec, replicas, order, reuse, report)| SetGene { key, spec, replicas, order, reuse, report },
-                )
+                (spec_gene(0..4), 0..=5u32, order(), proptest::bool::weighted(0.5), any::<bool>(), any::<bool>())
+                    .prop_map(move |(spec, replicas, order, reuse, report, declared)| SetGene {
+                        key,
+                        spec,
+                        replicas,
+                        order,
+                        reuse,
+                        report,
+                        declared,
+                    })
             })
             .collect::<Vec<_>>()
     })
@@ -938,8 +948,8 @@ proptest! {
         choices in choices(),
     ) {
         let key = 3;
-        let old = SetGene { key, spec: old, replicas: old_replicas, order: Order::StartFirst, reuse: false, report: false }.desired();
-        let new = SetGene { key, spec: new, replicas: new_replicas, order: Order::StopFirst, reuse: false, report: false }.desired();
+        let old = SetGene { key, spec: old, replicas: old_replicas, order: Order::StartFirst, reuse: false, report: false, declared: true }.desired();
+        let new = SetGene { key, spec: new, replicas: new_replicas, order: Order::StopFirst, reuse: false, report: false, declared: true }.desired();
         let mut host = SimHost::default();
         converge(&mut host, std::slice::from_ref(&old), &Scope::of_sets([&old.key]), 1).map_err(fail)?;
         let floor = (old.replicas.min(new.replicas) as usize).saturating_sub(1);
@@ -978,7 +988,7 @@ proptest! {
             for v in d.spec.volumes() {
                 prop_assert!(world.host.volumes.contains(&v), "{}: volume {} is missing", d.key, v);
             }
-            for n in &d.spec.networks {
+            for n in &d.networks() {
                 prop_assert!(world.host.networks.contains(n), "{}: network {} is missing", d.key, n);
             }
         }
@@ -1032,7 +1042,9 @@ proptest! {
         prop_assert!(plan_host(HOST, desired, &host.observe(), &scope).is_empty());
     }
 
-    /// Law 6, the other way: StopFirst is forced only when a port is in fact shared.
+    /// Law 6, the other way: StopFirst is forced only when a port is in fact shared, or when
+    /// berth chose the order and a live container of a set with a read-write named volume is
+    /// replaced (one writer per data volume).
     #[test]
     fn law6_stop_first_is_forced_only_for_a_shared_port(s in scenario()) {
         let world = s.world()?;
@@ -1052,9 +1064,65 @@ proptest! {
                     && (c.revision != d.revision || replaced_live)
                     && c.host_bindings.iter().any(|b| d.spec.host_bindings().iter().any(|n| n.overlaps(b)))
             });
-            let forced = d.order == Order::StartFirst && shared;
+            let replaces_a_writer = !d.order_declared
+                && d.writable_volume().is_some()
+                && observed.iter().any(|c| {
+                    let live = matches!(c.state, State::Running | State::Restarting | State::Paused);
+                    let replaced_live = c.revision == d.revision
+                        && d.drift_policy == DriftPolicy::Replace
+                        && c.ordinal.is_some_and(|o| o < d.replicas)
+                        && c.drift_kind().is_some();
+                    c.set == d.key && live && (c.revision != d.revision || replaced_live)
+                });
+            let forced = d.order == Order::StartFirst && (shared || replaces_a_writer);
             prop_assert_eq!(sp.forced_stop_first.is_some(), forced, "{:?}", sp.forced_stop_first);
             prop_assert_eq!(sp.order, if forced { Order::StopFirst } else { d.order });
+        }
+    }
+
+    /// Law 10: one writer per data volume. With the order left to berth, replacing the one
+    /// container of a set that mounts a named volume read-write (a new spec, or drift) never
+    /// has two of its containers live at once, in order or interleaved, and the plan says why.
+    #[test]
+    fn law10_a_data_volume_never_has_two_writers(
+        old in spec_gene(0..2),
+        new in spec_gene(0..2),
+        drift in prop_oneof![Just(Drift::Updated), Just(Drift::Exec), Just(Drift::Copied)],
+        choices in choices(),
+    ) {
+        let key = 0;
+        let stateful = |mut g: SpecGene| {
+            g.volume = Some(0);
+            g.build(key)
+        };
+        let old = DesiredSet::new(key_of(key), stateful(old), 1, Order::StartFirst, Pull::IfNotPresent)
+            .with_default_order();
+        let new = DesiredSet::new(key_of(key), stateful(new), 1, Order::StartFirst, Pull::IfNotPresent)
+            .with_default_order();
+        let mut host = SimHost::default();
+        converge(&mut host, std::slice::from_ref(&old), &Scope::of_sets([&old.key]), 1).map_err(fail)?;
+        if old.revision == new.revision {
+            host.containers.iter_mut().for_each(|c| c.drift = Some(drift));
+        }
+        let scope = Scope::of_sets([&new.key]);
+        let plan = plan_host(HOST, std::slice::from_ref(&new), &host.observe(), &scope);
+        prop_assert_eq!(plan.sets.len(), 1);
+        let sp = &plan.sets[0];
+        prop_assert_eq!(sp.order, Order::StopFirst);
+        let why = sp.forced_stop_first.clone().unwrap_or_default();
+        prop_assert!(why.contains("read-write") || why.contains("hostPort"), "{}", why);
+        for order in [None, Some(choices.as_slice())] {
+            let mut h = host.clone();
+            apply_steps(&mut h, &schedule(&plan, order), std::slice::from_ref(&new), &mut |h| {
+                let live = h
+                    .observe()
+                    .iter()
+                    .filter(|c| c.set == new.key && matches!(c.state, State::Running | State::Restarting | State::Paused))
+                    .count();
+                if live > 1 { Err(format!("{live} containers of the set write its volume at once")) } else { Ok(()) }
+            })
+            .map_err(fail)?;
+            prop_assert!(plan_host(HOST, std::slice::from_ref(&new), &h.observe(), &scope).is_empty());
         }
     }
 
@@ -1237,7 +1305,14 @@ fn an_env_change_replaces_every_replica_and_explains_the_field() {
     assert_eq!(plan.sets.len(), 1);
     let sp = &plan.sets[0];
     assert_eq!(sp.revision.as_deref(), Some(new.revision.as_str()));
-    assert_eq!(sp.prepare, vec![Step::EnsureImage { image: "example/echo:1.0".into(), pull: Pull::IfNotPresent }]);
+    // The namespace's default network (the set declares none), then the image.
+    assert_eq!(
+        sp.prepare,
+        vec![
+            Step::EnsureNetwork { name: super::default_network(&new.key.namespace) },
+            Step::EnsureImage { image: "example/echo:1.0".into(), pull: Pull::IfNotPresent },
+        ]
+    );
     assert_eq!(sp.changes.len(), 3);
     let fields =
         vec![FieldChange { field: "env.GREETING".into(), from: Some("\"hi\"".into()), to: Some("\"hello\"".into()) }];

@@ -179,6 +179,12 @@ pub enum EnvValue {
     Secret { value: SecretString },
 }
 
+/// The network the sets of `namespace` join when they declare none, named like compose's
+/// project network.
+pub fn default_network(namespace: &str) -> String {
+    format!("{namespace}_default")
+}
+
 /// A secret value: shown and serialized as a digest, readable only through [`Self::expose`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretString(String);
@@ -318,13 +324,57 @@ pub struct DesiredSet {
     pub pull: Pull,
     /// Not part of the revision: changing it changes what berth does, not what runs.
     pub drift_policy: DriftPolicy,
+    /// Whether the user chose `order` (`strategy.type`). Left to berth, a set whose containers
+    /// mount a named volume read-write is replaced StopFirst: two writers on one data volume
+    /// never happen by default.
+    pub order_declared: bool,
 }
 
 impl DesiredSet {
     /// A set with the default drift policy ([`DriftPolicy::Replace`]).
     pub fn new(key: SetKey, spec: ContainerSpec, replicas: u32, order: Order, pull: Pull) -> Self {
         let revision = spec.revision();
-        DesiredSet { key, spec, revision, replicas, order, pull, drift_policy: DriftPolicy::default() }
+        DesiredSet {
+            key,
+            spec,
+            revision,
+            replicas,
+            order,
+            pull,
+            drift_policy: DriftPolicy::default(),
+            order_declared: true,
+        }
+    }
+
+    /// `order` is berth's default, not the user's choice ([`Self::order_declared`]).
+    pub fn with_default_order(mut self) -> Self {
+        self.order_declared = false;
+        self
+    }
+
+    /// The networks its containers join: the spec's; with none declared, the namespace's
+    /// default network ([`default_network`]), so the sets of a namespace reach each other by
+    /// name with no YAML for it; none on the host's network. Not part of the revision: a
+    /// container made before berth had default networks is not replaced for it.
+    pub fn networks(&self) -> Vec<String> {
+        if self.spec.host_network {
+            Vec::new()
+        } else if self.spec.networks.is_empty() {
+            vec![default_network(&self.key.namespace)]
+        } else {
+            self.spec.networks.clone()
+        }
+    }
+
+    /// The names a container of ordinal `ordinal` answers to on every network it joins (the
+    /// engine's DNS): the set's name (round-robin over its containers) and `<set>-<ordinal>`.
+    pub fn aliases(&self, ordinal: u32) -> Vec<String> {
+        vec![self.key.name.clone(), format!("{}-{ordinal}", self.key.name)]
+    }
+
+    /// A named volume its containers mount read-write, if any.
+    pub fn writable_volume(&self) -> Option<&str> {
+        self.spec.mounts.iter().find(|m| m.kind == MountKind::Volume && !m.read_only).and_then(|m| m.source.as_deref())
     }
 
     pub fn with_drift_policy(mut self, policy: DriftPolicy) -> Self {

@@ -340,6 +340,19 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
             }
         }
     }
+    // A data volume has one writer: unless the user chose StartFirst, a replacement of a live
+    // container of a set that mounts a named volume read-write stops the old one first.
+    if d.order == Order::StartFirst
+        && !d.order_declared
+        && forced_stop_first.is_none()
+        && let Some(volume) = d.writable_volume()
+        && containers.iter().any(|c| is_live(c) && (c.revision != d.revision || replaced_while_serving(d, c)))
+    {
+        forced_stop_first = Some(format!(
+            "volume {volume} is mounted read-write: two containers must not write it at once \
+             (strategy.type: StartFirst allows it)"
+        ));
+    }
     let order = if forced_stop_first.is_some() { Order::StopFirst } else { d.order };
 
     // The containers of each ordinal are a run of the sorted slice: walk it once.
@@ -358,8 +371,8 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
     let creates = changes.iter().any(|c| c.steps.iter().any(|s| matches!(s, Step::Create { .. })));
     let mut prepare = Vec::new();
     if creates {
-        for n in &d.spec.networks {
-            prepare.push(Step::EnsureNetwork { name: n.clone() });
+        for name in d.networks() {
+            prepare.push(Step::EnsureNetwork { name });
         }
         for v in d.spec.volumes() {
             prepare.push(Step::EnsureVolume { name: v });

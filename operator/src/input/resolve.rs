@@ -335,7 +335,7 @@ fn image_policy(cs: &ContainerSet) -> ImagePolicy {
 const DEFAULT_POLL_INTERVAL_NS: i64 = 300_000_000_000;
 
 fn desired_set(cs: &ContainerSet, key: SetKey, spec: ContainerSpec) -> DesiredSet {
-    let order = match cs.spec.strategy.kind {
+    let order = match cs.spec.strategy.kind.unwrap_or_default() {
         StrategyType::StartFirst => Order::StartFirst,
         StrategyType::StopFirst => Order::StopFirst,
     };
@@ -348,7 +348,8 @@ fn desired_set(cs: &ContainerSet, key: SetKey, spec: ContainerSpec) -> DesiredSe
         berth_crd::DriftPolicy::Replace => DriftPolicy::Replace,
         berth_crd::DriftPolicy::Report => DriftPolicy::Report,
     };
-    DesiredSet::new(key, spec, cs.spec.replicas_per_host.max(0) as u32, order, pull).with_drift_policy(drift)
+    let d = DesiredSet::new(key, spec, cs.spec.replicas_per_host.max(0) as u32, order, pull).with_drift_policy(drift);
+    if cs.spec.strategy.kind.is_none() { d.with_default_order() } else { d }
 }
 
 fn host_endpoint(h: &Located<DockerHost>, input: &Input) -> Result<Endpoint, InputError> {
