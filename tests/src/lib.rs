@@ -6,6 +6,8 @@
 //!
 //! - [`engine`]: a bollard client for the local engine, negotiated down to its API version.
 //! - [`image`]: makes sure the locally built echo test image exists (built once per machine).
+//! - [`servers`]: the real-servers image (PostgreSQL, Redis, nginx from Debian's packages),
+//!   built offline once per machine and cached.
 //! - [`berth_cli`]: finds (or builds) the `berth` binary and runs or spawns it.
 //! - [`proxy`]: a counting proxy in front of an engine socket, to count API calls.
 //! - [`registry`]: a private registry (Debian's `docker-registry`) with optional auth.
@@ -29,6 +31,7 @@ pub mod paths;
 pub mod proxy;
 pub mod registry;
 mod rt;
+pub mod servers;
 pub mod testbed;
 pub mod trials;
 pub mod wait;
@@ -45,6 +48,7 @@ pub use metrics::{metric_value, set_reconciles};
 pub use namespace::{NamespaceGuard, cleanup_containers, unique_ns};
 pub use proxy::{CountingProxy, Request};
 pub use registry::{Registry, TagGuard, basic_auth, push_image};
+pub use servers::{PGDATA, POSTGRES_START, ensure_servers_image};
 pub use testbed::{ForeignPki, HostOptions, RemoteHost, StartTimings, cleanup_stale};
 pub use trials::{ServingProbe, ServingReport, TrialRng, VolumeGuard, read_volume_file, sha256_hex, write_volume_file};
 pub use wait::{eventually, eventually_sync, http_get, http_request};

@@ -652,23 +652,44 @@ impl RemoteHost {
 
     /// Loads the echo image exported from the local engine (`docker save | docker load`).
     fn load_echo_image(&self, tar: Vec<u8>) {
+        self.load_image_stream(ECHO_IMAGE, futures::stream::iter([Ok::<_, std::io::Error>(tar.into())]));
+    }
+
+    /// Copies `image` from the local engine onto this host, as `docker save IMAGE | docker
+    /// -H HOST load` would: streamed, so a large image (the real-servers one, ~450 MB) never
+    /// sits in memory. Same image ID on both engines.
+    ///
+    /// # Panics
+    /// When the image is not on the local engine, or the export or the load fails.
+    pub fn load_image(&self, image: &str) {
+        let local = rt::block_on(crate::engine::docker());
+        self.load_image_stream(image, local.export_image(image));
+    }
+
+    /// Loads the `docker save` tar that `tar` streams, and checks that `image` is then on the
+    /// host.
+    fn load_image_stream<S, E>(&self, image: &str, tar: S)
+    where
+        S: futures::Stream<Item = Result<hyper::body::Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         let endpoint = self.unix_endpoint();
-        let name = self.name.clone();
+        let (name, image) = (self.name.clone(), image.to_string());
         rt::block_on(async move {
             let remote = Docker::connect_with_unix(&endpoint, 120, &API_1_41)
                 .unwrap_or_else(|e| panic!("cannot make a client for {endpoint}: {e}"));
             let options = ImportImageOptions { quiet: true, ..Default::default() };
-            let mut progress = remote.import_image(options, bollard::body_full(tar.into()), None);
+            let mut progress = remote.import_image_stream(options, tar, None);
             while let Some(item) = progress.next().await {
-                let info = item.unwrap_or_else(|e| panic!("loading {ECHO_IMAGE} into test host {name} failed: {e}"));
+                let info = item.unwrap_or_else(|e| panic!("loading {image} into test host {name} failed: {e}"));
                 if let Some(err) = info.error_detail {
-                    panic!("loading {ECHO_IMAGE} into test host {name} failed: {err:?}");
+                    panic!("loading {image} into test host {name} failed: {err:?}");
                 }
             }
             remote
-                .inspect_image(ECHO_IMAGE)
+                .inspect_image(&image)
                 .await
-                .unwrap_or_else(|e| panic!("{ECHO_IMAGE} is not on test host {name} after loading it: {e}"));
+                .unwrap_or_else(|e| panic!("{image} is not on test host {name} after loading it: {e}"));
         });
     }
 
