@@ -62,7 +62,8 @@ fn base36(mut n: u64) -> String {
 }
 
 /// Force-removes every container (running or not) labelled `berth.dev/namespace=<namespace>`,
-/// with its anonymous volumes. Returns how many it removed.
+/// with its anonymous volumes, then the namespace's default network. Returns how many
+/// containers it removed.
 ///
 /// # Panics
 /// When the engine cannot list or remove them (a container already gone is fine).
@@ -83,6 +84,12 @@ pub async fn cleanup_containers(docker: &Docker, namespace: &str) -> usize {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
             Err(e) => panic!("cannot remove container {id} of namespace {namespace}: {e}"),
         }
+    }
+    // The namespace's default network (berth makes one per namespace): an engine has room for
+    // about thirty bridge networks, so a suite that left them behind would run out.
+    match docker.remove_network(&format!("{namespace}_default")).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(e) => eprintln!("warning: cannot remove network {namespace}_default: {e}"),
     }
     removed
 }

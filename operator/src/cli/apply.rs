@@ -209,10 +209,31 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if ok {
+        reclaim_default_networks(&views, &resolved.sets).await;
+    }
     if args.volumes && ok && !reclaim_volumes(&views, &placed, &volumes).await {
         ok = false;
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// After a delete: each namespace's default network goes on every host where nothing is
+/// attached to it any more (as compose's `down` removes its project network). One that other
+/// containers still use, or that berth did not make, stays.
+async fn reclaim_default_networks(views: &[HostView], sets: &[SetKey]) {
+    let namespaces: BTreeSet<&str> = sets.iter().map(|k| k.namespace.as_str()).collect();
+    for view in views {
+        let Some(d) = &view.docker else { continue };
+        for ns in &namespaces {
+            let name = crate::engine::default_network(ns);
+            match docker::network::reclaim(&view.target.name, d, &name).await {
+                Ok(docker::network::Reclaim::Removed) => println!("{}: removed network {name}", view.target.name),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: {}: {e}", view.target.name),
+            }
+        }
+    }
 }
 
 /// `delete --volumes`: on each host where a set ran (placed there, or had containers there

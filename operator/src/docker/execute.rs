@@ -16,9 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerStateStatusEnum, HealthStatusEnum, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
-};
+use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum, NetworkConnectRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -26,7 +24,7 @@ use bollard::query_parameters::{
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
-use super::{DockerError, bounds, convert, status_of};
+use super::{DockerError, bounds, convert, network, status_of};
 use crate::engine::{
     Change, DesiredSet, Drift, DriftPolicy, DriftReport, HostPlan, NameHolder, Pull, SetKey, SetPlan, Step, labels,
     squatter_name,
@@ -233,7 +231,7 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
     let started = Instant::now();
     ctx.progress.step_started(ctx.host, ctx.set, step);
     let r = match step {
-        Step::EnsureNetwork { name } => ensure_network(ctx.host, ctx.docker, name).await,
+        Step::EnsureNetwork { name } => network::ensure(ctx.host, ctx.docker, name).await,
         Step::EnsureVolume { name } => ensure_volume(ctx, name).await,
         Step::EnsureImage { image, pull } => ensure_image(ctx, image, *pull).await,
         Step::Create { name, ordinal } => create(ctx, name, *ordinal).await,
@@ -268,30 +266,6 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
     }
     tracing::debug!(host = ctx.host, set = %ctx.set, ?step, ok = r.is_ok(), elapsed_ms = started.elapsed().as_millis() as u64, "step");
     r
-}
-
-fn managed_labels() -> HashMap<String, String> {
-    HashMap::from([(labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string())])
-}
-
-async fn ensure_network(host: &str, docker: &Docker, name: &str) -> Result<(), DockerError> {
-    let inspect = || docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>);
-    match bounds::read(host, "inspect network", bounds::READ, inspect).await? {
-        Ok(_) => return Ok(()),
-        Err(e) if status_of(&e) == Some(404) => {}
-        Err(e) => return Err(DockerError::api("inspect network", name, e)),
-    }
-    let req = NetworkCreateRequest {
-        name: name.to_string(),
-        driver: Some("bridge".into()),
-        labels: Some(managed_labels()),
-        ..Default::default()
-    };
-    match bounds::within(host, "create network", bounds::CHANGE, docker.create_network(req)).await? {
-        // 409: created meanwhile by a concurrent run.
-        Err(e) if status_of(&e) != Some(409) => Err(DockerError::api("create network", name, e)),
-        _ => Ok(()),
-    }
 }
 
 /// A volume berth creates is labelled with the set whose step creates it (what reclaiming

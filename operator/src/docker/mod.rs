@@ -16,6 +16,7 @@ pub mod convert;
 pub mod digest;
 pub mod events;
 pub mod execute;
+pub mod network;
 pub mod observe;
 pub mod pin;
 pub mod probe;
