@@ -125,7 +125,13 @@ fn ten() -> i32 {
     validation = Rule::new("!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))").message("spec.template.env: duplicate name").field_path(".env"),
     validation = Rule::new("!has(self.mounts) || self.mounts.all(m, self.mounts.exists_one(n, n.target == m.target))").message("spec.template.mounts: duplicate target").field_path(".mounts"),
     validation = Rule::new("!has(self.hostNetwork) || !self.hostNetwork || !has(self.networks) || size(self.networks) == 0").message("spec.template.networks: a container on the host's network joins no other network").field_path(".networks"),
-    validation = Rule::new("!has(self.hostNetwork) || !self.hostNetwork || !has(self.ports) || self.ports.all(p, !has(p.hostPort))").message("spec.template.ports: a container on the host's network listens on the host directly; hostPort does not apply").field_path(".ports")
+    validation = Rule::new("!has(self.hostNetwork) || !self.hostNetwork || !has(self.ports) || self.ports.all(p, !has(p.hostPort))").message("spec.template.ports: a container on the host's network listens on the host directly; hostPort does not apply").field_path(".ports"),
+    validation = Rule::new("!has(self.restartMaxRetries) || (has(self.restartPolicy) && self.restartPolicy == 'OnFailure')").message("spec.template.restartMaxRetries: applies to restartPolicy OnFailure only").field_path(".restartMaxRetries"),
+    validation = Rule::new(format!("!has(self.shmSize) || !self.shmSize.matches('{ZERO_QUANTITY}')")).message("spec.template.shmSize: must be more than 0 (omit it for Docker's default of 64Mi)").field_path(".shmSize"),
+    validation = Rule::new("!has(self.shmSize) || !has(self.ipcMode) || self.ipcMode in ['private', 'shareable']").message("spec.template.shmSize: applies to a private or shareable ipcMode only").field_path(".shmSize"),
+    validation = Rule::new("!has(self.hostNetwork) || !self.hostNetwork || !has(self.sysctls) || self.sysctls.all(s, !s.name.startsWith('net.'))").message("spec.template.sysctls: net.* sysctls would change the host's network namespace (hostNetwork)").field_path(".sysctls"),
+    validation = Rule::new(format!("!has(self.ipcMode) || self.ipcMode != 'host' || !has(self.sysctls) || self.sysctls.all(s, !(s.name in {IPC_SYSCTLS:?} || s.name.startsWith('fs.mqueue.')))")).message("spec.template.sysctls: IPC sysctls (kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*) would change the host's IPC namespace (ipcMode host)").field_path(".sysctls"),
+    validation = Rule::new("!has(self.pidMode) || !has(self.hostPID) || !self.hostPID || self.pidMode == 'host'").message("spec.template.pidMode: hostPID already puts the container in the host's PID namespace").field_path(".pidMode")
 )]
 pub struct ContainerTemplate {
     /// An image reference: `[registry[:port]/]repo[:tag][@sha256:digest]`.
@@ -227,6 +233,178 @@ pub struct ContainerTemplate {
     /// host's `policy.allowHostPID`.
     #[serde(default, rename = "hostPID", skip_serializing_if = "is_false")]
     pub host_pid: bool,
+
+    /// The container's host name (Docker's default: the short container id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = HOSTNAME), length(max = MAX_CONTAINER_HOSTNAME))]
+    pub hostname: Option<String>,
+
+    /// Lines added to the container's `/etc/hosts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_EXTRA_HOSTS))]
+    pub extra_hosts: Vec<ExtraHost>,
+
+    /// Name servers (IP addresses) for the container's `/etc/resolv.conf`, instead of the
+    /// host's (or the engine's embedded DNS on a user-defined network, which forwards to them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DNS), inner(length(max = MAX_IP)))]
+    #[x_kube(validation = Rule::new("self.all(a, isIP(a))").message("spec.template.dns: every entry must be an IP address"))]
+    pub dns: Vec<String>,
+
+    /// Search domains for the container's `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DNS), inner(regex(pattern = HOSTNAME), length(max = MAX_HOSTNAME)))]
+    pub dns_search: Vec<String>,
+
+    /// Resource limits of the container's processes (`nofile`, `nproc`, `memlock`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = ULIMIT_NAMES.len()))]
+    #[x_kube(validation = Rule::new("self.all(u, self.exists_one(v, v.name == u.name))").message("spec.template.ulimits: duplicate name"))]
+    pub ulimits: Vec<Ulimit>,
+
+    /// The size of `/dev/shm`, as a quantity (`256Mi`); Docker's default is 64Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = MEMORY), length(max = 32))]
+    pub shm_size: Option<String>,
+
+    /// Run an init process (Docker's `tini`) as PID 1, which reaps zombies and forwards signals.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub init: bool,
+
+    /// Allocate a terminal for the container's process.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tty: bool,
+
+    /// Keep the container's standard input open (`docker run -i`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stdin_open: bool,
+
+    /// Where the container's output goes; the engine's default driver when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+
+    /// Kernel parameters of the container's own namespaces (`net.*`, `kernel.shm*`, `kernel.msg*`,
+    /// `kernel.sem`, `fs.mqueue.*`, `kernel.domainname`); others are the host's and cannot be
+    /// set. Kubernetes' safe set runs anywhere; any other needs the host's
+    /// `policy.allowedSysctls`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SYSCTLS))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("spec.template.sysctls: duplicate name"))]
+    pub sysctls: Vec<Sysctl>,
+
+    /// With `restartPolicy: OnFailure`: the engine gives up after this many restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub restart_max_retries: Option<i64>,
+
+    /// Ports the container serves on without publishing them, as `docker run --expose`: a port
+    /// (TCP) or `"port/protocol"` (`"53/udp"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "expose_schema")]
+    pub expose: Vec<IntOrString>,
+
+    /// Host devices made available in the container. Needs the host's `policy.allowedDevices`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DEVICES))]
+    pub devices: Vec<Device>,
+
+    /// Docker's `--security-opt`: `no-new-privileges` (allowed everywhere), `seccomp=...`,
+    /// `apparmor=...`, `label=...` (each needs the host's `policy.allowedSecurityOpts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SECURITY_OPTS), inner(regex(pattern = SECURITY_OPT), length(max = MAX_SECURITY_OPT)))]
+    pub security_opt: Vec<String>,
+
+    /// `host` (as `hostPID`) or `container:NAME`, another container's PID namespace. Needs the
+    /// host's `policy.allowHostPID` or `policy.allowContainerNamespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = PID_MODE), length(max = MAX_NAMESPACE_MODE))]
+    pub pid_mode: Option<String>,
+
+    /// `private`, `shareable`, `none`; or, with the host's `policy.allowHostIPC` or
+    /// `policy.allowContainerNamespaces`, `host` or `container:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = IPC_MODE), length(max = MAX_NAMESPACE_MODE))]
+    pub ipc_mode: Option<String>,
+}
+
+/// `expose`: ports as integers (1 to 65535) or strings (`"8080"`, `"53/udp"`).
+fn expose_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": MAX_PORTS,
+        "items": {"x-kubernetes-int-or-string": true, "minimum": 1, "maximum": 65535, "pattern": EXPOSE},
+    })
+}
+
+/// A line of `/etc/hosts`: `ip hostname`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.ip == 'host-gateway' || isIP(self.ip)").message("ip: must be an IP address or host-gateway").field_path(".ip"))]
+pub struct ExtraHost {
+    #[schemars(regex(pattern = HOSTNAME), length(max = MAX_HOSTNAME))]
+    pub hostname: String,
+    /// An IP address, or `host-gateway`: the host's address as the container reaches it.
+    #[schemars(length(max = MAX_IP))]
+    pub ip: String,
+}
+
+/// One resource limit; `-1` is unlimited.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.hard <= -1 || (self.soft != -1 && self.soft <= self.hard)").message("soft: must not be above hard (-1 is unlimited)").field_path(".soft"))]
+pub struct Ulimit {
+    /// `nofile`, `nproc`, `memlock`, `core`, `stack`, ... (as `docker run --ulimit`).
+    #[schemars(extend("enum" = ULIMIT_NAMES), length(max = 16))]
+    pub name: String,
+    #[schemars(range(min = -1))]
+    pub soft: i64,
+    #[schemars(range(min = -1))]
+    pub hard: i64,
+}
+
+/// A kernel parameter of the container's namespaces.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(format!("!self.name.matches('{SYSCTL}') || self.name in {IPC_SYSCTLS:?} || self.name.startsWith('fs.mqueue.') || self.name.startsWith('net.') || self.name == 'kernel.domainname'")).message("name: not a namespaced sysctl; runc refuses to set the host's kernel parameters in a container").field_path(".name"))]
+pub struct Sysctl {
+    /// `net.core.somaxconn`, `kernel.shm_rmid_forced`, ...
+    #[schemars(regex(pattern = SYSCTL), length(max = MAX_SYSCTL))]
+    pub name: String,
+    /// One line, as `sysctl -w` takes it (`"1024 65535"`).
+    #[schemars(regex(pattern = SYSCTL_VALUE), length(max = MAX_SYSCTL))]
+    pub value: String,
+}
+
+/// A logging driver and its options.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Logging {
+    /// `json-file`, `local`, `journald`, `syslog`, `none`, ... or a plugin's name.
+    #[schemars(regex(pattern = LOG_DRIVER), length(max = MAX_LOG_TEXT))]
+    pub driver: String,
+    /// The driver's options (`max-size: 10m`, `tag: web`), as `docker run --log-opt`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    // The keys' syntax is checked in Rust only: a map's keys have no maxLength, and a pattern
+    // over them exceeds the API server's CEL cost budget. The engine refuses an unknown option.
+    #[schemars(extend("maxProperties" = MAX_LOG_OPTIONS))]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A host device in the container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    /// The device's path on the host (`/dev/fuse`), absolute and normalised.
+    #[schemars(regex(pattern = NORMAL_PATH), length(max = MAX_PATH))]
+    pub host_path: String,
+    /// Where it appears in the container; the host's path when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = MOUNT_TARGET), length(max = MAX_PATH))]
+    pub container_path: Option<String>,
+    /// Some of `r`, `w`, `m` (mknod); `rwm` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DEVICE_PERMISSIONS))]
+    pub permissions: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
@@ -331,7 +509,8 @@ impl Protocol {
     validation = Rule::new("self.type == 'tmpfs' ? !has(self.source) : has(self.source)").message("source: is required for volume and bind mounts and not allowed for tmpfs").field_path(".source"),
     validation = Rule::new("self.type != 'bind' || !has(self.source) || self.source.startsWith('/')").message("source: a bind mount's source must be an absolute host path").field_path(".source"),
     validation = Rule::new(format!("self.type != 'bind' || !has(self.source) || !self.source.startsWith('/') || self.source.matches('{NORMAL_PATH}')")).message("source: a bind mount's source must be a normalised path: no . or .. segments, no // and no trailing /").field_path(".source"),
-    validation = Rule::new(format!("self.type != 'volume' || !has(self.source) || self.source.matches('{DOCKER_NAME}')")).message("source: a volume name must match [a-zA-Z0-9][a-zA-Z0-9_.-]*").field_path(".source")
+    validation = Rule::new(format!("self.type != 'volume' || !has(self.source) || self.source.matches('{DOCKER_NAME}')")).message("source: a volume name must match [a-zA-Z0-9][a-zA-Z0-9_.-]*").field_path(".source"),
+    validation = Rule::new("self.type == 'tmpfs' || !has(self.tmpfs)").message("tmpfs: applies to a tmpfs mount only").field_path(".tmpfs")
 )]
 pub struct Mount {
     #[serde(rename = "type", default)]
@@ -345,6 +524,24 @@ pub struct Mount {
     pub target: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
+    /// A tmpfs mount's size and mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<TmpfsOptions>,
+}
+
+/// The size and mode of a tmpfs mount.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(format!("!has(self.size) || !self.size.matches('{ZERO_QUANTITY}')")).message("size: must be more than 0 (omit it for no limit but the host's memory)").field_path(".size"))]
+pub struct TmpfsOptions {
+    /// A quantity (`64Mi`); without it the mount may grow to half the host's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = MEMORY), length(max = 32))]
+    pub size: Option<String>,
+    /// Octal permissions of the mount's root (`1777`, `0700`), as a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = FILE_MODE))]
+    pub mode: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]

@@ -4,7 +4,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::patterns::{CAPABILITY, DNS_SUBDOMAIN, ENDPOINT, NORMAL_PATH};
+use crate::patterns::{
+    CAPABILITY, DNS_SUBDOMAIN, ENDPOINT, MAX_SECURITY_OPT, MAX_SYSCTL, NORMAL_PATH, SECURITY_OPT_GRANT, SYSCTL_GLOB,
+};
 
 /// A Docker engine reached over its API: a unix socket, or TCP with mutual TLS.
 ///
@@ -85,6 +87,30 @@ pub struct HostPolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = NORMAL_PATH)))]
     pub allowed_host_paths: Vec<String>,
+    /// Containers may use the host's IPC namespace (`template.ipcMode: host`).
+    #[serde(default, rename = "allowHostIPC", skip_serializing_if = "is_false")]
+    pub allow_host_ipc: bool,
+    /// Containers may join another container's PID or IPC namespace (`template.pidMode` or
+    /// `template.ipcMode: container:NAME`), and see or signal its processes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_container_namespaces: bool,
+    /// Devices `template.devices` may use: host paths equal to or under these prefixes
+    /// (`/dev/fuse`, `/dev/snd`), absolute and normalised, compared as `allowedHostPaths` are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = NORMAL_PATH)))]
+    pub allowed_devices: Vec<String>,
+    /// `template.securityOpt` entries allowed here, as written (`seccomp=unconfined`,
+    /// `apparmor=unconfined`), or a kind alone (`seccomp`, `apparmor`, `label`) for every option
+    /// of that kind. `no-new-privileges` takes nothing from the host and needs no grant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = SECURITY_OPT_GRANT), length(max = MAX_SECURITY_OPT)))]
+    pub allowed_security_opts: Vec<String>,
+    /// Namespaced sysctls beyond Kubernetes' safe set that `template.sysctls` may set: names
+    /// (`net.core.somaxconn`), prefixes ending in `*` (`kernel.msg*`, `net.core.*`), or `*`.
+    /// (A sysctl that is not namespaced is the host's own; no policy makes runc set it.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = SYSCTL_GLOB), length(max = MAX_SYSCTL)))]
+    pub allowed_sysctls: Vec<String>,
 }
 
 /// What berth last saw of the engine.

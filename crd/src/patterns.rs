@@ -87,6 +87,132 @@ pub const PERCENT: &str = "^(100|[1-9]?[0-9])%$";
 /// which Go's durations (CEL's `duration()`) and humantime (the CLI) agree.
 pub const POLL_INTERVAL: &str = "^([0-9]{1,6}(h|m|s)){1,3}$";
 
+/// A host name (`hostname`, `extraHosts[].hostname`, `dnsSearch`): dot-separated labels of
+/// letters, digits and `-`, each at most 63 characters, not starting or ending with `-`.
+/// (The total length is bounded by the field's `maxLength`.)
+pub const HOSTNAME: &str =
+    "^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$";
+
+/// The resource names of `ulimits` (Docker's, as `docker run --ulimit` takes them).
+pub const ULIMIT_NAMES: [&str; 16] = [
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// A quantity of bytes that is zero (`0`, `0Mi`, `0.0`): the syntax of [`MEMORY`] with only
+/// zeros in the number. A size of zero means "the engine's default" to Docker; berth asks for
+/// the field to be left out instead.
+pub const ZERO_QUANTITY: &str = "^0+([.]0+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$";
+
+/// A tmpfs mount's mode: three or four octal digits (`700`, `1777`, `0755`), as a string (YAML
+/// would read an unquoted `0700` as a decimal number).
+pub const FILE_MODE: &str = "^[0-7]{3,4}$";
+
+/// A logging driver: a built-in one (`json-file`, `local`, `none`, `syslog`, ...) or a
+/// plugin's name (`grafana/loki:latest`).
+pub const LOG_DRIVER: &str = "^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$";
+
+/// A logging option's key (`max-size`, `tag`, `syslog-address`).
+pub const LOG_OPTION: &str = "^[a-z0-9][a-z0-9_.-]*$";
+
+/// A sysctl's name: dot-separated segments (`net.core.somaxconn`, `kernel.shm_rmid_forced`).
+pub const SYSCTL: &str = "^[a-z0-9_]+([.][A-Za-z0-9_-]+)+$";
+
+/// A sysctl's value: anything on one line.
+pub const SYSCTL_VALUE: &str = "^[^\\n\\r\\x00]+$";
+
+/// A sysctl of a host policy's `allowedSysctls`: a name, a name prefix ending in `*`
+/// (`kernel.msg*`, `net.core.*`), or `*` alone.
+pub const SYSCTL_GLOB: &str = "^([*]|[a-z0-9_]+([.][A-Za-z0-9_-]+)*([.]?[*])?)$";
+
+/// The sysctls runc sets in a container's IPC namespace (and refuses with the host's).
+pub const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// The sysctls a container may set on any host without a policy: Kubernetes' *safe* set
+/// (namespaced, and isolated from other containers and the host). Every other namespaced
+/// sysctl needs the host's `policy.allowedSysctls`.
+pub const SAFE_SYSCTLS: [&str; 12] = [
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.tcp_wmem",
+];
+
+/// Whether runc can set sysctl `name` inside a container at all: the IPC ones, `fs.mqueue.*`,
+/// `net.*` and `kernel.domainname` live in the container's own namespaces; every other one
+/// (`vm.*`, most of `kernel.*`) is the host kernel's, and runc refuses it on every host.
+pub fn is_namespaced_sysctl(name: &str) -> bool {
+    IPC_SYSCTLS.contains(&name)
+        || name.starts_with("fs.mqueue.")
+        || name.starts_with("net.")
+        || name == "kernel.domainname"
+}
+
+/// A container's `expose` entry as a string: a port (1 to 65535), optionally `/tcp`, `/udp` or
+/// `/sctp`. (An integer entry is a TCP port.)
+pub const EXPOSE: &str =
+    "^(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})(/(tcp|udp|sctp))?$";
+
+/// A device's cgroup permissions: some of `r` (read), `w` (write), `m` (mknod), in that order.
+pub const DEVICE_PERMISSIONS: &str = "^(rwm|rw|rm|wm|r|w|m)$";
+
+/// `pidMode`: the host's PID namespace, or another container's (`container:NAME`, a name or id).
+pub const PID_MODE: &str = concat!("^(host|", "container:[a-zA-Z0-9][a-zA-Z0-9_.-]*", ")$");
+
+/// `ipcMode`: Docker's IPC modes.
+pub const IPC_MODE: &str = concat!("^(private|shareable|none|host|", "container:[a-zA-Z0-9][a-zA-Z0-9_.-]*", ")$");
+
+/// A `securityOpt` entry Docker's engine takes: `no-new-privileges` (optionally `:true`,
+/// `=false`, ...), `seccomp=unconfined` or a seccomp profile's JSON (`seccomp={...}`),
+/// `apparmor=PROFILE`, `label=disable` or `label=user|role|type|level:VALUE`.
+pub const SECURITY_OPT: &str = concat!(
+    "^(no-new-privileges([:=](true|false))?",
+    "|seccomp=(unconfined|[{][^\\x00]*)",
+    "|apparmor=[^\\t\\n\\f\\r\\x20=]+",
+    "|label=(disable|(user|role|type|level):[^\\t\\n\\f\\r\\x20]+))$",
+);
+
+/// A host policy's `allowedSecurityOpts` entry: an option as a template writes it (see
+/// [`SECURITY_OPT`]), or one of its kinds alone (`seccomp`, `apparmor`, `label`), which allows
+/// every option of that kind.
+pub const SECURITY_OPT_GRANT: &str = concat!(
+    "^(seccomp|apparmor|label",
+    "|seccomp=(unconfined|[{][^\\x00]*)",
+    "|apparmor=[^\\t\\n\\f\\r\\x20=]+",
+    "|label=(disable|(user|role|type|level):[^\\t\\n\\f\\r\\x20]+))$",
+);
+
 /// Docker's built-in networks, which a template may not name.
 pub const BUILTIN_NETWORKS: [&str; 4] = ["host", "none", "bridge", "default"];
 
@@ -107,5 +233,29 @@ pub const MAX_ENV_NAME: usize = 256;
 pub const MAX_PATH: usize = 4096;
 /// At most this many characters in a `hostIP` (the longest IPv6 text form).
 pub const MAX_IP: usize = 45;
+/// At most this many `extraHosts`.
+pub const MAX_EXTRA_HOSTS: usize = 64;
+/// At most this many `dns` servers and `dnsSearch` domains each.
+pub const MAX_DNS: usize = 8;
+/// At most this many characters in a host or domain name (DNS' limit).
+pub const MAX_HOSTNAME: usize = 253;
+/// At most this many characters in a container's `hostname` (Linux's `HOST_NAME_MAX`).
+pub const MAX_CONTAINER_HOSTNAME: usize = 64;
+/// At most this many `sysctls`.
+pub const MAX_SYSCTLS: usize = 64;
+/// At most this many characters in a sysctl's name or value.
+pub const MAX_SYSCTL: usize = 256;
+/// At most this many logging options.
+pub const MAX_LOG_OPTIONS: usize = 32;
+/// At most this many characters in a logging driver's name, an option's key or its value.
+pub const MAX_LOG_TEXT: usize = 1024;
+/// At most this many `devices`.
+pub const MAX_DEVICES: usize = 64;
+/// At most this many `securityOpt` entries.
+pub const MAX_SECURITY_OPTS: usize = 16;
+/// At most this many characters in one `securityOpt` entry (a seccomp profile's JSON fits).
+pub const MAX_SECURITY_OPT: usize = 256 * 1024;
+/// At most this many characters in `pidMode` or `ipcMode`.
+pub const MAX_NAMESPACE_MODE: usize = 256;
 /// At most this many `hostSelector.matchExpressions`.
 pub const MAX_SELECTOR_EXPRESSIONS: usize = 32;

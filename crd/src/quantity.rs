@@ -62,6 +62,41 @@ pub fn parse_memory(s: &str) -> Result<i64, String> {
     Ok(bytes as i64)
 }
 
+/// A size in bytes (`shmSize`, a tmpfs mount's `size`): the syntax of memory, `"64Mi"`, `"1G"`,
+/// `"1048576"`, more than zero (a size of zero means the engine's default; leave it out).
+pub fn parse_size(s: &str) -> Result<i64, String> {
+    if !is_match(MEMORY, s) {
+        return Err(format!("{} is not a size (examples: \"64Mi\", \"1Gi\")", quoted(s)));
+    }
+    let (num, mult) = SIZE_SUFFIXES
+        .iter()
+        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+        .expect("the empty suffix always matches");
+    let v: f64 = num.parse().map_err(|_| format!("{} is not a size (examples: \"64Mi\", \"1Gi\")", quoted(s)))?;
+    let bytes = (v * mult).round();
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!("{} must be more than 0 (leave the field out for the engine's default)", quoted(s)));
+    }
+    if bytes > 9.0e18 {
+        return Err(format!("{} is out of range", quoted(s)));
+    }
+    Ok(bytes as i64)
+}
+
+/// The unit suffixes of [`MEMORY`], longest first.
+const SIZE_SUFFIXES: [(&str, f64); 10] = [
+    ("Ki", 1024.0),
+    ("Mi", 1048576.0),
+    ("Gi", 1073741824.0),
+    ("Ti", 1099511627776.0),
+    ("k", 1e3),
+    ("K", 1e3),
+    ("M", 1e6),
+    ("G", 1e9),
+    ("T", 1e12),
+    ("", 1.0),
+];
+
 /// A duration in nanoseconds: `"5s"`, `"500ms"`, `"1m30s"`.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let d = humantime::parse_duration(s.trim())
@@ -92,6 +127,18 @@ mod tests {
         assert_eq!(parse_memory("8388608"), Ok(8388608));
         assert!(parse_memory("1Ki").is_err(), "below Docker's minimum");
         assert!(parse_memory("12XB").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64Mi"), Ok(64 * 1024 * 1024));
+        assert_eq!(parse_size("1"), Ok(1), "no minimum but zero");
+        assert_eq!(parse_size("1.5Ki"), Ok(1536));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("0Mi").is_err());
+        assert!(parse_size("0.1").is_err(), "rounds to zero bytes");
+        assert!(parse_size("-1Mi").is_err());
+        assert!(parse_size("64MB").is_err());
     }
 
     #[test]

@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::patterns::*;
-use crate::quantity::{parse_cpus, parse_duration, parse_memory};
-use crate::{ContainerSet, ContainerSetSpec, ContainerTemplate, DockerHost, ImagePolicy, MountKind};
+use crate::quantity::{parse_cpus, parse_duration, parse_memory, parse_size};
+use crate::{ContainerSet, ContainerSetSpec, ContainerTemplate, DockerHost, ImagePolicy, MountKind, RestartPolicy};
 
 /// One invalid field: where, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +154,7 @@ impl Validate for DockerHost {
                 );
             }
         }
+        check_policy_grants(&mut e, &spec.policy);
         e.0
     }
 }
@@ -330,6 +331,274 @@ fn reference_name(image: &str) -> &str {
     match name.rfind(':') {
         Some(colon) if !name[colon..].contains('/') => &name[..colon],
         _ => name,
+    }
+}
+
+/// The grants of a host policy for the fields applications use: devices by path, security
+/// options and sysctls by name.
+fn check_policy_grants(e: &mut Errors, policy: &crate::HostPolicy) {
+    for (i, p) in policy.allowed_devices.iter().enumerate() {
+        if !p.starts_with('/') {
+            e.add(format!("spec.policy.allowedDevices[{i}]"), format!("{} must be an absolute path", quoted(p)));
+        } else if !is_match(NORMAL_PATH, p) {
+            e.add(format!("spec.policy.allowedDevices[{i}]"), format!("{} {NOT_NORMAL}", quoted(p)));
+        }
+    }
+    for (i, o) in policy.allowed_security_opts.iter().enumerate() {
+        if o.len() > MAX_SECURITY_OPT || !is_match(SECURITY_OPT_GRANT, o) {
+            e.add(
+                format!("spec.policy.allowedSecurityOpts[{i}]"),
+                format!(
+                    "{} is not a security option (seccomp=unconfined, apparmor=PROFILE, label=disable) or a kind of them (seccomp, apparmor, label)",
+                    quoted(o)
+                ),
+            );
+        }
+    }
+    for (i, s) in policy.allowed_sysctls.iter().enumerate() {
+        if s.len() > MAX_SYSCTL || !is_match(SYSCTL_GLOB, s) {
+            e.add(
+                format!("spec.policy.allowedSysctls[{i}]"),
+                format!(
+                    "{} is not a sysctl name or prefix (net.core.somaxconn, kernel.msg*, net.core.*, *)",
+                    quoted(s)
+                ),
+            );
+        }
+    }
+}
+
+/// Whether `s` is an IP address as CEL's `isIP()` reads one (no IPv4-mapped IPv6 addresses).
+fn is_ip(s: &str) -> bool {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_none(),
+        Ok(IpAddr::V4(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// The template's fields for what applications ask of the engine beyond image, ports and
+/// mounts: names and resolution, limits, init and terminal, logging, sysctls, restarts,
+/// exposed ports, devices, security options, PID and IPC namespaces, tmpfs options.
+fn check_application_fields(e: &mut Errors, path: &str, t: &ContainerTemplate) {
+    if let Some(h) = &t.hostname
+        && (h.len() > MAX_CONTAINER_HOSTNAME || !is_match(HOSTNAME, h))
+    {
+        e.add(
+            format!("{path}.hostname"),
+            format!(
+                "{} is not a host name: labels of letters, digits and '-' separated by '.', at most {MAX_CONTAINER_HOSTNAME} characters",
+                quoted(h)
+            ),
+        );
+    }
+
+    check_count(e, &format!("{path}.extraHosts"), t.extra_hosts.len(), MAX_EXTRA_HOSTS, "entries");
+    for (i, h) in t.extra_hosts.iter().enumerate() {
+        let p = format!("{path}.extraHosts[{i}]");
+        if h.hostname.len() > MAX_HOSTNAME || !is_match(HOSTNAME, &h.hostname) {
+            e.add(format!("{p}.hostname"), format!("{} is not a host name", quoted(&h.hostname)));
+        }
+        if h.ip != "host-gateway" && !is_ip(&h.ip) {
+            e.add(format!("{p}.ip"), format!("{} must be an IP address or host-gateway", quoted(&h.ip)));
+        }
+    }
+
+    check_count(e, &format!("{path}.dns"), t.dns.len(), MAX_DNS, "servers");
+    for (i, a) in t.dns.iter().enumerate() {
+        if !is_ip(a) {
+            e.add(format!("{path}.dns[{i}]"), format!("{} is not an IP address", quoted(a)));
+        }
+    }
+    check_count(e, &format!("{path}.dnsSearch"), t.dns_search.len(), MAX_DNS, "domains");
+    for (i, d) in t.dns_search.iter().enumerate() {
+        if d.len() > MAX_HOSTNAME || !is_match(HOSTNAME, d) {
+            e.add(format!("{path}.dnsSearch[{i}]"), format!("{} is not a domain name", quoted(d)));
+        }
+    }
+
+    check_count(e, &format!("{path}.ulimits"), t.ulimits.len(), ULIMIT_NAMES.len(), "limits");
+    let mut ulimit_names = BTreeSet::new();
+    for (i, u) in t.ulimits.iter().enumerate() {
+        let p = format!("{path}.ulimits[{i}]");
+        if !ULIMIT_NAMES.contains(&u.name.as_str()) {
+            e.add(format!("{p}.name"), format!("{} is not a ulimit ({})", quoted(&u.name), ULIMIT_NAMES.join(", ")));
+        } else if !ulimit_names.insert(u.name.as_str()) {
+            e.add(format!("{p}.name"), format!("{} is declared twice", quoted(&u.name)));
+        }
+        for (field, v) in [("soft", u.soft), ("hard", u.hard)] {
+            if v < -1 {
+                e.add(format!("{p}.{field}"), format!("must be -1 (unlimited) or more, got {v}"));
+            }
+        }
+        if u.soft >= -1 && u.hard >= -1 && u.hard != -1 && (u.soft == -1 || u.soft > u.hard) {
+            e.add(
+                format!("{p}.soft"),
+                format!("must not be above hard (-1 is unlimited), got {} > {}", u.soft, u.hard),
+            );
+        }
+    }
+
+    let ipc = t.ipc_mode.as_deref();
+    if let Some(s) = &t.shm_size {
+        if let Err(msg) = parse_size(s) {
+            e.add(format!("{path}.shmSize"), msg);
+        } else if ipc.is_some_and(|m| !matches!(m, "private" | "shareable")) {
+            e.add(format!("{path}.shmSize"), "applies to a private or shareable ipcMode only");
+        }
+    }
+
+    if let Some(l) = &t.logging {
+        if l.driver.len() > MAX_LOG_TEXT || !is_match(LOG_DRIVER, &l.driver) {
+            e.add(
+                format!("{path}.logging.driver"),
+                format!(
+                    "{} is not a logging driver name (json-file, local, syslog, a plugin's name)",
+                    quoted(&l.driver)
+                ),
+            );
+        }
+        check_count(e, &format!("{path}.logging.options"), l.options.len(), MAX_LOG_OPTIONS, "options");
+        for k in l.options.keys() {
+            if k.len() > MAX_LOG_TEXT || !is_match(LOG_OPTION, k) {
+                e.add(
+                    format!("{path}.logging.options.{}", shortened(k)),
+                    "a key must be lowercase letters, digits, '_', '.' and '-', like max-size",
+                );
+            }
+        }
+    }
+
+    check_count(e, &format!("{path}.sysctls"), t.sysctls.len(), MAX_SYSCTLS, "sysctls");
+    let mut sysctl_names = BTreeSet::new();
+    for (i, sysctl) in t.sysctls.iter().enumerate() {
+        let (k, v) = (&sysctl.name, &sysctl.value);
+        let p = format!("{path}.sysctls[{i}]");
+        if k.len() > MAX_SYSCTL || !is_match(SYSCTL, k) {
+            e.add(
+                format!("{p}.name"),
+                format!("{} is not a sysctl name (dot-separated, like net.core.somaxconn)", quoted(k)),
+            );
+        } else if !is_namespaced_sysctl(k) {
+            e.add(
+                format!("{p}.name"),
+                format!("{k} is not a namespaced sysctl: it is the host kernel's, and runc refuses to set it in a container on any host (set it on the host itself)"),
+            );
+        } else if !sysctl_names.insert(k.as_str()) {
+            e.add(format!("{p}.name"), format!("{k} is declared twice"));
+        } else if t.host_network && k.starts_with("net.") {
+            e.add(format!("{p}.name"), format!("{k} would change the host's network namespace (hostNetwork)"));
+        } else if ipc == Some("host") && (IPC_SYSCTLS.contains(&k.as_str()) || k.starts_with("fs.mqueue.")) {
+            e.add(format!("{p}.name"), format!("{k} would change the host's IPC namespace (ipcMode host)"));
+        }
+        if v.len() > MAX_SYSCTL || !is_match(SYSCTL_VALUE, v) {
+            e.add(format!("{p}.value"), "must be one line, not empty, at most 256 characters");
+        }
+    }
+
+    if let Some(n) = t.restart_max_retries {
+        if !(1..=10000).contains(&n) {
+            e.add(format!("{path}.restartMaxRetries"), format!("must be between 1 and 10000, got {n}"));
+        } else if t.restart_policy != RestartPolicy::OnFailure {
+            e.add(format!("{path}.restartMaxRetries"), "applies to restartPolicy OnFailure only");
+        }
+    }
+
+    check_count(e, &format!("{path}.expose"), t.expose.len(), MAX_PORTS, "ports");
+    for (i, x) in t.expose.iter().enumerate() {
+        let ok = match x {
+            IntOrString::Int(n) => (1..=65535).contains(n),
+            IntOrString::String(s) => is_match(EXPOSE, s),
+        };
+        if !ok {
+            let shown = match x {
+                IntOrString::Int(n) => n.to_string(),
+                IntOrString::String(s) => quoted(s),
+            };
+            e.add(
+                format!("{path}.expose[{i}]"),
+                format!("{shown} is not a port (1 to 65535), optionally with /tcp, /udp or /sctp (\"53/udp\")"),
+            );
+        }
+    }
+
+    check_count(e, &format!("{path}.devices"), t.devices.len(), MAX_DEVICES, "devices");
+    for (i, d) in t.devices.iter().enumerate() {
+        let p = format!("{path}.devices[{i}]");
+        if d.host_path.len() > MAX_PATH || !d.host_path.starts_with('/') {
+            e.add(format!("{p}.hostPath"), format!("{} must be an absolute host path", quoted(&d.host_path)));
+        } else if !is_match(NORMAL_PATH, &d.host_path) {
+            e.add(format!("{p}.hostPath"), format!("{} {NOT_NORMAL}", quoted(&d.host_path)));
+        }
+        if let Some(c) = &d.container_path
+            && (c.len() > MAX_PATH || !is_match(MOUNT_TARGET, c))
+        {
+            e.add(
+                format!("{p}.containerPath"),
+                format!("{} must be an absolute path other than / and without a trailing /", quoted(c)),
+            );
+        }
+        if let Some(m) = &d.permissions
+            && !is_match(DEVICE_PERMISSIONS, m)
+        {
+            e.add(format!("{p}.permissions"), format!("{} must be some of r, w and m, in that order", quoted(m)));
+        }
+    }
+
+    check_count(e, &format!("{path}.securityOpt"), t.security_opt.len(), MAX_SECURITY_OPTS, "options");
+    for (i, o) in t.security_opt.iter().enumerate() {
+        let p = format!("{path}.securityOpt[{i}]");
+        if o.len() > MAX_SECURITY_OPT || !is_match(SECURITY_OPT, o) {
+            e.add(
+                p,
+                format!(
+                    "{} is not a security option the engine takes (no-new-privileges, seccomp=unconfined, seccomp={{profile JSON}}, apparmor=PROFILE, label=disable, label=type:VALUE)",
+                    quoted(o)
+                ),
+            );
+        } else if let Some(profile) = o.strip_prefix("seccomp=").filter(|p| p.starts_with('{'))
+            && let Err(err) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(profile)
+        {
+            e.add(p, format!("the seccomp profile is not a JSON object: {err}"));
+        }
+    }
+
+    if let Some(m) = &t.pid_mode {
+        if m.len() > MAX_NAMESPACE_MODE || !is_match(PID_MODE, m) {
+            e.add(format!("{path}.pidMode"), format!("{} must be host or container:NAME", quoted(m)));
+        } else if t.host_pid && m != "host" {
+            e.add(format!("{path}.pidMode"), "hostPID already puts the container in the host's PID namespace");
+        }
+    }
+    if let Some(m) = ipc
+        && (m.len() > MAX_NAMESPACE_MODE || !is_match(IPC_MODE, m))
+    {
+        e.add(
+            format!("{path}.ipcMode"),
+            format!("{} must be private, shareable, none, host or container:NAME", quoted(m)),
+        );
+    }
+
+    for (i, m) in t.mounts.iter().enumerate() {
+        let Some(tmpfs) = &m.tmpfs else { continue };
+        let p = format!("{path}.mounts[{i}].tmpfs");
+        if m.kind != MountKind::Tmpfs {
+            e.add(p, "applies to a tmpfs mount only");
+            continue;
+        }
+        if let Some(size) = &tmpfs.size
+            && let Err(msg) = parse_size(size)
+        {
+            e.add(format!("{p}.size"), msg);
+        }
+        if let Some(mode) = &tmpfs.mode
+            && !is_match(FILE_MODE, mode)
+        {
+            e.add(
+                format!("{p}.mode"),
+                format!("{} must be 3 or 4 octal digits, like \"1777\" or \"0700\"", quoted(mode)),
+            );
+        }
     }
 }
 
@@ -586,6 +855,7 @@ fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
             }
         }
     }
+    check_application_fields(e, path, t);
 }
 
 #[cfg(test)]

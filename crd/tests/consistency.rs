@@ -523,12 +523,230 @@ fn invalid_cases() -> Vec<Case> {
             "spec.template.ports[0].hostPort",
             tpl("    hostNetwork: true\n    ports: [{containerPort: 80, hostPort: 8080}]"),
         ),
+        // the fields applications use
+        bad("hostname with _", "spec.template.hostname", tpl("    hostname: my_host")),
+        bad("hostname of 65 characters", "spec.template.hostname", tpl(&format!("    hostname: {}", "a".repeat(65)))),
+        bad("hostname starting with -", "spec.template.hostname", tpl("    hostname: -web")),
+        bad(
+            "extraHosts ip a name",
+            "spec.template.extraHosts[0].ip",
+            tpl("    extraHosts: [{hostname: db, ip: database}]"),
+        ),
+        bad(
+            "extraHosts hostname with a space",
+            "spec.template.extraHosts[0].hostname",
+            tpl("    extraHosts: [{hostname: \"db host\", ip: 10.0.0.1}]"),
+        ),
+        bad("dns a name", "spec.template.dns[0]", tpl("    dns: [dns.google]")),
+        bad(
+            "more dns servers than maxItems",
+            "spec.template.dns",
+            tpl(&format!("    dns: [{}]", ["1.1.1.1"; 9].join(", "))),
+        ),
+        bad("dnsSearch starting with -", "spec.template.dnsSearch[0]", tpl("    dnsSearch: [-corp.example]")),
+        bad(
+            "ulimit name nofiles",
+            "spec.template.ulimits[0].name",
+            tpl("    ulimits: [{name: nofiles, soft: 1024, hard: 2048}]"),
+        ),
+        bad(
+            "ulimit soft above hard",
+            "spec.template.ulimits[0].soft",
+            tpl("    ulimits: [{name: nofile, soft: 4096, hard: 1024}]"),
+        ),
+        bad(
+            "ulimit soft unlimited, hard not",
+            "spec.template.ulimits[0].soft",
+            tpl("    ulimits: [{name: memlock, soft: -1, hard: 1024}]"),
+        ),
+        bad("ulimit hard -2", "spec.template.ulimits[0].hard", tpl("    ulimits: [{name: core, soft: -1, hard: -2}]")),
+        bad(
+            "ulimit twice",
+            "spec.template.ulimits[1].name",
+            tpl("    ulimits: [{name: nproc, soft: 1, hard: 1}, {name: nproc, soft: 2, hard: 2}]"),
+        ),
+        bad("shmSize negative", "spec.template.shmSize", tpl("    shmSize: -64Mi")),
+        bad("shmSize 0", "spec.template.shmSize", tpl("    shmSize: 0Mi")),
+        bad("shmSize 64MB", "spec.template.shmSize", tpl("    shmSize: 64MB")),
+        bad("shmSize with ipcMode none", "spec.template.shmSize", tpl("    shmSize: 64Mi\n    ipcMode: none")),
+        bad("logging driver with a space", "spec.template.logging.driver", tpl("    logging: {driver: json file}")),
+        bad("logging driver in uppercase", "spec.template.logging.driver", tpl("    logging: {driver: JSON-File}")),
+        bad("logging without a driver", "spec.template.logging", tpl("    logging: {options: {max-size: 10m}}")),
+        rust_only(
+            "logging option key with a space",
+            "spec.template.logging.options.max size",
+            "a map's keys have no maxLength, and a pattern over them exceeds the API server's CEL cost budget",
+            tpl("    logging: {driver: json-file, options: {max size: 10m}}"),
+        ),
+        bad(
+            "sysctl vm.swappiness (not namespaced)",
+            "spec.template.sysctls[0].name",
+            tpl("    sysctls: [{name: vm.swappiness, value: \"10\"}]"),
+        ),
+        bad(
+            "sysctl kernel.hostname (not settable)",
+            "spec.template.sysctls[0].name",
+            tpl("    sysctls: [{name: kernel.hostname, value: web}]"),
+        ),
+        bad(
+            "sysctl name with ..",
+            "spec.template.sysctls[0].name",
+            tpl("    sysctls: [{name: net..core, value: \"1\"}]"),
+        ),
+        bad(
+            "sysctl value on two lines",
+            "spec.template.sysctls[0].value",
+            tpl("    sysctls: [{name: net.core.somaxconn, value: \"1\\n2\"}]"),
+        ),
+        bad(
+            "sysctl value empty",
+            "spec.template.sysctls[0].value",
+            tpl("    sysctls: [{name: net.core.somaxconn, value: \"\"}]"),
+        ),
+        bad(
+            "sysctl twice",
+            "spec.template.sysctls[1].name",
+            tpl(
+                "    sysctls:\n      - {name: net.core.somaxconn, value: \"1\"}\n      - {name: net.core.somaxconn, value: \"2\"}",
+            ),
+        ),
+        bad(
+            "net.* sysctl on the host's network",
+            "spec.template.sysctls[0].name",
+            tpl("    hostNetwork: true\n    sysctls: [{name: net.core.somaxconn, value: \"1024\"}]"),
+        ),
+        bad(
+            "IPC sysctl with the host's IPC namespace",
+            "spec.template.sysctls[0].name",
+            tpl("    ipcMode: host\n    sysctls: [{name: kernel.shmmax, value: \"1000000\"}]"),
+        ),
+        bad("restartMaxRetries with UnlessStopped", "spec.template.restartMaxRetries", tpl("    restartMaxRetries: 3")),
+        bad(
+            "restartMaxRetries 0",
+            "spec.template.restartMaxRetries",
+            tpl("    restartPolicy: OnFailure\n    restartMaxRetries: 0"),
+        ),
+        bad("expose 70000", "spec.template.expose[0]", tpl("    expose: [70000]")),
+        bad("expose \"8080/http\"", "spec.template.expose[0]", tpl("    expose: [\"8080/http\"]")),
+        bad("expose \"0\"", "spec.template.expose[0]", tpl("    expose: [\"0\"]")),
+        bad(
+            "device hostPath relative",
+            "spec.template.devices[0].hostPath",
+            tpl("    devices: [{hostPath: dev/fuse}]"),
+        ),
+        bad(
+            "device hostPath with ..",
+            "spec.template.devices[0].hostPath",
+            tpl("    devices: [{hostPath: /dev/../etc/shadow}]"),
+        ),
+        bad(
+            "device containerPath relative",
+            "spec.template.devices[0].containerPath",
+            tpl("    devices: [{hostPath: /dev/fuse, containerPath: fuse}]"),
+        ),
+        bad(
+            "device permissions rwx",
+            "spec.template.devices[0].permissions",
+            tpl("    devices: [{hostPath: /dev/fuse, permissions: rwx}]"),
+        ),
+        bad("securityOpt privileged=true", "spec.template.securityOpt[0]", tpl("    securityOpt: [privileged=true]")),
+        bad(
+            "securityOpt seccomp:unconfined",
+            "spec.template.securityOpt[0]",
+            tpl("    securityOpt: [\"seccomp:unconfined\"]"),
+        ),
+        rust_only(
+            "securityOpt seccomp profile not JSON",
+            "spec.template.securityOpt[0]",
+            "a pattern cannot parse JSON",
+            tpl("    securityOpt: [\"seccomp={not json\"]"),
+        ),
+        bad("pidMode shared", "spec.template.pidMode", tpl("    pidMode: shared")),
+        bad("pidMode private", "spec.template.pidMode", tpl("    pidMode: private")),
+        bad(
+            "pidMode container with hostPID",
+            "spec.template.pidMode",
+            tpl("    hostPID: true\n    pidMode: container:db"),
+        ),
+        bad("ipcMode sharable", "spec.template.ipcMode", tpl("    ipcMode: sharable")),
+        bad("ipcMode container without a name", "spec.template.ipcMode", tpl("    ipcMode: \"container:\"")),
+        bad(
+            "tmpfs options on a volume",
+            "spec.template.mounts[0].tmpfs",
+            tpl("    mounts: [{source: data, target: /data, tmpfs: {size: 64Mi}}]"),
+        ),
+        bad(
+            "tmpfs mode 999",
+            "spec.template.mounts[0].tmpfs.mode",
+            tpl("    mounts: [{type: tmpfs, target: /tmp, tmpfs: {mode: \"999\"}}]"),
+        ),
+        bad(
+            "tmpfs mode a number",
+            "spec.template.mounts[0].tmpfs.mode",
+            tpl("    mounts: [{type: tmpfs, target: /tmp, tmpfs: {mode: 700}}]"),
+        ),
+        bad(
+            "tmpfs size 0",
+            "spec.template.mounts[0].tmpfs.size",
+            tpl("    mounts: [{type: tmpfs, target: /tmp, tmpfs: {size: \"0\"}}]"),
+        ),
+        bad(
+            "relative allowed device",
+            "spec.policy.allowedDevices[0]",
+            dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedDevices: [dev/fuse]}"),
+        ),
+        bad(
+            "allowed security option privileged",
+            "spec.policy.allowedSecurityOpts[0]",
+            dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedSecurityOpts: [privileged]}"),
+        ),
+        bad(
+            "allowed sysctl with * inside",
+            "spec.policy.allowedSysctls[0]",
+            dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedSysctls: [net.*.somaxconn]}"),
+        ),
+        bad(
+            "allowHostIPC a string (type)",
+            "spec.policy.allowHostIPC",
+            dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowHostIPC: \"yes\"}"),
+        ),
     ]
 }
 
 fn valid_edge_cases() -> Vec<(&'static str, String)> {
     let max_ports: String = (0..MAX_PORTS).map(|i| format!("      - containerPort: {}\n", 1000 + i)).collect();
     vec![
+        (
+            "every field applications use",
+            tpl(
+                "    hostname: web-1.shop.internal\n    extraHosts: [{hostname: db.local, ip: 10.0.0.5}, {hostname: host.docker.internal, ip: host-gateway}, {hostname: v6, ip: \"fd00::1\"}]\n    dns: [10.0.0.2, \"2001:4860:4860::8888\"]\n    dnsSearch: [shop.internal, Example.COM]\n    ulimits: [{name: nofile, soft: 1024, hard: 4096}, {name: memlock, soft: -1, hard: -1}, {name: core, soft: 0, hard: -1}]\n    shmSize: 256Mi\n    ipcMode: shareable\n    init: true\n    tty: true\n    stdinOpen: true\n    logging: {driver: json-file, options: {max-size: 10m, max-file: \"3\", tag: \"{{.Name}}\"}}\n    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: \"80\"}, {name: net.ipv4.ip_local_port_range, value: \"1024 65000\"}, {name: kernel.shmmax, value: \"68719476736\"}, {name: fs.mqueue.msg_max, value: \"100\"}, {name: kernel.domainname, value: shop}]\n    restartPolicy: OnFailure\n    restartMaxRetries: 5\n    expose: [8080, \"9090\", \"53/udp\", \"3868/sctp\", 65535]\n    devices: [{hostPath: /dev/fuse}, {hostPath: /dev/snd, containerPath: /dev/sound, permissions: rw}]\n    securityOpt: [no-new-privileges, \"no-new-privileges:true\", no-new-privileges=false, seccomp=unconfined, \"seccomp={\\\"defaultAction\\\": \\\"SCMP_ACT_ALLOW\\\"}\", apparmor=unconfined, label=disable, \"label=type:svirt_apache_t\"]\n    pidMode: container:db\n    mounts: [{type: tmpfs, target: /run, tmpfs: {size: 64Mi, mode: \"1777\"}}, {type: tmpfs, target: /cache, tmpfs: {mode: \"0700\"}}]",
+            ),
+        ),
+        ("pidMode host with hostPID", tpl("    hostPID: true\n    pidMode: host")),
+        (
+            "the host's IPC namespace, net sysctls and container PID",
+            tpl(
+                "    ipcMode: host\n    pidMode: container:4f1c2a\n    sysctls: [{name: net.core.somaxconn, value: \"1024\"}]",
+            ),
+        ),
+        ("ipcMode container and none", tpl("    ipcMode: container:db.0_x-y")),
+        ("ipcMode none", tpl("    ipcMode: none")),
+        ("shmSize with ipcMode private", tpl("    shmSize: \"1\"\n    ipcMode: private")),
+        ("logging none", tpl("    logging: {driver: none}")),
+        (
+            "logging by a plugin",
+            tpl("    logging: {driver: \"grafana/loki:2.9.2\", options: {loki-url: \"http://loki:3100\"}}"),
+        ),
+        (
+            "IPC sysctls on the host's network",
+            tpl("    hostNetwork: true\n    sysctls: [{name: kernel.shm_rmid_forced, value: \"1\"}]"),
+        ),
+        (
+            "DockerHost granting the fields applications use",
+            dh(
+                "\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowHostIPC: true, allowContainerNamespaces: true, allowedDevices: [/dev/fuse, /dev], allowedSecurityOpts: [seccomp, apparmor=unconfined, label=disable, \"seccomp={}\"], allowedSysctls: [net.core.somaxconn, kernel.msg*, net.core.*, \"*\"]}",
+            ),
+        ),
         (
             "no hostPort, 3 replicas per host",
             cs("\n  replicasPerHost: 3\n  template:\n    image: nginx\n    ports: [{containerPort: 80}]"),

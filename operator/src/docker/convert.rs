@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
+    MountTmpfsOptions, MountType, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 
 use crate::engine::{ContainerSpec, EnvValue, MountKind};
@@ -54,6 +55,11 @@ pub fn create_body(
                 MountKind::Tmpfs => MountType::TMPFS,
             }),
             read_only: m.read_only.then_some(true),
+            tmpfs_options: (m.tmpfs_size_bytes.is_some() || m.tmpfs_mode.is_some()).then(|| MountTmpfsOptions {
+                size_bytes: m.tmpfs_size_bytes,
+                mode: m.tmpfs_mode.map(i64::from),
+                options: None,
+            }),
             ..Default::default()
         })
         .collect();
@@ -68,7 +74,7 @@ pub fn create_body(
     let host_config = HostConfig {
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
         mounts: Some(mounts),
-        restart_policy: Some(RestartPolicy { name: Some(restart), maximum_retry_count: None }),
+        restart_policy: Some(RestartPolicy { name: Some(restart), maximum_retry_count: spec.restart_max_retries }),
         nano_cpus: spec.nano_cpus,
         memory: spec.memory_bytes,
         readonly_rootfs: spec.read_only_root_filesystem.then_some(true),
@@ -77,9 +83,42 @@ pub fn create_body(
         privileged: spec.privileged.then_some(true),
         // Validation keeps `networks` empty on the host's network.
         network_mode: if spec.host_network { Some("host".into()) } else { networks.first().cloned() },
-        pid_mode: spec.host_pid.then(|| "host".into()),
+        pid_mode: if spec.host_pid { Some("host".into()) } else { spec.pid_mode.clone() },
+        ipc_mode: spec.ipc_mode.clone(),
+        extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
+        dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+        dns_search: (!spec.dns_search.is_empty()).then(|| spec.dns_search.clone()),
+        ulimits: (!spec.ulimits.is_empty()).then(|| {
+            spec.ulimits
+                .iter()
+                .map(|u| ResourcesUlimits { name: Some(u.name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
+                .collect()
+        }),
+        shm_size: spec.shm_size_bytes,
+        init: spec.init.then_some(true),
+        log_config: spec.logging.as_ref().map(|l| HostConfigLogConfig {
+            typ: Some(l.driver.clone()),
+            config: Some(l.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        }),
+        sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        devices: (!spec.devices.is_empty()).then(|| {
+            spec.devices
+                .iter()
+                .map(|d| DeviceMapping {
+                    path_on_host: Some(d.host_path.clone()),
+                    path_in_container: Some(d.container_path.clone()),
+                    cgroup_permissions: Some(d.permissions.clone()),
+                })
+                .collect()
+        }),
+        security_opt: (!spec.security_opt.is_empty()).then(|| spec.security_opt.clone()),
         ..Default::default()
     };
+    for x in &spec.expose {
+        if !exposed.contains(x) {
+            exposed.push(x.clone());
+        }
+    }
 
     ContainerCreateBody {
         image: Some(spec.image.clone()),
@@ -100,6 +139,9 @@ pub fn create_body(
         working_dir: spec.working_dir.clone(),
         stop_signal: spec.stop_signal.clone(),
         stop_timeout: spec.stop_timeout_seconds,
+        hostname: spec.hostname.clone(),
+        tty: spec.tty.then_some(true),
+        open_stdin: spec.stdin_open.then_some(true),
         host_config: Some(host_config),
         networking_config: networks
             .first()

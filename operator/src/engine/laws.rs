@@ -143,6 +143,8 @@ impl SpecGene {
                 source: Some(source),
                 target: "/data".into(),
                 read_only: false,
+                tmpfs_size_bytes: None,
+                tmpfs_mode: None,
             });
         }
         for (i, n) in NETWORKS.iter().enumerate() {

@@ -16,7 +16,8 @@
 
 use std::path::Path;
 
-use berth_crd::patterns::{NORMAL_PATH, is_match};
+use berth_crd::patterns::{NORMAL_PATH, SAFE_SYSCTLS, is_match, is_namespaced_sysctl};
+use berth_crd::validate::quoted;
 use berth_crd::{ContainerTemplate, DockerHost, HostPolicy, MountKind};
 
 /// One thing a template asks for that a host does not grant.
@@ -91,7 +92,75 @@ fn violations(t: &ContainerTemplate, policy: &HostPolicy, say: impl Fn(&str, &st
             );
         }
     }
+    let field = |name: &str| format!("spec.template.{name}");
+    for (name, mode) in [("pidMode", &t.pid_mode), ("ipcMode", &t.ipc_mode)] {
+        let kind = if name == "pidMode" { "PID" } else { "IPC" };
+        match mode.as_deref() {
+            Some("host") if name == "pidMode" && !policy.allow_host_pid => {
+                refuse(field(name), "the host's PID namespace (pidMode host)".into(), "allowHostPID")
+            }
+            Some("host") if name == "ipcMode" && !policy.allow_host_ipc => {
+                refuse(field(name), "the host's IPC namespace (ipcMode host)".into(), "allowHostIPC")
+            }
+            Some(m) if m.starts_with("container:") && !policy.allow_container_namespaces => refuse(
+                field(name),
+                format!("joining another container's {kind} namespace ({name} {})", quoted(m)),
+                "allowContainerNamespaces",
+            ),
+            _ => {}
+        }
+    }
+    for (i, d) in t.devices.iter().enumerate() {
+        if !path_allowed(&policy.allowed_devices, &d.host_path) {
+            refuse(
+                format!("spec.template.devices[{i}].hostPath"),
+                format!("the device {}", quoted(&d.host_path)),
+                "allowedDevices",
+            );
+        }
+    }
+    for (i, o) in t.security_opt.iter().enumerate() {
+        if !security_opt_allowed(policy, o) {
+            refuse(
+                format!("spec.template.securityOpt[{i}]"),
+                format!("the security option {}", quoted(o)),
+                "allowedSecurityOpts",
+            );
+        }
+    }
+    for (i, sysctl) in t.sysctls.iter().enumerate() {
+        let name = &sysctl.name;
+        // A sysctl that is not namespaced, validation refuses on every host.
+        if is_namespaced_sysctl(name) && !sysctl_allowed(policy, name) {
+            refuse(
+                format!("spec.template.sysctls[{i}].name"),
+                format!("the sysctl {name} (outside Kubernetes' safe set)"),
+                "allowedSysctls",
+            );
+        }
+    }
     out
+}
+
+/// Whether `opt` may be set: `no-new-privileges` (it only takes privileges away) always; any
+/// other when listed as written or by its kind (`seccomp` allows every `seccomp=...`).
+fn security_opt_allowed(policy: &HostPolicy, opt: &str) -> bool {
+    opt.starts_with("no-new-privileges")
+        || policy.allowed_security_opts.iter().any(|g| {
+            g == opt
+                || (matches!(g.as_str(), "seccomp" | "apparmor" | "label")
+                    && opt.strip_prefix(g.as_str()).is_some_and(|r| r.starts_with('=')))
+        })
+}
+
+/// Whether sysctl `name` may be set: it is in Kubernetes' safe set, or the policy lists it,
+/// a prefix of it ending in `*`, or `*`.
+fn sysctl_allowed(policy: &HostPolicy, name: &str) -> bool {
+    SAFE_SYSCTLS.contains(&name)
+        || policy.allowed_sysctls.iter().any(|g| match g.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => g == name,
+        })
 }
 
 /// `NET_ADMIN` and `CAP_NET_ADMIN` are one capability to Docker.
@@ -110,10 +179,16 @@ fn capability_allowed(policy: &HostPolicy, cap: &str) -> bool {
 /// Whether `source` is a normalised absolute path equal to or under an allowed prefix (itself
 /// normalised: a prefix that is not, validation rejects and this ignores).
 fn host_path_allowed(policy: &HostPolicy, source: &str) -> bool {
+    path_allowed(&policy.allowed_host_paths, source)
+}
+
+/// Whether `source` is a normalised absolute path equal to or under one of `prefixes`, by whole
+/// segments (bind mounts' sources, devices' host paths).
+fn path_allowed(prefixes: &[String], source: &str) -> bool {
     if !is_match(NORMAL_PATH, source) {
         return false;
     }
-    policy.allowed_host_paths.iter().filter(|p| is_match(NORMAL_PATH, p)).any(|prefix| {
+    prefixes.iter().filter(|p| is_match(NORMAL_PATH, p)).any(|prefix| {
         prefix == "/"
             || source == prefix
             || source.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('/'))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_crd::host_ip::host_ips_overlap;
-use berth_crd::quantity::{parse_cpus, parse_duration, parse_memory};
+use berth_crd::quantity::{parse_cpus, parse_duration, parse_memory, parse_size};
 use berth_crd::{
     ContainerSet, ContainerTemplate, DockerHost, MountKind as CrdMountKind, PullPolicy, RestartPolicy, StrategyType,
 };
@@ -20,8 +20,8 @@ use super::{Input, InputError, InputErrors, Located};
 use crate::engine::pin::ImagePolicy;
 use crate::engine::rollout::{MaxUnavailable, RolloutPolicy};
 use crate::engine::{
-    ContainerSpec, DesiredSet, DriftPolicy, EnvValue, HealthSpec, MountKind, MountSpec, Order, PortSpec, Pull, Scope,
-    SecretString, SetKey,
+    ContainerSpec, DesiredSet, DeviceSpec, DriftPolicy, EnvValue, HealthSpec, LogSpec, MountKind, MountSpec, Order,
+    PortSpec, Pull, Scope, SecretString, SetKey, UlimitSpec,
 };
 use crate::target::{Endpoint, HostTarget, SetInfo, SetRuntime, Tls};
 
@@ -393,6 +393,7 @@ type FieldProblems = Vec<(String, String)>;
 
 /// The canonical, resolved spec of a template.
 pub fn container_spec(t: &ContainerTemplate, namespace: &str, input: &Input) -> Result<ContainerSpec, FieldProblems> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let mut problems = Vec::new();
     let mut env = BTreeMap::new();
     for (i, v) in t.env.iter().enumerate() {
@@ -476,6 +477,12 @@ pub fn container_spec(t: &ContainerTemplate, namespace: &str, input: &Input) -> 
                 source: m.source.clone(),
                 target: m.target.clone(),
                 read_only: m.read_only,
+                tmpfs_size_bytes: m.tmpfs.as_ref().and_then(|o| o.size.as_deref()).and_then(|s| parse_size(s).ok()),
+                tmpfs_mode: m
+                    .tmpfs
+                    .as_ref()
+                    .and_then(|o| o.mode.as_deref())
+                    .and_then(|s| u32::from_str_radix(s, 8).ok()),
             })
             .collect(),
         networks: t.networks.clone(),
@@ -499,7 +506,48 @@ pub fn container_spec(t: &ContainerTemplate, namespace: &str, input: &Input) -> 
         cap_drop: t.cap_drop.clone(),
         privileged: t.privileged,
         host_network: t.host_network,
-        host_pid: t.host_pid,
+        // `pidMode: host` is `hostPID: true`, spelled as compose does: one spec, one revision.
+        host_pid: t.host_pid || t.pid_mode.as_deref() == Some("host"),
+        hostname: t.hostname.clone(),
+        extra_hosts: t.extra_hosts.iter().map(|h| format!("{}:{}", h.hostname, h.ip)).collect(),
+        dns: t.dns.clone(),
+        dns_search: t.dns_search.clone(),
+        ulimits: {
+            let mut u: Vec<UlimitSpec> =
+                t.ulimits.iter().map(|u| UlimitSpec { name: u.name.clone(), soft: u.soft, hard: u.hard }).collect();
+            u.sort_by(|a, b| a.name.cmp(&b.name));
+            u
+        },
+        shm_size_bytes: t.shm_size.as_deref().and_then(|s| parse_size(s).ok()),
+        init: t.init,
+        tty: t.tty,
+        stdin_open: t.stdin_open,
+        logging: t.logging.as_ref().map(|l| LogSpec { driver: l.driver.clone(), options: l.options.clone() }),
+        sysctls: t.sysctls.iter().map(|s| (s.name.clone(), s.value.clone())).collect(),
+        restart_max_retries: t.restart_max_retries,
+        expose: t
+            .expose
+            .iter()
+            .map(|x| match x {
+                IntOrString::Int(n) => format!("{n}/tcp"),
+                IntOrString::String(s) if s.contains('/') => s.clone(),
+                IntOrString::String(s) => format!("{s}/tcp"),
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        devices: t
+            .devices
+            .iter()
+            .map(|d| DeviceSpec {
+                host_path: d.host_path.clone(),
+                container_path: d.container_path.clone().unwrap_or_else(|| d.host_path.clone()),
+                permissions: d.permissions.clone().unwrap_or_else(|| "rwm".into()),
+            })
+            .collect(),
+        security_opt: t.security_opt.clone(),
+        pid_mode: t.pid_mode.clone().filter(|m| m != "host"),
+        ipc_mode: t.ipc_mode.clone(),
     };
     if problems.is_empty() { Ok(spec) } else { Err(problems) }
 }
