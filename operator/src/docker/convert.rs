@@ -57,7 +57,7 @@ pub fn create_body(
             read_only: m.read_only.then_some(true),
             tmpfs_options: (m.tmpfs_size_bytes.is_some() || m.tmpfs_mode.is_some()).then(|| MountTmpfsOptions {
                 size_bytes: m.tmpfs_size_bytes,
-                mode: m.tmpfs_mode.map(i64::from),
+                mode: m.tmpfs_mode.as_deref().and_then(|mode| i64::from_str_radix(mode, 8).ok()),
                 options: None,
             }),
             ..Default::default()
@@ -91,7 +91,7 @@ pub fn create_body(
         ulimits: (!spec.ulimits.is_empty()).then(|| {
             spec.ulimits
                 .iter()
-                .map(|u| ResourcesUlimits { name: Some(u.name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
+                .map(|(name, u)| ResourcesUlimits { name: Some(name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
                 .collect()
         }),
         shm_size: spec.shm_size_bytes,
@@ -153,4 +153,101 @@ pub fn create_body(
 /// A network endpoint answering to `aliases` (Docker's embedded DNS).
 pub fn endpoint(aliases: &[String]) -> EndpointSettings {
     EndpointSettings { aliases: (!aliases.is_empty()).then(|| aliases.to_vec()), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::engine::{DeviceSpec, LogSpec, MountSpec, UlimitSpec};
+
+    #[test]
+    fn application_fields_reach_the_create_body() {
+        let spec = ContainerSpec {
+            image: "example/echo:latest".into(),
+            restart_policy: "on-failure".into(),
+            restart_max_retries: Some(3),
+            hostname: Some("web-1".into()),
+            extra_hosts: vec!["db:10.0.0.5".into()],
+            dns: vec!["10.0.0.2".into()],
+            dns_search: vec!["shop.internal".into()],
+            ulimits: BTreeMap::from([("nofile".into(), UlimitSpec { soft: 1024, hard: 2048 })]),
+            shm_size_bytes: Some(128 << 20),
+            init: true,
+            tty: true,
+            stdin_open: true,
+            logging: Some(LogSpec {
+                driver: "local".into(),
+                options: BTreeMap::from([("max-size".into(), "1m".into())]),
+            }),
+            sysctls: BTreeMap::from([("net.core.somaxconn".into(), "1024".into())]),
+            expose: vec!["53/udp".into(), "8080/tcp".into()],
+            devices: vec![DeviceSpec {
+                host_path: "/dev/null".into(),
+                container_path: "/dev/nothing".into(),
+                permissions: "r".into(),
+            }],
+            security_opt: vec!["no-new-privileges".into()],
+            pid_mode: Some("container:db".into()),
+            ipc_mode: Some("shareable".into()),
+            mounts: vec![MountSpec {
+                kind: MountKind::Tmpfs,
+                source: None,
+                target: "/run".into(),
+                read_only: false,
+                tmpfs_size_bytes: Some(1 << 20),
+                tmpfs_mode: Some("1777".into()),
+            }],
+            ..Default::default()
+        };
+        let body = create_body(&spec, HashMap::new(), &[], &[]);
+        assert_eq!(body.hostname.as_deref(), Some("web-1"));
+        assert_eq!((body.tty, body.open_stdin), (Some(true), Some(true)));
+        assert_eq!(body.exposed_ports, Some(vec!["53/udp".to_string(), "8080/tcp".to_string()]));
+        let hc = body.host_config.expect("a HostConfig");
+        let restart = hc.restart_policy.expect("a restart policy");
+        assert_eq!((restart.name, restart.maximum_retry_count), (Some(RestartPolicyNameEnum::ON_FAILURE), Some(3)));
+        assert_eq!(hc.extra_hosts, Some(vec!["db:10.0.0.5".to_string()]));
+        assert_eq!(
+            (hc.dns, hc.dns_search),
+            (Some(vec!["10.0.0.2".to_string()]), Some(vec!["shop.internal".to_string()]))
+        );
+        assert_eq!(
+            hc.ulimits,
+            Some(vec![ResourcesUlimits { name: Some("nofile".into()), soft: Some(1024), hard: Some(2048) }])
+        );
+        assert_eq!((hc.shm_size, hc.init), (Some(128 << 20), Some(true)));
+        let log = hc.log_config.expect("a log config");
+        assert_eq!(
+            (log.typ.as_deref(), log.config.unwrap_or_default().get("max-size").map(String::as_str)),
+            (Some("local"), Some("1m"))
+        );
+        assert_eq!(hc.sysctls.unwrap_or_default().get("net.core.somaxconn").map(String::as_str), Some("1024"));
+        assert_eq!(
+            hc.devices,
+            Some(vec![DeviceMapping {
+                path_on_host: Some("/dev/null".into()),
+                path_in_container: Some("/dev/nothing".into()),
+                cgroup_permissions: Some("r".into()),
+            }])
+        );
+        assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_string()]));
+        assert_eq!((hc.pid_mode.as_deref(), hc.ipc_mode.as_deref()), (Some("container:db"), Some("shareable")));
+        let tmpfs = hc.mounts.unwrap_or_default()[0].tmpfs_options.clone().expect("tmpfs options");
+        assert_eq!((tmpfs.size_bytes, tmpfs.mode), (Some(1 << 20), Some(0o1777)));
+    }
+
+    #[test]
+    fn a_spec_without_them_sends_none_of_them() {
+        let spec =
+            ContainerSpec { image: "example/echo:latest".into(), restart_policy: "no".into(), ..Default::default() };
+        let body = create_body(&spec, HashMap::new(), &[], &[]);
+        assert_eq!((body.hostname, body.tty, body.open_stdin, body.exposed_ports), (None, None, None, None));
+        let hc = body.host_config.expect("a HostConfig");
+        assert!(hc.extra_hosts.is_none() && hc.dns.is_none() && hc.dns_search.is_none() && hc.ulimits.is_none());
+        assert!(hc.shm_size.is_none() && hc.init.is_none() && hc.log_config.is_none() && hc.sysctls.is_none());
+        assert!(hc.devices.is_none() && hc.security_opt.is_none() && hc.pid_mode.is_none() && hc.ipc_mode.is_none());
+        assert_eq!(hc.restart_policy.and_then(|r| r.maximum_retry_count), None);
+    }
 }

@@ -196,6 +196,34 @@ mod tests {
     }
 
     #[test]
+    fn application_fields_are_named_as_a_person_wrote_them() {
+        use crate::engine::model::{LogSpec, UlimitSpec};
+        let mut a = spec();
+        a.ulimits.insert("nofile".into(), UlimitSpec { soft: 1024, hard: 1024 });
+        a.sysctls.insert("net.core.somaxconn".into(), "128".into());
+        a.logging = Some(LogSpec { driver: "json-file".into(), options: [("max-size".into(), "1m".into())].into() });
+        let mut b = a.clone();
+        b.ulimits.get_mut("nofile").unwrap().soft = 2048;
+        b.sysctls.insert("net.core.somaxconn".into(), "1024".into());
+        b.logging.as_mut().unwrap().options.insert("max-size".into(), "10m".into());
+        b.shm_size_bytes = Some(1 << 30);
+        b.init = true;
+        b.security_opt = vec!["no-new-privileges".into()];
+        let d: Vec<String> = diff_specs(&a, &b).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            d,
+            [
+                "init: added true",
+                "logging.options.max-size: \"1m\" → \"10m\"",
+                "securityOpt: added [\"no-new-privileges\"]",
+                "shmSizeBytes: added 1073741824",
+                "sysctls.net.core.somaxconn: \"128\" → \"1024\"",
+                "ulimits.nofile.soft: 1024 → 2048",
+            ]
+        );
+    }
+
+    #[test]
     fn added_and_removed_fields() {
         let a = spec();
         let mut b = spec();

@@ -157,9 +157,10 @@ pub struct MountSpec {
     /// A tmpfs mount's size limit in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmpfs_size_bytes: Option<i64>,
-    /// A tmpfs mount's mode (`0o1777`).
+    /// A tmpfs mount's mode in octal digits without leading zeros (`1777`, `700`), as `plan`
+    /// shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tmpfs_mode: Option<u32>,
+    pub tmpfs_mode: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,9 +294,9 @@ pub struct ContainerSpec {
     pub dns: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_search: Vec<String>,
-    /// Sorted by name (names are unique), so their order in the YAML is no new revision.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ulimits: Vec<UlimitSpec>,
+    /// By name, so their order in the YAML is no new revision and `plan` names the limit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, UlimitSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -329,7 +330,6 @@ pub struct ContainerSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UlimitSpec {
-    pub name: String,
     pub soft: i64,
     pub hard: i64,
 }

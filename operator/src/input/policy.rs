@@ -302,6 +302,147 @@ mod tests {
     }
 
     #[test]
+    fn each_application_grant_is_refused_by_default_and_allowed_by_its_policy_field() {
+        let cases = [
+            ("pidMode host", json!({"pidMode": "host"}), json!({"allowHostPID": true}), "spec.template.pidMode"),
+            (
+                "pidMode container",
+                json!({"pidMode": "container:db"}),
+                json!({"allowContainerNamespaces": true}),
+                "spec.template.pidMode",
+            ),
+            ("ipcMode host", json!({"ipcMode": "host"}), json!({"allowHostIPC": true}), "spec.template.ipcMode"),
+            (
+                "ipcMode container",
+                json!({"ipcMode": "container:db"}),
+                json!({"allowContainerNamespaces": true}),
+                "spec.template.ipcMode",
+            ),
+            (
+                "device",
+                json!({"devices": [{"hostPath": "/dev/fuse"}]}),
+                json!({"allowedDevices": ["/dev/fuse"]}),
+                "spec.template.devices[0].hostPath",
+            ),
+            (
+                "securityOpt",
+                json!({"securityOpt": ["seccomp=unconfined"]}),
+                json!({"allowedSecurityOpts": ["seccomp=unconfined"]}),
+                "spec.template.securityOpt[0]",
+            ),
+            (
+                "sysctl outside the safe set",
+                json!({"sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]}),
+                json!({"allowedSysctls": ["net.core.somaxconn"]}),
+                "spec.template.sysctls[0].name",
+            ),
+        ];
+        for (what, fields, grant, field) in cases {
+            let t = template(fields);
+            let violations = policy_violations(&t, &host(json!({})));
+            assert_eq!(violations.len(), 1, "{what}: {violations:?}");
+            assert_eq!(violations[0].field, field, "{what}");
+            let policy_field = grant.as_object().unwrap().keys().next().unwrap().clone();
+            assert!(
+                violations[0].message.starts_with("DockerHost edge does not allow")
+                    && violations[0].message.contains(&format!("spec.policy.{policy_field}")),
+                "{what}: {}",
+                violations[0].message
+            );
+            assert_eq!(refused(&t, grant), [""; 0], "{what} allowed by its grant");
+            // The implicit local engine grants none of them.
+            let local = local_policy_violations(&t, Some(Path::new("/home/u/app")));
+            assert_eq!(
+                local.iter().map(|v| v.field.as_str()).collect::<Vec<_>>(),
+                [field],
+                "{what} on the local engine"
+            );
+            assert!(local[0].message.contains("declare the local engine as a DockerHost"), "{}", local[0].message);
+        }
+        // One namespace grant is not the other's.
+        assert_eq!(
+            refused(
+                &template(json!({"pidMode": "host", "ipcMode": "host"})),
+                json!({"allowContainerNamespaces": true})
+            ),
+            ["spec.template.pidMode", "spec.template.ipcMode"]
+        );
+        assert_eq!(
+            refused(&template(json!({"ipcMode": "host"})), json!({"allowHostPID": true})),
+            ["spec.template.ipcMode"]
+        );
+    }
+
+    #[test]
+    fn what_takes_nothing_from_the_host_needs_no_grant() {
+        let harmless = template(json!({
+            "securityOpt": ["no-new-privileges", "no-new-privileges:true", "no-new-privileges=false"],
+            "ipcMode": "shareable",
+            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "80"},
+                        {"name": "kernel.shm_rmid_forced", "value": "1"},
+                        {"name": "net.ipv4.ping_group_range", "value": "0 2147483647"}],
+            "hostname": "web", "dns": ["10.0.0.2"], "ulimits": [{"name": "nofile", "soft": 10, "hard": 10}],
+            "init": true, "tty": true, "shmSize": "1Gi", "logging": {"driver": "local"}, "expose": [8080]
+        }));
+        assert_eq!(refused(&harmless, json!({})), [""; 0]);
+        assert!(local_policy_violations(&harmless, None).is_empty());
+        for mode in ["private", "none"] {
+            assert_eq!(refused(&template(json!({"ipcMode": mode})), json!({})), [""; 0], "{mode}");
+        }
+    }
+
+    #[test]
+    fn security_opts_are_granted_as_written_or_by_kind() {
+        let opts = |o: &[&str]| template(json!({"securityOpt": o}));
+        let all = [
+            "seccomp=unconfined",
+            "apparmor=unconfined",
+            "label=disable",
+            "seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}",
+        ];
+        assert_eq!(
+            refused(&opts(&all), json!({"allowedSecurityOpts": ["seccomp=unconfined", "label"]})),
+            ["spec.template.securityOpt[1]", "spec.template.securityOpt[3]"]
+        );
+        assert_eq!(refused(&opts(&all), json!({"allowedSecurityOpts": ["seccomp", "apparmor", "label"]})), [""; 0]);
+        // A kind allows its own options only, not another kind's that starts alike.
+        assert_eq!(
+            refused(&opts(&["seccomp=unconfined"]), json!({"allowedSecurityOpts": ["seccom"]})),
+            ["spec.template.securityOpt[0]"]
+        );
+    }
+
+    #[test]
+    fn sysctls_are_granted_by_name_prefix_or_star() {
+        let sysctls = template(json!({"sysctls": [
+            {"name": "kernel.msgmax", "value": "1"}, {"name": "kernel.shmmax", "value": "1"},
+            {"name": "net.core.somaxconn", "value": "1"}, {"name": "fs.mqueue.msg_max", "value": "1"}
+        ]}));
+        assert_eq!(
+            refused(&sysctls, json!({"allowedSysctls": ["kernel.msg*", "net.core.*"]})),
+            ["spec.template.sysctls[1].name", "spec.template.sysctls[3].name"]
+        );
+        assert_eq!(refused(&sysctls, json!({"allowedSysctls": ["*"]})), [""; 0]);
+        assert_eq!(refused(&sysctls, json!({"allowedSysctls": ["kernel.*", "net.*", "fs.mqueue.msg_max"]})), [""; 0]);
+    }
+
+    #[test]
+    fn devices_are_granted_by_whole_segments() {
+        let device = |p: &str| template(json!({"devices": [{"hostPath": p}]}));
+        let snd = json!({"allowedDevices": ["/dev/snd", "/dev/fuse"]});
+        for ok in ["/dev/snd", "/dev/snd/controlC0", "/dev/fuse"] {
+            assert_eq!(refused(&device(ok), snd.clone()), [""; 0], "{ok}");
+        }
+        for bad in ["/dev/sndx", "/dev/sda", "/dev/snd/../sda", "/dev"] {
+            assert_eq!(refused(&device(bad), snd.clone()), ["spec.template.devices[0].hostPath"], "{bad}");
+        }
+        assert_eq!(
+            refused(&device("/dev/sda"), json!({"allowedHostPaths": ["/"]})),
+            ["spec.template.devices[0].hostPath"]
+        );
+    }
+
+    #[test]
     fn one_grant_does_not_allow_another() {
         let everything = template(json!({
             "privileged": true, "hostNetwork": true, "hostPID": true, "capAdd": ["SYS_ADMIN"],

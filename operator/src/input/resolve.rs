@@ -482,7 +482,8 @@ pub fn container_spec(t: &ContainerTemplate, namespace: &str, input: &Input) -> 
                     .tmpfs
                     .as_ref()
                     .and_then(|o| o.mode.as_deref())
-                    .and_then(|s| u32::from_str_radix(s, 8).ok()),
+                    .and_then(|s| u32::from_str_radix(s, 8).ok())
+                    .map(|mode| format!("{mode:o}")),
             })
             .collect(),
         networks: t.networks.clone(),
@@ -512,12 +513,7 @@ pub fn container_spec(t: &ContainerTemplate, namespace: &str, input: &Input) -> 
         extra_hosts: t.extra_hosts.iter().map(|h| format!("{}:{}", h.hostname, h.ip)).collect(),
         dns: t.dns.clone(),
         dns_search: t.dns_search.clone(),
-        ulimits: {
-            let mut u: Vec<UlimitSpec> =
-                t.ulimits.iter().map(|u| UlimitSpec { name: u.name.clone(), soft: u.soft, hard: u.hard }).collect();
-            u.sort_by(|a, b| a.name.cmp(&b.name));
-            u
-        },
+        ulimits: t.ulimits.iter().map(|u| (u.name.clone(), UlimitSpec { soft: u.soft, hard: u.hard })).collect(),
         shm_size_bytes: t.shm_size.as_deref().and_then(|s| parse_size(s).ok()),
         init: t.init,
         tty: t.tty,
@@ -673,6 +669,120 @@ mod tests {
         }
         for (a, b) in [("0.0.0.0", "::"), ("127.0.0.1", "127.0.0.2"), ("::", "127.0.0.1")] {
             assert!(cross_set_conflicts(a, b).is_empty(), "{a:?} vs {b:?}");
+        }
+    }
+
+    /// The resolved spec of a set with `template` (YAML at the template's indentation), on a
+    /// host that grants everything.
+    fn resolved_spec(template: &str) -> ContainerSpec {
+        let yaml = format!(
+            "apiVersion: berth.dev/v1alpha1\nkind: DockerHost\nmetadata: {{name: h}}\nspec:\n  endpoint: unix:///run/docker.sock\n  \
+             policy: {{allowHostPID: true, allowHostIPC: true, allowContainerNamespaces: true, allowedDevices: [/dev], \
+             allowedSecurityOpts: [seccomp, apparmor, label], allowedSysctls: ['*']}}\n\
+             ---\napiVersion: berth.dev/v1alpha1\nkind: ContainerSet\nmetadata: {{name: a}}\n\
+             spec:\n  template:\n    image: example/echo:1\n{template}"
+        );
+        let (input, errors) = crate::input::load::load_bytes(std::path::Path::new("t.yaml"), yaml.as_bytes());
+        assert!(errors.is_empty(), "{errors:?}");
+        let resolved = resolve(&input, false).expect("resolves");
+        resolved.hosts[0].desired[0].spec.clone()
+    }
+
+    #[test]
+    fn application_fields_resolve_to_dockers_units_with_defaults_filled_in() {
+        let spec = resolved_spec(
+            "    hostname: web-1\n    extraHosts: [{hostname: db, ip: 10.0.0.5}, {hostname: gw, ip: host-gateway}]\n\
+             \x20   dns: [10.0.0.2]\n    dnsSearch: [shop.internal]\n\
+             \x20   ulimits: [{name: nproc, soft: 100, hard: 200}, {name: nofile, soft: 1024, hard: -1}]\n\
+             \x20   shmSize: 128Mi\n    init: true\n    tty: true\n    stdinOpen: true\n\
+             \x20   logging: {driver: local, options: {max-size: 10m}}\n\
+             \x20   sysctls: [{name: net.core.somaxconn, value: '1024'}]\n\
+             \x20   restartPolicy: OnFailure\n    restartMaxRetries: 3\n\
+             \x20   expose: ['53/udp', 8080, '8080', '9090/tcp']\n\
+             \x20   devices: [{hostPath: /dev/fuse}, {hostPath: /dev/null, containerPath: /dev/nothing, permissions: r}]\n\
+             \x20   securityOpt: [no-new-privileges, seccomp=unconfined]\n    pidMode: container:db\n    ipcMode: shareable\n\
+             \x20   mounts: [{type: tmpfs, target: /run, tmpfs: {size: 64Mi, mode: '1777'}}]\n",
+        );
+        assert_eq!(spec.hostname.as_deref(), Some("web-1"));
+        assert_eq!(spec.extra_hosts, ["db:10.0.0.5", "gw:host-gateway"]);
+        assert_eq!(
+            (spec.dns.as_slice(), spec.dns_search.as_slice()),
+            (&["10.0.0.2".to_string()][..], &["shop.internal".to_string()][..])
+        );
+        assert_eq!(spec.ulimits.keys().collect::<Vec<_>>(), ["nofile", "nproc"], "by name");
+        assert_eq!((spec.ulimits["nofile"].soft, spec.ulimits["nofile"].hard), (1024, -1));
+        assert_eq!(spec.shm_size_bytes, Some(128 << 20));
+        assert!(spec.init && spec.tty && spec.stdin_open);
+        let logging = spec.logging.as_ref().expect("logging");
+        assert_eq!((logging.driver.as_str(), logging.options["max-size"].as_str()), ("local", "10m"));
+        assert_eq!(spec.sysctls["net.core.somaxconn"], "1024");
+        assert_eq!((spec.restart_policy.as_str(), spec.restart_max_retries), ("on-failure", Some(3)));
+        assert_eq!(spec.expose, ["53/udp", "8080/tcp", "9090/tcp"], "Docker's form, sorted, once each");
+        assert_eq!(
+            spec.devices,
+            [
+                DeviceSpec {
+                    host_path: "/dev/fuse".into(),
+                    container_path: "/dev/fuse".into(),
+                    permissions: "rwm".into()
+                },
+                DeviceSpec {
+                    host_path: "/dev/null".into(),
+                    container_path: "/dev/nothing".into(),
+                    permissions: "r".into()
+                },
+            ]
+        );
+        assert_eq!(spec.security_opt, ["no-new-privileges", "seccomp=unconfined"]);
+        assert_eq!((spec.pid_mode.as_deref(), spec.ipc_mode.as_deref()), (Some("container:db"), Some("shareable")));
+        assert_eq!(
+            (spec.mounts[0].tmpfs_size_bytes, spec.mounts[0].tmpfs_mode.as_deref()),
+            (Some(64 << 20), Some("1777"))
+        );
+    }
+
+    #[test]
+    fn one_meaning_one_revision() {
+        let revision = |t: &str| resolved_spec(t).revision();
+        // pidMode host is hostPID; a device's defaults written out; the order of ulimits and expose.
+        assert_eq!(revision("    pidMode: host\n"), revision("    hostPID: true\n"));
+        assert_eq!(revision("    pidMode: host\n"), revision("    hostPID: true\n    pidMode: host\n"));
+        assert_eq!(
+            revision("    devices: [{hostPath: /dev/fuse}]\n"),
+            revision("    devices: [{hostPath: /dev/fuse, containerPath: /dev/fuse, permissions: rwm}]\n")
+        );
+        assert_eq!(
+            revision("    ulimits: [{name: nproc, soft: 1, hard: 1}, {name: nofile, soft: 2, hard: 2}]\n"),
+            revision("    ulimits: [{name: nofile, soft: 2, hard: 2}, {name: nproc, soft: 1, hard: 1}]\n")
+        );
+        assert_eq!(revision("    expose: [8080, '53/udp']\n"), revision("    expose: ['53/udp', '8080/tcp']\n"));
+        assert_eq!(
+            revision("    mounts: [{type: tmpfs, target: /t, tmpfs: {mode: '0700'}}]\n"),
+            revision("    mounts: [{type: tmpfs, target: /t, tmpfs: {mode: '700'}}]\n")
+        );
+        // Off is the default, and the default is not in the spec: no new revision on upgrade.
+        assert_eq!(revision("    init: false\n    tty: false\n    stdinOpen: false\n"), revision(""));
+        let plain = resolved_spec("").canonical_json();
+        for key in [
+            "hostname",
+            "extraHosts",
+            "dns",
+            "ulimits",
+            "shmSizeBytes",
+            "init",
+            "tty",
+            "stdinOpen",
+            "logging",
+            "sysctls",
+            "restartMaxRetries",
+            "expose",
+            "devices",
+            "securityOpt",
+            "pidMode",
+            "ipcMode",
+            "tmpfs",
+        ] {
+            assert!(!plain.contains(&format!("\"{key}")), "{key} is not in a spec that does not use it: {plain}");
         }
     }
 
