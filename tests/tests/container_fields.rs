@@ -134,12 +134,30 @@ impl Case {
         })
         .await
     }
+}
 
-    /// Removes the namespace's containers and then its default network, which berth creates
-    /// for the namespace (an engine has room for about thirty bridge networks).
-    async fn cleanup(self) {
-        cleanup_containers(&self.docker, self.ns()).await;
-        let _ = self.docker.remove_network(&format!("{}_default", self.ns())).await;
+impl Drop for Case {
+    /// Removes the namespace's containers and then its default network, which berth creates for
+    /// the namespace: an engine has room for about thirty bridge networks, so tests that left
+    /// theirs behind (a failed one too) would starve the rest. On a thread and runtime of its
+    /// own, since a test's runtime may be gone or panicking.
+    fn drop(&mut self) {
+        let ns = self.ns().to_string();
+        let cleaned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            rt.block_on(async {
+                let docker = docker().await;
+                cleanup_containers(&docker, &ns).await;
+                match docker.remove_network(&format!("{ns}_default")).await {
+                    Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                    Err(e) => eprintln!("warning: cannot remove network {ns}_default: {e}"),
+                }
+            })
+        })
+        .join();
+        if cleaned.is_err() {
+            eprintln!("warning: cleanup of namespace {} failed (see the panic above)", self.ns());
+        }
     }
 }
 
@@ -155,7 +173,6 @@ async fn hostname() {
     let config = c.inspect("web").await.config.expect("a Config");
     assert_eq!(config.hostname.as_deref(), Some("berth-web"));
     assert_eq!(c.read("web", "/etc/hostname").await, "berth-web\n");
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,7 +193,6 @@ async fn extra_hosts() {
     // The engine put the host's address in for host-gateway.
     let gw: Vec<&str> = line_with(&etc_hosts, "gw.internal").split_whitespace().collect();
     assert!(gw[0].parse::<std::net::IpAddr>().is_ok(), "host-gateway became an address: {gw:?}");
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -194,7 +210,6 @@ async fn dns_and_dns_search() {
         line_with(&resolv, "search").split_whitespace().collect::<Vec<_>>(),
         ["search", "corp.example", "shop.example"]
     );
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -217,7 +232,6 @@ async fn ulimits() {
     assert_eq!(fields[3..5], ["1000", "2000"], "{own}");
     let fields: Vec<&str> = line_with(&own, "Max core file size").split_whitespace().collect();
     assert_eq!(fields[4..6], ["0", "0"], "{own}");
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,7 +242,6 @@ async fn shm_size() {
     assert_eq!(hc.shm_size, Some(96 << 20));
     let mounts = c.read("web", "/proc/mounts").await;
     assert!(line_with(&mounts, " /dev/shm ").contains("size=98304k"), "{mounts}");
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,7 +253,6 @@ async fn init() {
     // PID 1 is the engine's init, which started the app.
     let cmdline = c.read("web", "/proc/1/cmdline").await;
     assert!(cmdline.starts_with("/sbin/docker-init\0"), "PID 1 is docker-init: {cmdline:?}");
-    c.cleanup().await;
 }
 
 /// `tty_nr` of `/proc/self/stat`: the controlling terminal's device number, 0 without one.
@@ -257,7 +269,6 @@ async fn tty() {
     assert_eq!(config.tty, Some(true));
     assert_ne!(tty_nr(&c.read("term", "/proc/self/stat").await), 0, "the app has a terminal");
     assert_eq!(tty_nr(&c.read("plain", "/proc/self/stat").await), 0, "without tty, none");
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,7 +278,6 @@ async fn stdin_open() {
     let config = c.inspect("web").await.config.expect("a Config");
     assert_eq!(config.open_stdin, Some(true));
     assert_ne!(config.tty, Some(true));
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,7 +303,6 @@ async fn logging_driver_and_options() {
         }
     })
     .await;
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -318,7 +327,6 @@ async fn sysctls_safe_ones_anywhere_others_by_policy() {
     c.apply_ok(&[host(c.ns(), policy), set(c.ns(), "tuned", others)]).await;
     assert_eq!(c.read("tuned", "/proc/sys/net/core/somaxconn").await, "512\n");
     assert_eq!(c.read("tuned", "/proc/sys/kernel/msgmax").await, "12345\n");
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,7 +341,6 @@ async fn tmpfs_size_and_mode() {
     let mounts = c.read("web", "/proc/mounts").await;
     let line = line_with(&mounts, " /scratch ");
     assert!(line.contains("size=8192k") && line.contains("mode=1770"), "{line}");
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -362,7 +369,6 @@ async fn restart_on_failure_with_a_maximum() {
     })
     .await;
     assert_eq!((count, exit), (Some(2), Some(2)), "berth apply said: {out}");
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -373,7 +379,6 @@ async fn expose() {
     let mut exposed = config.exposed_ports.unwrap_or_default();
     exposed.sort();
     assert_eq!(exposed, ["5353/udp", "8080/tcp", "9090/tcp"]);
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,7 +397,6 @@ async fn devices_by_policy() {
     // The device node is there, and reads as /dev/null does.
     assert_eq!(c.read("web", "/dev/berth-null").await, "");
     assert_eq!(c.status_of_file("web", "/dev/berth-none").await, 404);
-    c.cleanup().await;
 }
 
 /// A field of `/proc/self/status` (`NoNewPrivs`, `Seccomp`).
@@ -423,7 +427,6 @@ async fn security_opt_by_policy() {
     assert_eq!(status_field(&plain, "NoNewPrivs"), "0");
     // Seccomp 2 is the engine's default filter; 0 is none.
     assert_eq!((status_field(&unconfined, "Seccomp"), status_field(&plain, "Seccomp")), ("0".into(), "2".into()));
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -445,7 +448,6 @@ async fn pid_mode_by_policy() {
     assert!(environ.split('\0').any(|v| v == "MARK=berth-pid-target"), "{environ:?}");
     let hc = c.inspect("onhost").await.host_config.expect("a HostConfig");
     assert_eq!(hc.pid_mode.as_deref(), Some("host"));
-    c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -469,5 +471,4 @@ async fn ipc_mode_by_policy() {
     assert_eq!(c.inspect("onhost").await.host_config.and_then(|h| h.ipc_mode).as_deref(), Some("host"));
     let host_shmmni = std::fs::read_to_string("/proc/sys/kernel/shmmni").expect("the host's kernel.shmmni");
     assert_eq!(c.read("onhost", "/proc/sys/kernel/shmmni").await, host_shmmni);
-    c.cleanup().await;
 }
