@@ -1,9 +1,12 @@
 //! Host policy: what a DockerHost lets the containers placed on it do.
 //!
 //! Whoever may write ContainerSets in a namespace may place containers on its hosts; a
-//! privileged container, the host's network or PID namespace, an added capability or a bind
-//! mount of a host path would hand them the host itself. Each is refused unless the host's
-//! `spec.policy` grants it. Both front ends call [`policy_violations`] while resolving, before
+//! privileged container, the host's network, PID or IPC namespace, an added capability, a bind
+//! mount of a host path or a host device would hand them the host itself, and another
+//! container's namespaces, a loosened seccomp/AppArmor/SELinux confinement or a sysctl outside
+//! Kubernetes' safe set would reach past their own containers. Each is refused unless the
+//! host's `spec.policy` grants it (`no-new-privileges`, `ipcMode` private/shareable/none and the
+//! safe sysctls take nothing from the host and need no grant). Both front ends call [`policy_violations`] while resolving, before
 //! any host is touched: the CLI then refuses the input, the operator the set.
 //!
 //! With no DockerHost in the input, sets run on the local engine, which gets a default policy
