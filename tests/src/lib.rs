@@ -20,6 +20,7 @@
 pub mod berth_cli;
 pub mod cluster;
 pub mod engine;
+pub mod events;
 pub mod fixtures;
 pub mod forward;
 pub mod image;
@@ -41,6 +42,7 @@ pub use cluster::{
     OperatorLog, fake_cluster, ready_at_new_revision, spawn_operator, spawn_operator_logging, spawn_operator_via,
 };
 pub use engine::{docker, docker_at, docker_host, local_socket_path};
+pub use events::{action_and_name, container_events};
 pub use fixtures::{EchoSet, container_addr, containers_in, free_port, names_ids_states, write_documents};
 pub use image::{ECHO_BODY, ECHO_IMAGE, ECHO_PORT, ensure_echo_image};
 pub use link::Link;

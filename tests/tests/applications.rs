@@ -12,14 +12,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use berth_tests::health_images::HealthImage;
 use berth_tests::*;
 use bollard::Docker;
-use bollard::models::EventMessage;
-use bollard::query_parameters::{EventsOptions, ListNetworksOptions};
-use futures::StreamExt as _;
+use bollard::query_parameters::ListNetworksOptions;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -144,25 +142,14 @@ async fn sets_rolled_out_side_by_side_make_one_default_network() {
     assert_eq!(names_ids_states(&docker, &ns).await.len(), 8, "{out}");
 }
 
-/// `(action, container name)` of the namespace's container events since `since`, oldest first.
+/// `(action, container name)` of the namespace's container events since `since`, oldest first,
+/// without health verdicts.
 async fn events_since(docker: &Docker, ns: &str, since: SystemTime) -> Vec<(String, String)> {
-    let since_ns = since.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64;
-    let opts = EventsOptions {
-        since: Some((since_ns / 1_000_000_000 - 1).to_string()),
-        until: Some((SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 1).to_string()),
-        filters: Some(HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("label".to_string(), vec![format!("berth.dev/namespace={ns}")]),
-        ])),
-    };
-    let all: Vec<EventMessage> = docker.events(Some(opts)).map(|e| e.expect("read events")).collect().await;
-    all.into_iter()
-        .filter(|e| e.time_nano.unwrap_or(0) >= since_ns)
-        .map(|e| {
-            let name = e.actor.and_then(|a| a.attributes).and_then(|a| a.get("name").cloned()).unwrap_or_default();
-            (e.action.unwrap_or_default(), name)
-        })
-        .filter(|(a, _)| !a.starts_with("exec_") && !a.starts_with("health_status"))
+    container_events(docker, ns, since)
+        .await
+        .iter()
+        .map(action_and_name)
+        .filter(|(action, _)| !action.starts_with("health_status"))
         .collect()
 }
 

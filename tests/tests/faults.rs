@@ -18,16 +18,13 @@
 //!   converges there too. (The standalone variant is `rollout.rs`'s
 //!   `a_host_cut_off_mid_rollout_is_reported_and_converges_after_heal`.)
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_crd::{ContainerSet, DockerHost};
 use berth_tests::*;
 use bollard::Docker;
-use bollard::models::EventMessage;
-use bollard::query_parameters::{EventsOptions, RemoveImageOptions};
-use futures::StreamExt as _;
+use bollard::query_parameters::RemoveImageOptions;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::task::block_in_place;
@@ -135,28 +132,12 @@ async fn assert_one_per_ordinal(docker: &Docker, ns: &str, replicas: u32) -> Str
 /// What happened to the namespace's containers on an engine since `since`: `action name`,
 /// without healthcheck execs and health verdicts.
 async fn changes_since(docker: &Docker, ns: &str, since: SystemTime) -> Vec<String> {
-    let since_ns = since.duration_since(UNIX_EPOCH).expect("after 1970").as_nanos() as i64;
-    let opts = EventsOptions {
-        since: Some((since_ns / 1_000_000_000 - 1).to_string()),
-        until: Some((SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 1).to_string()),
-        filters: Some(HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("label".to_string(), vec![format!("berth.dev/namespace={ns}")]),
-        ])),
-    };
-    let all: Vec<EventMessage> = docker.events(Some(opts)).map(|e| e.expect("read engine events")).collect().await;
-    all.into_iter()
-        .filter(|e| e.time_nano.unwrap_or(0) >= since_ns)
-        .map(|e| {
-            let name = e
-                .actor
-                .as_ref()
-                .and_then(|a| a.attributes.as_ref())
-                .and_then(|a| a.get("name").cloned())
-                .unwrap_or_default();
-            format!("{} {name}", e.action.unwrap_or_default())
-        })
-        .filter(|e| !e.starts_with("exec_") && !e.starts_with("health_status"))
+    container_events(docker, ns, since)
+        .await
+        .iter()
+        .map(action_and_name)
+        .filter(|(action, _)| !action.starts_with("health_status"))
+        .map(|(action, name)| format!("{action} {name}"))
         .collect()
 }
 

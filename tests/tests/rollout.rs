@@ -17,13 +17,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_tests::*;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerSummary, EventMessage};
 use bollard::query_parameters::{
-    CommitContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    CommitContainerOptions, CreateImageOptions, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
     RemoveContainerOptions, RemoveImageOptions,
 };
 use futures::StreamExt as _;
@@ -181,25 +181,6 @@ async fn containers_of(docker: &Docker, ns: &str) -> Vec<Ctr> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
-}
-
-/// Events of namespace `ns`'s containers on an engine from `since` until now, oldest first,
-/// without the healthcheck's execs.
-async fn container_events(docker: &Docker, ns: &str, since: SystemTime) -> Vec<EventMessage> {
-    let since_ns = since.duration_since(UNIX_EPOCH).expect("after 1970").as_nanos() as i64;
-    let opts = EventsOptions {
-        since: Some((since_ns / 1_000_000_000 - 1).to_string()),
-        until: Some((SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 1).to_string()),
-        filters: Some(HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("label".to_string(), vec![format!("berth.dev/namespace={ns}")]),
-        ])),
-    };
-    let all: Vec<EventMessage> = docker.events(Some(opts)).map(|e| e.expect("read engine events")).collect().await;
-    all.into_iter()
-        .filter(|e| e.time_nano.unwrap_or(0) >= since_ns)
-        .filter(|e| !event_action(e).starts_with("exec_"))
-        .collect()
 }
 
 /// What changed containers: every event but health verdicts.
