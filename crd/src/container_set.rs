@@ -24,11 +24,14 @@ use crate::patterns::*;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyReplicasText"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.currentRevision"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label: lowercase letters, digits and '-', at most 63 characters"),
+    validation = Rule::new("!has(self.spec.dependsOn) || self.spec.dependsOn.all(d, d.name != self.metadata.name)").message("spec.dependsOn: a set cannot depend on itself")
 )]
 #[x_kube(
     validation = Rule::new("self.replicasPerHost <= 1 || !has(self.template.ports) || self.template.ports.all(p, !has(p.hostPort))").message("spec.replicasPerHost: a fixed hostPort allows at most one replica per host").field_path(".replicasPerHost"),
-    validation = Rule::new("self.imagePolicy != 'Follow' || !self.template.image.contains('@')").message("spec.imagePolicy: Follow needs a tag to follow, and the image is already pinned to a digest").field_path(".imagePolicy")
+    validation = Rule::new("self.imagePolicy != 'Follow' || !self.template.image.contains('@')").message("spec.imagePolicy: Follow needs a tag to follow, and the image is already pinned to a digest").field_path(".imagePolicy"),
+    validation = Rule::new("!has(self.mode) || self.mode != 'Task' || !has(self.template.restartPolicy) || self.template.restartPolicy in ['Never', 'OnFailure']").message("spec.template.restartPolicy: a Task takes Never (the default) or OnFailure").field_path(".template.restartPolicy"),
+    validation = Rule::new("!has(self.mode) || self.mode != 'Task' || !has(self.strategy) || !has(self.strategy.autoRollback) || !self.strategy.autoRollback").message("spec.strategy.autoRollback: a Task is not rolled back").field_path(".strategy.autoRollback")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerSetSpec {
@@ -77,6 +80,63 @@ pub struct ContainerSetSpec {
     #[schemars(regex(pattern = POLL_INTERVAL), length(max = 16))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("spec.imagePollInterval: must be at least 10s"))]
     pub image_poll_interval: String,
+
+    /// `Service` (default): the containers keep running. `Task`: each replica runs to
+    /// completion once per revision (a migration); exit 0 completes it, anything else fails
+    /// the revision.
+    #[serde(default, skip_serializing_if = "SetMode::is_service")]
+    pub mode: SetMode,
+
+    /// Sets of the same namespace that must be Started, Ready or Completed on a host before
+    /// this set's new containers are created there (fleet-wide for a set placed elsewhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DEPENDENCIES))]
+    #[x_kube(validation = Rule::new("self.all(d, self.exists_one(x, x.name == d.name))").message("spec.dependsOn: a set is named twice"))]
+    pub depends_on: Vec<Dependency>,
+}
+
+/// At most this many dependencies per set.
+pub const MAX_DEPENDENCIES: usize = 64;
+
+/// What a set is for: serving, or running once.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum SetMode {
+    /// Long-running containers, replaced when they stop.
+    #[default]
+    Service,
+    /// Runs to completion once per revision; a completed task is not run again until its
+    /// revision changes.
+    Task,
+}
+
+impl SetMode {
+    pub fn is_service(&self) -> bool {
+        *self == SetMode::Service
+    }
+}
+
+/// One set this set waits for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    /// A ContainerSet in the same namespace.
+    #[schemars(regex(pattern = DNS_LABEL), length(min = 1, max = 63))]
+    pub name: String,
+    /// What it must be before this set's new containers are created (default `Started`).
+    #[serde(default)]
+    pub condition: DependencyCondition,
+}
+
+/// When a dependency counts as satisfied.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum DependencyCondition {
+    /// Its containers of its current revision run.
+    #[default]
+    Started,
+    /// They run and are healthy (per their healthcheck).
+    Ready,
+    /// A Task that completed (exit 0) for its current revision.
+    Completed,
 }
 
 /// Kubernetes' `LabelSelector` schema, plus what the API server checks for its own selectors
@@ -175,8 +235,9 @@ pub struct ContainerTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
 
-    #[serde(default)]
-    pub restart_policy: RestartPolicy,
+    /// Unset: `UnlessStopped` for a service, `Never` for a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,

@@ -16,7 +16,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::patterns::*;
 use crate::quantity::{parse_cpus, parse_duration, parse_memory, parse_size};
-use crate::{ContainerSet, ContainerSetSpec, ContainerTemplate, DockerHost, ImagePolicy, MountKind, RestartPolicy};
+use crate::{
+    ContainerSet, ContainerSetSpec, ContainerTemplate, DockerHost, ImagePolicy, MAX_DEPENDENCIES, MountKind,
+    RestartPolicy, SetMode,
+};
 
 /// One invalid field: where, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +178,32 @@ impl Validate for ContainerSet {
         }
         check_selector(&mut e, "spec.hostSelector", &spec.host_selector);
         check_template(&mut e, "spec.template", &spec.template);
+        if spec.mode == SetMode::Task {
+            if let Some(r @ (RestartPolicy::Always | RestartPolicy::UnlessStopped)) = spec.template.restart_policy {
+                e.add(
+                    "spec.template.restartPolicy",
+                    format!("{r:?} would restart a Task that completed: a Task takes Never (the default) or OnFailure"),
+                );
+            }
+            if spec.strategy.auto_rollback {
+                e.add(
+                    "spec.strategy.autoRollback",
+                    "a Task is not rolled back: running an earlier revision again would repeat its work",
+                );
+            }
+        }
+        check_count(&mut e, "spec.dependsOn", spec.depends_on.len(), MAX_DEPENDENCIES, "dependencies");
+        let mut named = BTreeSet::new();
+        for (i, d) in spec.depends_on.iter().enumerate() {
+            let p = format!("spec.dependsOn[{i}].name");
+            if !is_dns_label(&d.name) {
+                e.add(p, format!("{} is not a ContainerSet name (a DNS label)", quoted(&d.name)));
+            } else if self.metadata.name.as_deref() == Some(d.name.as_str()) {
+                e.add(p, "a set cannot depend on itself");
+            } else if !named.insert(d.name.as_str()) {
+                e.add(p, format!("{} is named twice", d.name));
+            }
+        }
         if spec.replicas_per_host > 1 && spec.template.ports.iter().any(|p| p.host_port.is_some()) {
             e.add(
                 "spec.replicasPerHost",
@@ -499,7 +528,7 @@ fn check_application_fields(e: &mut Errors, path: &str, t: &ContainerTemplate) {
     if let Some(n) = t.restart_max_retries {
         if !(1..=10000).contains(&n) {
             e.add(format!("{path}.restartMaxRetries"), format!("must be between 1 and 10000, got {n}"));
-        } else if t.restart_policy != RestartPolicy::OnFailure {
+        } else if t.restart_policy != Some(RestartPolicy::OnFailure) {
             e.add(format!("{path}.restartMaxRetries"), "applies to restartPolicy OnFailure only");
         }
     }

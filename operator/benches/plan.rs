@@ -90,6 +90,7 @@ fn observe(d: &DesiredSet, set: usize, host: usize, spec_json: &str) -> impl Ite
         spec_json: Some(spec_json.to_string()),
         host_bindings: Vec::new(),
         drift: None,
+        exit_code: None,
     })
 }
 

@@ -17,7 +17,7 @@ use std::path::Path;
 use crate::engine::sim::SimHost;
 use crate::engine::{ContainerSpec, DesiredSet, HostPlan, Scope, plan_host};
 use crate::input::load::load_bytes;
-use crate::input::resolve::{host_port_conflicts, resolve, sets_selecting_no_host};
+use crate::input::resolve::{dependency_errors, host_port_conflicts, resolve, sets_selecting_no_host};
 use crate::input::{InputError, Resolved};
 
 /// Above this many desired containers on a host, only planning from empty is rehearsed: the
@@ -39,6 +39,7 @@ pub struct Rehearsal {
 pub fn rehearse(file: &Path, bytes: &[u8]) -> Rehearsal {
     let (input, mut errors) = load_bytes(file, bytes);
     errors.extend(sets_selecting_no_host(&input));
+    errors.extend(dependency_errors(&input));
     let resolved = match resolve(&input, false) {
         Ok(r) => r,
         Err(e) => {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 
+use crate::engine::order::Dependency;
 use crate::engine::rollout::RolloutPolicy;
 use crate::engine::{DesiredSet, Scope, SecretString};
 
@@ -117,4 +118,8 @@ pub struct SetInfo {
     pub policy: RolloutPolicy,
     /// The set's `spec.template` as declared, recorded in history (image pinned as run).
     pub template: serde_json::Value,
+    /// `spec.mode: Task`: runs to completion once per revision.
+    pub task: bool,
+    /// `spec.dependsOn`: what must be satisfied before the set's new containers are created.
+    pub depends_on: Vec<Dependency>,
 }

@@ -28,6 +28,7 @@ pub(super) fn load_input(args: &InputArgs, prune: bool) -> anyhow::Result<Resolv
 pub(super) fn load(args: &InputArgs, prune: bool) -> anyhow::Result<(Input, Resolved)> {
     let (input, mut errors) = input::load::load_partial(&args.files);
     errors.extend(input::resolve::sets_selecting_no_host(&input));
+    errors.extend(input::resolve::dependency_errors(&input));
     match input::resolve(&input, prune) {
         Ok(resolved) => {
             errors.extend(input::resolve::host_port_conflicts(&input, &resolved));
@@ -103,6 +104,25 @@ fn held_notes(prepared: &Prepared) -> String {
     out
 }
 
+/// For `plan`: the sets with changes that wait for others (`dependsOn`), and for what.
+pub(super) fn order_notes(resolved: &Resolved, prepared: &Prepared) -> String {
+    let pending: BTreeSet<&SetKey> = prepared
+        .plans
+        .iter()
+        .flatten()
+        .flat_map(|p| &p.sets)
+        .filter(|sp| sp.revision.is_some())
+        .map(|sp| &sp.set)
+        .collect();
+    let mut out = String::new();
+    for key in pending {
+        let Some(info) = resolved.set_infos.get(key).filter(|i| !i.depends_on.is_empty()) else { continue };
+        let deps: Vec<String> = info.depends_on.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("set {key}: its new containers are created after {} (dependsOn)\n", deps.join(", ")));
+    }
+    out
+}
+
 fn held_text(key: &SetKey, h: &fleet::Held) -> String {
     let r = &h.record;
     let what = match r.outcome {
@@ -125,7 +145,9 @@ pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (views, _, prepared, pinned) = prepare(&input, &resolved, args.prune, &BTreeSet::new(), None).await;
     let plans = &prepared.plans;
     match args.output {
-        PlanFormat::Text => print!("{}{}", render::plan_text(&views, plans), held_notes(&prepared)),
+        PlanFormat::Text => {
+            print!("{}{}{}", render::plan_text(&views, plans), order_notes(&resolved, &prepared), held_notes(&prepared))
+        }
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&render::plan_json(&views, plans))?),
     }
     let unreachable = views.iter().any(|v| v.observed.is_err()) || !prepared.errors.is_empty() || !pinned;
@@ -364,6 +386,15 @@ fn report_run(views: &[HostView], report: &FleetReport, changes: usize, started:
                     (Some(n), Some(e)) => eprintln!("  rolling back to revision {n} failed: {e}"),
                     (None, Some(e)) => eprintln!("  no rollback: {e}"),
                     (None, None) => eprintln!("  the rollout stopped; hosts not yet reached keep the old revision"),
+                }
+            }
+            SetResult::Waiting(unmet) => {
+                ok = false;
+                for u in unmet {
+                    eprintln!(
+                        "error: set {}: {u}\n  its new revision was not created there; its old containers keep running",
+                        s.key
+                    );
                 }
             }
             SetResult::Error(e) => {

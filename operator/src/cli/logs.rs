@@ -16,7 +16,7 @@ use crate::target::Endpoint;
 use crate::target::HostTarget;
 
 pub(super) async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let (namespace, name) = match args.set.split_once('/') {
+    let (mut namespace, name) = match args.set.split_once('/') {
         Some((ns, n)) => (ns.to_string(), n.to_string()),
         None => ("default".to_string(), args.set.clone()),
     };
@@ -24,7 +24,20 @@ pub(super) async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         let endpoint = Endpoint::from_env().map_err(anyhow::Error::msg)?;
         vec![HostTarget { name: "local".into(), endpoint, desired: Vec::new(), scope: Default::default() }]
     } else {
-        load_input(&InputArgs { files: args.files.clone() }, false)?.hosts
+        let resolved = load_input(&InputArgs { files: args.files.clone() }, false)?;
+        // A bare name is the input's set of that name, in whichever namespace it declares it.
+        if !args.set.contains('/') {
+            let found: Vec<_> = resolved.sets.iter().filter(|k| k.name == name).collect();
+            match found.as_slice() {
+                [one] => namespace = one.namespace.clone(),
+                [] => anyhow::bail!("the input declares no set named {name}"),
+                many => anyhow::bail!(
+                    "the input declares a set {name} in several namespaces ({}): say NAMESPACE/{name}",
+                    many.iter().map(|k| k.namespace.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+        resolved.hosts
     };
     let targets: Vec<HostTarget> =
         targets.into_iter().filter(|t| args.host.as_ref().is_none_or(|h| h == &t.name)).collect();

@@ -43,6 +43,7 @@ fn describe(step: &Step) -> String {
         Step::Create { name, .. } => format!("created {name}"),
         Step::Start { name } => format!("started {name}"),
         Step::WaitReady { name } => format!("ready {name}"),
+        Step::WaitExit { name } => format!("completed {name}"),
         Step::Stop { name, .. } => format!("stopped {name}"),
         Step::Rename { from, to, .. } => format!("renamed {from} aside to {to}"),
         Step::Remove { name, .. } => format!("removed {name}"),
@@ -51,8 +52,10 @@ fn describe(step: &Step) -> String {
 
 impl Progress for TerminalProgress {
     fn step_started(&self, host: &str, _set: &SetKey, step: &Step) {
-        if let (Some(b), Step::WaitReady { name }) = (&self.bar, step) {
-            b.set_message(format!("{host}: waiting for {name} to be ready"));
+        match (&self.bar, step) {
+            (Some(b), Step::WaitReady { name }) => b.set_message(format!("{host}: waiting for {name} to be ready")),
+            (Some(b), Step::WaitExit { name }) => b.set_message(format!("{host}: waiting for task {name} to complete")),
+            _ => {}
         }
     }
 

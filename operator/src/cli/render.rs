@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use crate::engine::{Action, HostPlan, Reason, SetPlan};
+use crate::engine::{Action, HostPlan, Reason, SetPlan, Step};
 use crate::fleet::HostView;
 
 /// The plan as text, per host and per set.
@@ -75,11 +75,17 @@ fn write_set(out: &mut String, sp: &SetPlan) {
     }
     for c in &sp.changes {
         match &c.action {
+            Action::Create if c.steps.iter().any(|s| matches!(s, Step::WaitExit { .. })) => {
+                let _ = writeln!(out, "    + run     {} (task: once, to completion)", c.container);
+            }
             Action::Create => {
                 let _ = writeln!(out, "    + create  {}", c.container);
             }
             Action::Start => {
                 let _ = writeln!(out, "    > start   {} (created earlier, never started)", c.container);
+            }
+            Action::Complete if c.steps.iter().any(|s| matches!(s, Step::WaitExit { .. })) => {
+                let _ = writeln!(out, "    ~ finish  {} (the task runs: wait for it to complete)", c.container);
             }
             Action::Complete => {
                 let _ = writeln!(
@@ -99,6 +105,7 @@ fn write_set(out: &mut String, sp: &SetPlan) {
                     Reason::ScaledDown => "scaled down",
                     Reason::NotDesired => "set not declared for this host",
                     Reason::Duplicate => "duplicate",
+                    Reason::TaskDone { .. } => "task of an earlier revision; this one completed",
                     // Under driftPolicy Report: the drifted container of its ordinal stays.
                     Reason::SpecChanged { .. } => "old revision",
                     _ => "",
@@ -129,7 +136,15 @@ fn write_reason(out: &mut String, r: &Reason) {
         Reason::Drifted { drift } => {
             let _ = writeln!(out, "        the container of this revision drifted: {drift}");
         }
-        Reason::ScaledDown | Reason::NotDesired => {}
+        Reason::TaskFailed { state, exit_code } => {
+            let how = match exit_code {
+                Some(code) => format!("{state} with code {code}"),
+                None => state.to_string(),
+            };
+            let _ =
+                writeln!(out, "        the task's container of this revision did not complete ({how}): it runs again");
+        }
+        Reason::ScaledDown | Reason::NotDesired | Reason::TaskDone { .. } => {}
     }
 }
 

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::apply::{load_input, observe_all};
 use super::{StatusArgs, StatusFormat};
-use crate::engine::Health;
+use crate::engine::order::{HostState, gate};
+use crate::engine::{Health, ObservedContainer, State};
 
 /// One set's state across hosts.
 #[derive(Serialize)]
@@ -18,6 +19,12 @@ struct SetStatus {
     desired_replicas: u32,
     ready_replicas: u32,
     updated_replicas: u32,
+    /// A task (`spec.mode: Task`): its ready replicas are the completed ones.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    task: bool,
+    /// What its `dependsOn` still waits for, per host where its revision is not complete.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    waits_for: Vec<String>,
     hosts: Vec<HostSetStatus>,
 }
 
@@ -36,8 +43,19 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             desired_replicas: 0,
             ready_replicas: 0,
             updated_replicas: 0,
+            task: resolved.set_infos.get(key).is_some_and(|i| i.task),
+            waits_for: Vec::new(),
             hosts: Vec::new(),
         };
+        let deps = resolved.set_infos.get(key).map(|i| i.depends_on.as_slice()).unwrap_or_default();
+        let states: Vec<HostState<'_>> = views
+            .iter()
+            .map(|v| HostState {
+                host: &v.target.name,
+                desired: &v.target.desired,
+                observed: v.observed.as_deref().ok(),
+            })
+            .collect();
         for v in &views {
             let desired = v.target.desired.iter().find(|d| &d.key == key);
             if let Some(d) = desired {
@@ -64,7 +82,11 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             let rev = desired.map(|d| d.revision.clone());
-            let ready = mine.iter().filter(|c| c.is_ready() && Some(&c.revision) == rev.as_ref()).count() as u32;
+            let done = |c: &ObservedContainer| if s.task { c.completed() } else { c.is_ready() };
+            let ready = mine.iter().filter(|c| done(c) && Some(&c.revision) == rev.as_ref()).count() as u32;
+            if desired.is_some() && ready < desired.map_or(0, |d| d.replicas) {
+                s.waits_for.extend(gate(deps, &v.target.name, &states).iter().map(ToString::to_string));
+            }
             let updated = mine.iter().filter(|c| Some(&c.revision) == rev.as_ref()).count() as u32;
             s.ready_replicas += ready;
             s.updated_replicas += updated;
@@ -79,7 +101,10 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                         name: c.name.clone(),
                         id: c.id.chars().take(12).collect(),
                         revision: c.revision.clone(),
-                        state: c.state.to_string(),
+                        state: match (c.state, c.exit_code) {
+                            (State::Exited, Some(code)) => format!("exited ({code})"),
+                            (state, _) => state.to_string(),
+                        },
                         health: c.health.map(|h| match h {
                             Health::Starting => "starting".to_string(),
                             Health::Healthy => "healthy".to_string(),
@@ -145,8 +170,18 @@ fn print_table(sets: &[SetStatus]) {
     }
     for s in sets {
         println!(
-            "{}: {}/{} ready, {}/{} at revision {}",
-            s.set, s.ready_replicas, s.desired_replicas, s.updated_replicas, s.desired_replicas, s.revision
+            "{}{}: {}/{} {}, {}/{} at revision {}",
+            s.set,
+            if s.task { " (task)" } else { "" },
+            s.ready_replicas,
+            s.desired_replicas,
+            if s.task { "completed" } else { "ready" },
+            s.updated_replicas,
+            s.desired_replicas,
+            s.revision
         );
+        for w in &s.waits_for {
+            println!("  {w}");
+        }
     }
 }

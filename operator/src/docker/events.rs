@@ -595,6 +595,7 @@ mod tests {
             spec_json: None,
             host_bindings: Vec::new(),
             drift: None,
+            exit_code: None,
         }
     }
 

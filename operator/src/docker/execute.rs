@@ -237,6 +237,7 @@ async fn run_step(ctx: &StepContext<'_>, step: &Step) -> Result<(), DockerError>
         Step::Create { name, ordinal } => create(ctx, name, *ordinal).await,
         Step::Start { name } => start(ctx, name).await,
         Step::WaitReady { name } => wait_ready(ctx, name).await,
+        Step::WaitExit { name } => wait_exit(ctx, name).await,
         Step::Stop { id, name } => match stop_container(ctx, id, name).await? {
             Err(e) if status_of(&e) != Some(404) => Err(DockerError::api("stop container", name.clone(), e)),
             _ => Ok(()),
@@ -577,6 +578,49 @@ async fn wait_ready(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError
                 name: name.to_string(),
                 seconds: ctx.runtime.progress_deadline.as_secs(),
                 detail: format!("state {:?}, health {:?}", state.status, health),
+            });
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Poll until a task's container exits: code 0 completes it; any other code, or the set's
+/// progress deadline (a task's time limit), fails it with its last output.
+async fn wait_exit(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
+    let deadline = Instant::now() + ctx.runtime.progress_deadline;
+    let mut interval = Duration::from_millis(50);
+    loop {
+        let c = bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(name, None))
+            .await?
+            .map_err(|e| DockerError::api("inspect container", name, e))?;
+        let state = c.state.unwrap_or_default();
+        match state.status {
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
+                let code = state.exit_code.unwrap_or(-1);
+                if code == 0 && state.status == Some(ContainerStateStatusEnum::EXITED) {
+                    return Ok(());
+                }
+                let tail = last_log_lines(ctx.docker, name).await;
+                let detail = format!(
+                    "{}{}",
+                    state.error.filter(|e| !e.is_empty()).map(|e| format!(" ({e})")).unwrap_or_default(),
+                    if tail.is_empty() { String::new() } else { format!("; last output: {tail}") }
+                );
+                return Err(DockerError::TaskFailed { name: name.to_string(), exit_code: code, detail });
+            }
+            Some(ContainerStateStatusEnum::CREATED)
+                if state.started_at.as_deref().is_none_or(|t| t.starts_with("0001")) =>
+            {
+                return Err(DockerError::NotReady { name: name.to_string(), detail: "never started".into() });
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(DockerError::Deadline {
+                name: name.to_string(),
+                seconds: ctx.runtime.progress_deadline.as_secs(),
+                detail: format!("the task still runs ({:?})", state.status),
             });
         }
         tokio::time::sleep(interval).await;

@@ -56,6 +56,9 @@ pub enum DockerError {
     ImageMissing { image: String },
     #[error("container {name} did not become ready: {detail}")]
     NotReady { name: String, detail: String },
+    /// A task's container exited with a code other than 0: the revision failed.
+    #[error("task container {name} exited with code {exit_code}{detail}")]
+    TaskFailed { name: String, exit_code: i64, detail: String },
     #[error("container {name} not ready after {seconds}s (progressDeadlineSeconds): {detail}")]
     Deadline { name: String, seconds: u64, detail: String },
     /// A set's preparation (network, volume, image) failed: no change of it was begun.
@@ -108,7 +111,9 @@ impl DockerError {
             DockerError::Api { .. } => ErrorKind::Engine,
             DockerError::NameTaken { .. } | DockerError::Squatter { .. } => ErrorKind::NameConflict,
             DockerError::ImageMissing { .. } => ErrorKind::ImageMissing,
-            DockerError::NotReady { .. } | DockerError::Deadline { .. } => ErrorKind::NotReady,
+            DockerError::NotReady { .. } | DockerError::Deadline { .. } | DockerError::TaskFailed { .. } => {
+                ErrorKind::NotReady
+            }
             DockerError::Preparing { source, .. } => source.kind(),
         }
     }
@@ -122,7 +127,9 @@ impl DockerError {
     /// failed, as opposed to a step failing for a reason of the host's).
     pub fn not_ready(&self) -> Option<&str> {
         match self {
-            DockerError::NotReady { name, .. } | DockerError::Deadline { name, .. } => Some(name),
+            DockerError::NotReady { name, .. }
+            | DockerError::Deadline { name, .. }
+            | DockerError::TaskFailed { name, .. } => Some(name),
             _ => None,
         }
     }

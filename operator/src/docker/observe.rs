@@ -69,7 +69,13 @@ fn to_observed(c: ContainerSummary) -> Option<ObservedContainer> {
             .map(|s| s.split(',').filter_map(HostBinding::parse).collect())
             .unwrap_or_default(),
         drift,
+        exit_code: c.status.as_deref().and_then(exit_code_from_status),
     })
+}
+
+/// The list's status text of an exited container: `Exited (3) 5 seconds ago`.
+pub fn exit_code_from_status(status: &str) -> Option<i64> {
+    status.strip_prefix("Exited (")?.split_once(')')?.0.parse().ok()
 }
 
 /// The list's status text ends in `(healthy)`, `(unhealthy)` or `(health: starting)` when the
@@ -97,5 +103,9 @@ mod tests {
         assert_eq!(health_from_status("Up 2 minutes (unhealthy)"), Some(Health::Unhealthy));
         assert_eq!(health_from_status("Up 2 minutes"), None);
         assert_eq!(health_from_status("Exited (0) 3 seconds ago"), None);
+        assert_eq!(exit_code_from_status("Exited (0) 3 seconds ago"), Some(0));
+        assert_eq!(exit_code_from_status("Exited (137) About a minute ago"), Some(137));
+        assert_eq!(exit_code_from_status("Up 2 minutes"), None);
+        assert_eq!(exit_code_from_status("Created"), None);
     }
 }

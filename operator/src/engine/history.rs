@@ -52,6 +52,10 @@ pub struct RevisionRecord {
     /// Hosts where berth pulled the image for this revision (for image garbage collection).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pulled_on: Vec<String>,
+    /// A task's revision: the hosts where it ran to completion. Its exited containers may be
+    /// removed later; this record keeps it from running there again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed_on: Vec<String>,
 }
 
 /// A change a store carries out.
@@ -117,6 +121,12 @@ impl History {
         self.records.iter().rev().find(|r| r.outcome == Outcome::Ready && r.hash != except)
     }
 
+    /// The hosts where task revision `hash` completed: only while it is the newest record and
+    /// Ready (a spec that went elsewhere and came back is a new run of the task).
+    pub fn completed_on(&self, hash: &str) -> &[String] {
+        self.latest().filter(|r| r.hash == hash && r.outcome == Outcome::Ready).map_or(&[], |r| &r.completed_on)
+    }
+
     /// The record that holds `hash` back: the newest record is that revision and it failed or
     /// was rolled back. A spec change makes a new hash, and the hold is gone.
     pub fn held(&self, hash: &str) -> Option<&RevisionRecord> {
@@ -131,7 +141,18 @@ impl History {
         let mut next = self.records.clone();
         match self.latest() {
             Some(latest) if latest.hash == record.hash => {
-                if latest.outcome == record.outcome && latest.message == record.message {
+                // Completions are remembered across outcomes of the same revision, as long as it
+                // stays the newest (a task that returns to an earlier revision runs again).
+                for h in &latest.completed_on {
+                    if !record.completed_on.contains(h) {
+                        record.completed_on.push(h.clone());
+                    }
+                }
+                record.completed_on.sort();
+                if latest.outcome == record.outcome
+                    && latest.message == record.message
+                    && latest.completed_on == record.completed_on
+                {
                     return writes;
                 }
                 record.number = latest.number;
@@ -220,6 +241,7 @@ mod tests {
             outcome,
             message: None,
             pulled_on: vec![],
+            completed_on: vec![],
         }
     }
 

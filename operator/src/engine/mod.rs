@@ -10,6 +10,7 @@ pub mod diff;
 pub mod history;
 pub mod image_ref;
 pub mod model;
+pub mod order;
 pub mod pin;
 pub mod plan;
 pub mod rollout;

@@ -324,6 +324,10 @@ pub struct ContainerSpec {
     pub pid_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipc_mode: Option<String>,
+    /// `spec.mode: Task`: runs to completion once. Part of the revision, so a service and a
+    /// task of one template are different revisions (a switch replaces the container).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub task: bool,
 }
 
 /// A resource limit; `-1` is unlimited.
@@ -403,6 +407,10 @@ pub struct DesiredSet {
     /// mount a named volume read-write is replaced StopFirst: two writers on one data volume
     /// never happen by default.
     pub order_declared: bool,
+    /// A task whose revision completed on this host, as its history records (the exited
+    /// container may be gone): nothing of it runs again. Filled in by the fleet runner from
+    /// the history before it plans; always false for a service.
+    pub task_completed: bool,
 }
 
 impl DesiredSet {
@@ -418,6 +426,7 @@ impl DesiredSet {
             pull,
             drift_policy: DriftPolicy::default(),
             order_declared: true,
+            task_completed: false,
         }
     }
 
@@ -688,12 +697,19 @@ pub struct ObservedContainer {
     pub host_bindings: Vec<HostBinding>,
     /// Drift marked by the adapter (from the list and the engine's events); see [`Self::drift_kind`].
     pub drift: Option<Drift>,
+    /// How an exited container ended (from the list's status text, `Exited (3) ...`).
+    pub exit_code: Option<i64>,
 }
 
 impl ObservedContainer {
     /// Serving: running and, if it has a healthcheck, healthy.
     pub fn is_ready(&self) -> bool {
         self.state == State::Running && matches!(self.health, None | Some(Health::Healthy))
+    }
+
+    /// A task's container that ran to completion: exited with code 0.
+    pub fn completed(&self) -> bool {
+        self.state == State::Exited && self.exit_code == Some(0)
     }
 
     /// The drift of this container: what the adapter marked, else [`Drift::Stopped`] when it is

@@ -82,6 +82,10 @@ pub enum Step {
     WaitReady {
         name: String,
     },
+    /// Wait until a task's container exits; exit code 0 completes it, any other fails it.
+    WaitExit {
+        name: String,
+    },
     Stop {
         id: String,
         name: String,
@@ -109,6 +113,7 @@ impl Step {
             Step::Create { .. } => "create",
             Step::Start { .. } => "start",
             Step::WaitReady { .. } => "waitReady",
+            Step::WaitExit { .. } => "waitExit",
             Step::Stop { .. } => "stop",
             Step::Rename { .. } => "rename",
             Step::Remove { .. } => "remove",
@@ -132,6 +137,11 @@ pub enum Reason {
     Duplicate,
     /// The container of the current revision drifted (driftPolicy Replace).
     Drifted { drift: Drift },
+    /// A task's container of the current revision did not complete (it failed, or was
+    /// stopped): it runs again, unless the history holds the revision.
+    TaskFailed { state: State, exit_code: Option<i64> },
+    /// A task's container of an earlier revision: the current revision completed.
+    TaskDone { revision: String },
 }
 
 /// What happens to one ordinal of a set on a host.
@@ -314,6 +324,9 @@ fn create_and_start(d: &DesiredSet, ordinal: u32) -> Vec<Step> {
 /// The set's plan on one host, `None` when nothing changes. `containers` are sorted by ordinal
 /// (those without one last), as [`plan_host`] sorts them.
 fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec<DriftReport>) -> Option<SetPlan> {
+    if d.spec.task {
+        return plan_task(d, containers);
+    }
     debug_assert!(containers.is_sorted_by_key(|c| (c.ordinal.is_none(), c.ordinal)));
     let mut changes = Vec::new();
     for c in containers {
@@ -368,6 +381,11 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
         return None;
     }
 
+    Some(set_plan(d, changes, order, forced_stop_first))
+}
+
+/// The set's plan from its changes: networks, volumes and image prepared when it creates.
+fn set_plan(d: &DesiredSet, mut changes: Vec<Change>, order: Order, forced_stop_first: Option<String>) -> SetPlan {
     let creates = changes.iter().any(|c| c.steps.iter().any(|s| matches!(s, Step::Create { .. })));
     let mut prepare = Vec::new();
     if creates {
@@ -382,7 +400,7 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
     changes.sort_by(|a, b| {
         (a.ordinal.is_none(), a.ordinal, &a.container).cmp(&(b.ordinal.is_none(), b.ordinal, &b.container))
     });
-    Some(SetPlan {
+    SetPlan {
         set: d.key.clone(),
         revision: Some(d.revision.clone()),
         order,
@@ -391,7 +409,92 @@ fn plan_set(d: &DesiredSet, containers: &[&ObservedContainer], drifted: &mut Vec
         changes,
         sequential: order == Order::StopFirst,
         frees_ports: false,
-    })
+    }
+}
+
+/// A task's plan on one host: each ordinal runs to completion once per revision.
+///
+/// A task's container is judged by how it ended, not by drift: a completed one (exited 0)
+/// stays, so `berth logs` shows its output, until a later revision of the task completed; a
+/// running one is waited for, never stopped (stopping a migration half-way is the harm to
+/// avoid); one that failed runs again, unless the history holds its revision (the fleet runner
+/// drops a held task's plan); none at all runs, unless the history records the revision
+/// completed on this host ([`DesiredSet::task_completed`]). Containers of earlier revisions
+/// are removed once the current one completed, and never while they run.
+fn plan_task(d: &DesiredSet, containers: &[&ObservedContainer]) -> Option<SetPlan> {
+    let mut changes = Vec::new();
+    for c in containers {
+        match c.ordinal {
+            Some(o) if o < d.replicas => {}
+            Some(_) => changes.push(remove(c, Reason::ScaledDown)),
+            None => changes.push(remove(c, Reason::Duplicate)),
+        }
+    }
+    let mut at = 0;
+    for ordinal in 0..d.replicas {
+        let start = at;
+        while containers.get(at).is_some_and(|c| c.ordinal == Some(ordinal)) {
+            at += 1;
+        }
+        changes.extend(plan_task_ordinal(d, ordinal, &containers[start..at]));
+    }
+    (!changes.is_empty()).then(|| set_plan(d, changes, d.order, None))
+}
+
+fn plan_task_ordinal(d: &DesiredSet, ordinal: u32, here: &[&ObservedContainer]) -> Vec<Change> {
+    let name = d.container_name(ordinal);
+    let (mut current, old): (Vec<&ObservedContainer>, Vec<&ObservedContainer>) =
+        here.iter().partition(|c| c.revision == d.revision);
+    // The one that counts: under its name, and the furthest along (completed, running, created).
+    current.sort_by_key(|c| {
+        (
+            c.name != name,
+            !c.completed(),
+            !matches!(c.state, State::Running | State::Restarting),
+            c.state != State::Created,
+        )
+    });
+    let mut changes: Vec<Change> = current.iter().skip(1).map(|c| remove(c, Reason::Duplicate)).collect();
+    let olds = |changes: &mut Vec<Change>| {
+        for c in &old {
+            changes.push(remove(c, Reason::TaskDone { revision: d.revision.clone() }));
+        }
+    };
+    // Earlier revisions that still run are left to finish: a task is never stopped half-way.
+    if old.iter().any(|c| matches!(c.state, State::Running | State::Restarting)) {
+        return changes;
+    }
+    match current.first() {
+        Some(c) if c.completed() => olds(&mut changes),
+        None if d.task_completed => olds(&mut changes),
+        Some(c) if matches!(c.state, State::Running | State::Restarting) => {
+            let mut steps = vec![Step::WaitExit { name: c.name.clone() }];
+            old.iter().for_each(|o| steps.extend(stop_and_remove(o)));
+            changes.push(Change { ordinal: Some(ordinal), container: c.name.clone(), action: Action::Complete, steps });
+        }
+        Some(c) if c.state == State::Created && c.name == name => {
+            let mut steps = vec![Step::Start { name: name.clone() }, Step::WaitExit { name: name.clone() }];
+            old.iter().for_each(|o| steps.extend(stop_and_remove(o)));
+            changes.push(Change { ordinal: Some(ordinal), container: name, action: Action::Start, steps });
+        }
+        current => {
+            let mut reasons: Vec<Reason> = old.iter().map(|c| spec_changed(d, c)).collect();
+            let mut steps = Vec::new();
+            if let Some(c) = current {
+                reasons.insert(0, Reason::TaskFailed { state: c.state, exit_code: c.exit_code });
+                steps.extend(stop_and_remove(c));
+            }
+            steps.extend([
+                Step::Create { name: name.clone(), ordinal },
+                Step::Start { name: name.clone() },
+                Step::WaitExit { name: name.clone() },
+            ]);
+            old.iter().for_each(|o| steps.extend(stop_and_remove(o)));
+            let action = if reasons.is_empty() { Action::Create } else { Action::Replace { reasons } };
+            changes.push(Change { ordinal: Some(ordinal), container: name, action, steps });
+        }
+    }
+    changes
 }
 
 /// One ordinal: `here` are the containers that carry it, of any revision. Drift of the

@@ -33,6 +33,8 @@ pub struct SimContainer {
     pub image: String,
     /// Drift only the event stream would show (update, exec, cp).
     pub drift: Option<Drift>,
+    /// How it exited, once it did.
+    pub exit_code: Option<i64>,
 }
 
 /// A host in memory.
@@ -95,6 +97,7 @@ impl SimHost {
                         .map(|s| s.split(',').filter_map(HostBinding::parse).collect())
                         .unwrap_or_default(),
                     drift,
+                    exit_code: c.exit_code,
                 }
             })
             .collect()
@@ -130,6 +133,7 @@ impl SimHost {
             has_healthcheck,
             image,
             drift: None,
+            exit_code: None,
         });
     }
 
@@ -158,8 +162,7 @@ impl SimHost {
                     }
                     // As the executor does: stopped and renamed aside, never removed.
                     c.name = squatter_name(name, &c.id);
-                    c.state = State::Exited;
-                    c.health = None;
+                    (c.state, c.health, c.exit_code) = (State::Exited, None, Some(137));
                 }
                 let hc = d.spec.healthcheck.is_some();
                 self.add_container(name, d.container_labels(*ordinal), State::Created, None);
@@ -168,6 +171,7 @@ impl SimHost {
             Step::Start { name } => {
                 let c = self.by_name(name)?;
                 c.state = State::Running;
+                c.exit_code = None;
                 c.health = c.has_healthcheck.then_some(Health::Starting);
             }
             Step::WaitReady { name } => {
@@ -179,12 +183,26 @@ impl SimHost {
                     if c.has_healthcheck {
                         c.health = Some(Health::Unhealthy);
                     } else {
-                        (c.state, c.health) = (State::Exited, None);
+                        (c.state, c.health, c.exit_code) = (State::Exited, None, Some(1));
                     }
                     return Err(SimError::NotReady(name.clone()));
                 }
                 if c.state == State::Running && c.has_healthcheck && c.health == Some(Health::Starting) {
                     c.health = Some(Health::Healthy);
+                }
+            }
+            Step::WaitExit { name } => {
+                // A simulated task completes at once, unless the test said it never does.
+                let fails = self.never_ready.contains(name);
+                let c = self.by_name(name)?;
+                if !matches!(c.state, State::Running | State::Restarting | State::Exited) {
+                    return Err(SimError::NotReady(name.clone()));
+                }
+                if c.state != State::Exited {
+                    (c.state, c.health, c.exit_code) = (State::Exited, None, Some(if fails { 1 } else { 0 }));
+                }
+                if c.exit_code != Some(0) {
+                    return Err(SimError::NotReady(name.clone()));
                 }
             }
             Step::Rename { id, to, .. } => {
@@ -198,8 +216,9 @@ impl SimHost {
             }
             Step::Stop { id, .. } => {
                 let c = self.by_id(id)?;
-                c.state = State::Exited;
-                c.health = None;
+                if c.state != State::Exited {
+                    (c.state, c.health, c.exit_code) = (State::Exited, None, Some(137));
+                }
             }
             Step::Remove { id, .. } => {
                 let i = self

@@ -309,6 +309,7 @@ mod tests {
             outcome,
             message: None,
             pulled_on: Vec::new(),
+            completed_on: Vec::new(),
         }
     }
 

@@ -82,13 +82,28 @@ pub async fn prepare_consulting(
                 continue;
             }
         };
+        // A task that completed on a host is not run there again, also when its exited
+        // container is gone: the planner learns it from the history.
+        if let Some(revision) = desired_revision(views, &key)
+            && sets[&key].task
+        {
+            let completed = history.completed_on(&revision);
+            for v in views.iter_mut().filter(|v| completed.contains(&v.target.name)) {
+                for d in v.target.desired.iter_mut().filter(|d| d.key == key && !d.task_completed) {
+                    d.task_completed = true;
+                    substituted = true;
+                }
+            }
+        }
         if let Some(revision) = desired_revision(views, &key)
             && let Some(record) = history.held(&revision).cloned()
         {
             let fallback = history.last_ready(&revision).cloned();
             // A revision rolled back by hand always returns; a failed one only with autoRollback
-            // (without it the hosts stay as the failure left them, for a person to look at).
-            let returns = record.outcome == Outcome::RolledBack || sets[&key].policy.auto_rollback;
+            // (without it the hosts stay as the failure left them, for a person to look at). A
+            // task never returns: running an earlier revision again would repeat its work.
+            let returns =
+                !sets[&key].task && (record.outcome == Outcome::RolledBack || sets[&key].policy.auto_rollback);
             let mut held = Held { record, fallback: None };
             if let Some(fb) = fallback.filter(|_| returns) {
                 match rebuild(&key, &fb.template) {

@@ -39,6 +39,7 @@ pub(super) fn new_record(
         outcome,
         message,
         pulled_on: Vec::new(),
+        completed_on: Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@ use super::prepare::RebuildError;
 use crate::docker::{DockerError, HostOutcome};
 use crate::engine::SetKey;
 use crate::engine::history::History;
+use crate::engine::order::Unmet;
 
 /// Why a set could not finish its run for a reason that is not its revision's: nothing is
 /// recorded as failed or rolled back, and the next run tries again.
@@ -105,6 +106,9 @@ pub enum SetResult {
     /// A step failed for a reason that is not the revision's (a pull, the engine); retried
     /// next time.
     Error(RunError),
+    /// `dependsOn` not satisfied on these hosts: the set's new containers were not created
+    /// there (its old ones serve on); the next run tries again.
+    Waiting(Vec<Unmet>),
 }
 
 /// One set's part of the run.

@@ -3,11 +3,12 @@
 //! `minReadySeconds`, hosts the set leaves last — and what a failure then does: record it,
 //! roll back, or stop for a retry.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::sync::watch;
 
 use super::HostView;
 use super::history::HistoryStore;
@@ -18,8 +19,9 @@ use super::report::{Failure, FailureReason, FleetReport, RollbackError, RunError
 use super::rollback::roll_back;
 use crate::docker::{self, ExecOptions, HostOutcome, Progress};
 use crate::engine::history::Outcome;
+use crate::engine::order::{HostState, gate, topological};
 use crate::engine::rollout::{HostRole, RolloutHost, host_role, waves};
-use crate::engine::{DesiredSet, HostPlan, SetKey, SetPlan, Step};
+use crate::engine::{DesiredSet, HostPlan, ObservedContainer, SetKey, SetPlan, Step};
 use crate::target::SetInfo;
 
 /// Records `(host, image)` for each pull the executor reports.
@@ -86,10 +88,35 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
         outcomes[i].extend(o);
     }
 
-    // Every set in the run, each with its waves.
+    // Every set in the run, each with its waves, side by side; a set with `dependsOn` starts
+    // once the runs of the sets it depends on (in this run) ended, then passes its gate.
     let mut keys: Vec<SetKey> = ctx.sets.keys().cloned().collect();
     keys.sort();
-    let runs = keys.iter().map(|key| run_set(views_ref, &prepared, key, ctx, &progress).boxed());
+    let finished: HashMap<&SetKey, watch::Sender<bool>> = keys.iter().map(|k| (k, watch::channel(false).0)).collect();
+    let edges: BTreeMap<SetKey, Vec<SetKey>> =
+        keys.iter().map(|k| (k.clone(), ctx.sets[k].depends_on.iter().map(|d| d.set.clone()).collect())).collect();
+    // Acyclic by input validation; were it not, waiting could never end, so nobody waits.
+    let ordered = topological(&edges).is_ok();
+    let runs = keys.iter().map(|key| {
+        let after: Vec<watch::Receiver<bool>> = if ordered {
+            edges[key].iter().filter_map(|d| finished.get(d)).map(watch::Sender::subscribe).collect()
+        } else {
+            Vec::new()
+        };
+        let done = &finished[key];
+        let prepared = &prepared;
+        let progress = &progress;
+        async move {
+            for mut rx in after {
+                // The sender lives as long as this future: it cannot close before it sends.
+                let _ = rx.wait_for(|ended| *ended).await;
+            }
+            let run = run_set(views_ref, prepared, key, ctx, progress).await;
+            done.send_replace(true);
+            run
+        }
+        .boxed()
+    });
     let results = futures::future::join_all(runs).await;
     let mut reports = Vec::new();
     let mut substitutions = Vec::new();
@@ -107,6 +134,16 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
         substitute(views, &key, &by_host);
     }
     FleetReport { outcomes, sets: reports }
+}
+
+/// Every host's containers as they are now (`None`: not observable), for a `dependsOn` gate:
+/// the sets depended on may have changed them in this run.
+async fn observe_again(views: &[HostView]) -> Vec<Option<Vec<ObservedContainer>>> {
+    let looks = views.iter().map(|v| async move {
+        let d = v.docker.as_ref()?;
+        docker::observe(&v.target.name, d).await.ok()
+    });
+    futures::future::join_all(looks).await
 }
 
 /// A removal that waits for its set's rollout: the set is still declared and placed somewhere
@@ -176,6 +213,33 @@ async fn run_set(
         report.result = SetResult::Paused { pending: work.iter().map(|(_, sp)| sp.changes.len()).sum() };
         return (report, outcomes, None);
     }
+    // dependsOn: hosts where a dependency is not satisfied get none of the new revision.
+    let mut work = work;
+    let mut waiting = Vec::new();
+    if !info.depends_on.is_empty() {
+        let fresh = observe_again(views).await;
+        let states: Vec<HostState<'_>> = views
+            .iter()
+            .zip(&fresh)
+            .map(|(v, o)| HostState { host: &v.target.name, desired: &v.target.desired, observed: o.as_deref() })
+            .collect();
+        work.retain(|(i, sp)| {
+            if sp.revision.is_none() {
+                return true; // only removals: leaving a host waits for nothing
+            }
+            let unmet = gate(&info.depends_on, &views[*i].target.name, &states);
+            for u in &unmet {
+                tracing::info!(set = %key, host = %views[*i].target.name, "{u}");
+            }
+            let go = unmet.is_empty();
+            waiting.extend(unmet);
+            go
+        });
+        if work.is_empty() {
+            report.result = SetResult::Waiting(waiting);
+            return (report, outcomes, None);
+        }
+    }
     let revision = revision.unwrap_or_default();
     let mut history = prepared.histories.get(key).cloned().unwrap_or_default();
     // A new revision is recorded before the first container of it is made.
@@ -244,7 +308,12 @@ async fn run_set(
         }
         // Hosts the set left have nothing of the revision to stay ready.
         ran_ok.retain(|i| plan_of(&views[*i].target.name).1.revision.is_some());
-        if failure.is_none() && transient.is_none() && !info.policy.min_ready.is_zero() && !ran_ok.is_empty() {
+        if failure.is_none()
+            && transient.is_none()
+            && !info.task
+            && !info.policy.min_ready.is_zero()
+            && !ran_ok.is_empty()
+        {
             match min_ready_window(views, &ran_ok, key, &revision, info.policy.min_ready).await {
                 Ok(()) => {}
                 Err(WindowEnd::Failed(f)) => failure = Some(f),
@@ -267,7 +336,7 @@ async fn run_set(
                 rollback_error = Some(RunError::from(e).into());
             }
         }
-        if info.policy.auto_rollback && held.is_none() {
+        if info.policy.auto_rollback && !info.task && held.is_none() {
             match history.last_ready(&revision).cloned() {
                 None => rollback_error = Some(RollbackError::NothingToGoBackTo),
                 Some(fb) => match (ctx.rebuild)(key, &fb.template) {
@@ -285,8 +354,18 @@ async fn run_set(
         report.result = SetResult::Failed { failure: f, rolled_back_to, rollback_error };
     } else if let Some(t) = transient {
         report.result = SetResult::Error(t);
+    } else if !waiting.is_empty() {
+        report.result = SetResult::Waiting(waiting);
     } else if report.unreachable.is_empty() && held.is_none() {
         let mut record = new_record(views, key, &revision, info, Outcome::Ready, None);
+        if info.task {
+            // Every host of the set now shows it completed (those without work already did).
+            record.completed_on = views
+                .iter()
+                .filter(|v| v.target.desired.iter().any(|d| &d.key == key))
+                .map(|v| v.target.name.clone())
+                .collect();
+        }
         record.pulled_on = progress
             .pulls
             .lock()

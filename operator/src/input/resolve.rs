@@ -8,7 +8,8 @@ use std::time::Duration;
 use berth_crd::host_ip::host_ips_overlap;
 use berth_crd::quantity::{parse_cpus, parse_duration, parse_memory, parse_size};
 use berth_crd::{
-    ContainerSet, ContainerTemplate, DockerHost, MountKind as CrdMountKind, PullPolicy, RestartPolicy, StrategyType,
+    ContainerSet, ContainerTemplate, DependencyCondition, DockerHost, MountKind as CrdMountKind, PullPolicy,
+    RestartPolicy, SetMode, StrategyType,
 };
 use bollard::auth::DockerCredentials;
 use k8s_openapi::api::core::v1::Secret;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 use super::policy::{local_policy_violations, policy_violations};
 use super::{Input, InputError, InputErrors, Located};
+use crate::engine::order::{Condition, Dependency, find_cycle, show_cycle};
 use crate::engine::pin::ImagePolicy;
 use crate::engine::rollout::{MaxUnavailable, RolloutPolicy};
 use crate::engine::{
@@ -93,6 +95,7 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
             message,
         };
         let spec = match container_spec(&s.object.spec.template, &key.namespace, input) {
+            Ok(spec) if s.object.spec.mode == SetMode::Task => task_spec(spec, &s.object.spec.template),
             Ok(spec) => spec,
             Err(problems) => {
                 errors.extend(problems.into_iter().map(|(f, m)| err(&f, m)));
@@ -264,6 +267,69 @@ fn is_set(s: &Located<ContainerSet>, key: &SetKey) -> bool {
         && s.object.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
 }
 
+/// A task's spec: marked as one, and not restarted by the engine once it completed unless the
+/// template asks for `OnFailure` (validation refuses `Always` and `UnlessStopped` for a task).
+fn task_spec(mut spec: ContainerSpec, t: &ContainerTemplate) -> ContainerSpec {
+    spec.task = true;
+    if t.restart_policy.is_none() {
+        spec.restart_policy = "no".into();
+    }
+    spec
+}
+
+/// The input's `dependsOn` as a whole, as errors: a dependency on a set the input does not
+/// declare in that namespace, `Completed` of a set that is not a Task, and loops (named once,
+/// on the first set of the loop). Standalone only: the operator reconciles one set at a time
+/// and finds its dependencies in the cluster.
+pub fn dependency_errors(input: &Input) -> Vec<InputError> {
+    let key_of = |s: &Located<ContainerSet>| {
+        SetKey::new(
+            s.object.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            s.object.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let declared: HashMap<SetKey, &Located<ContainerSet>> = input.sets.iter().map(|s| (key_of(s), s)).collect();
+    let mut errors = Vec::new();
+    let mut edges: BTreeMap<SetKey, Vec<SetKey>> = BTreeMap::new();
+    for s in &input.sets {
+        let key = key_of(s);
+        let err = |field: String, message: String| InputError {
+            origin: s.origin.to_string(),
+            object: Some(format!("ContainerSet {key}")),
+            field: Some(field),
+            message,
+        };
+        for (i, d) in s.object.spec.depends_on.iter().enumerate() {
+            let dep = SetKey::new(key.namespace.clone(), d.name.clone());
+            match declared.get(&dep) {
+                None => errors.push(err(
+                    format!("spec.dependsOn[{i}].name"),
+                    format!("no ContainerSet {} in namespace {} in the input", d.name, key.namespace),
+                )),
+                Some(other)
+                    if d.condition == DependencyCondition::Completed && other.object.spec.mode != SetMode::Task =>
+                {
+                    errors.push(err(
+                        format!("spec.dependsOn[{i}].condition"),
+                        format!("{} is not a Task (spec.mode: Task): it never completes; use Started or Ready", d.name),
+                    ))
+                }
+                Some(_) => edges.entry(key.clone()).or_default().push(dep),
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&edges) {
+        let first = declared[&cycle[0]];
+        errors.push(InputError {
+            origin: first.origin.to_string(),
+            object: Some(format!("ContainerSet {}", cycle[0])),
+            field: Some("spec.dependsOn".into()),
+            message: format!("the dependencies form a cycle: {} (no set of it could ever start)", show_cycle(&cycle)),
+        });
+    }
+    errors
+}
+
 fn set_info(cs: &ContainerSet) -> SetInfo {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let st = &cs.spec.strategy;
@@ -282,6 +348,20 @@ fn set_info(cs: &ContainerSet) -> SetInfo {
             history_limit: cs.spec.revision_history_limit.max(1) as usize,
         },
         template: serde_json::to_value(&cs.spec.template).unwrap_or_default(),
+        task: cs.spec.mode == SetMode::Task,
+        depends_on: cs
+            .spec
+            .depends_on
+            .iter()
+            .map(|d| Dependency {
+                set: SetKey::new(cs.metadata.namespace.clone().unwrap_or_else(|| "default".into()), d.name.clone()),
+                condition: match d.condition {
+                    DependencyCondition::Started => Condition::Started,
+                    DependencyCondition::Ready => Condition::Ready,
+                    DependencyCondition::Completed => Condition::Completed,
+                },
+            })
+            .collect(),
     }
 }
 
@@ -488,7 +568,7 @@ pub fn container_spec(t: &ContainerTemplate, namespace: &str, input: &Input) -> 
             .collect(),
         networks: t.networks.clone(),
         healthcheck,
-        restart_policy: match t.restart_policy {
+        restart_policy: match t.restart_policy.unwrap_or_default() {
             RestartPolicy::UnlessStopped => "unless-stopped",
             RestartPolicy::Always => "always",
             RestartPolicy::OnFailure => "on-failure",
@@ -544,6 +624,7 @@ pub fn container_spec(t: &ContainerTemplate, namespace: &str, input: &Input) -> 
         security_opt: t.security_opt.clone(),
         pid_mode: t.pid_mode.clone().filter(|m| m != "host"),
         ipc_mode: t.ipc_mode.clone(),
+        task: false,
     };
     if problems.is_empty() { Ok(spec) } else { Err(problems) }
 }

@@ -71,6 +71,10 @@ pub(super) fn rollout_note(report: &Option<fleet::SetReport>, declared: &str, ta
             ),
         )),
         SetResult::Error(e) => Some(("RolloutError".into(), e.to_string())),
+        SetResult::Waiting(unmet) => Some((
+            "WaitingForDependencies".into(),
+            unmet.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        )),
         SetResult::Converged | SetResult::Paused { .. } => None,
     };
     note
