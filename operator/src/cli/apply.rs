@@ -326,12 +326,15 @@ async fn execute(
     let rebuild = |key: &SetKey, t: &serde_json::Value| {
         input::resolve::rebuild(input, prune, key, t).map_err(|e| std::sync::Arc::new(e) as fleet::RebuildError)
     };
+    // Every dependency is in the input: validation refused any other.
+    let outside = HashMap::new();
     let ctx = fleet::RunContext {
         sets: &resolved.set_infos,
         store,
         rebuild: &rebuild,
         options: &options,
         progress: &progress,
+        outside: &outside,
     };
     let report = fleet::execute(views, prepared, &ctx).await;
     progress.finish();

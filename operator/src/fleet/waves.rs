@@ -19,7 +19,7 @@ use super::report::{Failure, FailureReason, FleetReport, RollbackError, RunError
 use super::rollback::roll_back;
 use crate::docker::{self, ExecOptions, HostOutcome, Progress};
 use crate::engine::history::Outcome;
-use crate::engine::order::{HostState, gate, topological};
+use crate::engine::order::{Dependency, HostState, Unmet, gate, topological};
 use crate::engine::rollout::{HostRole, RolloutHost, host_role, waves};
 use crate::engine::{DesiredSet, HostPlan, ObservedContainer, SetKey, SetPlan, Step};
 use crate::target::SetInfo;
@@ -50,6 +50,10 @@ pub struct RunContext<'a> {
     pub rebuild: &'a Rebuild<'a>,
     pub options: &'a ExecOptions,
     pub progress: &'a dyn Progress,
+    /// Dependencies (`dependsOn`) this run does not hold, judged by the caller: the operator
+    /// reconciles one set and reads the others' status from the cluster. `Err` says why one
+    /// is not satisfied. A dependency neither in the run nor here is unmet.
+    pub outside: &'a HashMap<SetKey, Result<(), String>>,
 }
 
 /// Execute a prepared run: removals first (they free host ports), then every set's waves,
@@ -227,7 +231,15 @@ async fn run_set(
             if sp.revision.is_none() {
                 return true; // only removals: leaving a host waits for nothing
             }
-            let unmet = gate(&info.depends_on, &views[*i].target.name, &states);
+            let host = &views[*i].target.name;
+            let (outside, inside): (Vec<Dependency>, Vec<Dependency>) =
+                info.depends_on.iter().cloned().partition(|d| ctx.outside.contains_key(&d.set));
+            let mut unmet = gate(&inside, host, &states);
+            for d in outside {
+                if let Err(why) = &ctx.outside[&d.set] {
+                    unmet.push(Unmet { dependency: d, host: host.clone(), why: why.clone() });
+                }
+            }
             for u in &unmet {
                 tracing::info!(set = %key, host = %views[*i].target.name, "{u}");
             }

@@ -125,12 +125,14 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
     let plans = prepared.plans.clone();
     let options = ExecOptions::new(8, resolved.runtime.clone());
+    let outside = std::collections::HashMap::new();
     let run = fleet::RunContext {
         sets: &resolved.set_infos,
         store: &store,
         rebuild: &rebuild,
         options: &options,
         progress: &StepCounter(&ctx.metrics),
+        outside: &outside,
     };
     let fleet_report = fleet::execute(&mut views, prepared, &run).boxed().await;
     let set_report = fleet_report.sets.into_iter().find(|s| s.key == key);
