@@ -21,3 +21,5 @@ pub use plan::{Action, Change, HostPlan, Reason, Scope, SetPlan, Step, plan_host
 
 #[cfg(test)]
 mod laws;
+#[cfg(test)]
+mod task_laws;
