@@ -199,9 +199,9 @@ impl Validate for ContainerSet {
             if !is_dns_label(&d.name) {
                 e.add(p, format!("{} is not a ContainerSet name (a DNS label)", quoted(&d.name)));
             } else if self.metadata.name.as_deref() == Some(d.name.as_str()) {
-                e.add(p, "a set cannot depend on itself");
+                e.add("spec.dependsOn", format!("a set cannot depend on itself (item {i})"));
             } else if !named.insert(d.name.as_str()) {
-                e.add(p, format!("{} is named twice", d.name));
+                e.add("spec.dependsOn", format!("{} is named twice (item {i})", d.name));
             }
         }
         if spec.replicas_per_host > 1 && spec.template.ports.iter().any(|p| p.host_port.is_some()) {

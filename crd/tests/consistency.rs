@@ -705,6 +705,43 @@ fn invalid_cases() -> Vec<Case> {
             "spec.policy.allowedSysctls[0]",
             dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedSysctls: [net.*.somaxconn]}"),
         ),
+        // tasks and start order
+        bad(
+            "a Task restarted always",
+            "spec.template.restartPolicy",
+            cs("\n  mode: Task\n  template: {image: nginx:1.27, restartPolicy: Always}"),
+        ),
+        bad(
+            "a Task restarted unless stopped",
+            "spec.template.restartPolicy",
+            cs("\n  mode: Task\n  template: {image: nginx:1.27, restartPolicy: UnlessStopped}"),
+        ),
+        bad(
+            "a Task rolled back",
+            "spec.strategy.autoRollback",
+            cs("\n  mode: Task\n  strategy: {autoRollback: true}\n  template: {image: nginx:1.27}"),
+        ),
+        bad("mode Job (enum)", "spec.mode", cs("\n  mode: Job\n  template: {image: nginx:1.27}")),
+        bad(
+            "a set that depends on itself",
+            "spec.dependsOn",
+            cs("\n  dependsOn: [{name: web}]\n  template: {image: nginx:1.27}"),
+        ),
+        bad(
+            "a dependency named twice",
+            "spec.dependsOn",
+            cs("\n  dependsOn: [{name: db}, {name: db, condition: Ready}]\n  template: {image: nginx:1.27}"),
+        ),
+        bad(
+            "a dependency that is not a set name",
+            "spec.dependsOn[0].name",
+            cs("\n  dependsOn: [{name: Db_1}]\n  template: {image: nginx:1.27}"),
+        ),
+        bad(
+            "a dependency condition Healthy (enum)",
+            "spec.dependsOn[0].condition",
+            cs("\n  dependsOn: [{name: db, condition: Healthy}]\n  template: {image: nginx:1.27}"),
+        ),
         bad(
             "allowHostIPC a string (type)",
             "spec.policy.allowHostIPC",
@@ -723,6 +760,13 @@ fn valid_edge_cases() -> Vec<(&'static str, String)> {
             ),
         ),
         ("pidMode host with hostPID", tpl("    hostPID: true\n    pidMode: host")),
+        (
+            "a Task that retries on failure, depended on by name and condition",
+            cs(
+                "\n  mode: Task\n  dependsOn: [{name: db, condition: Ready}, {name: cache}]\n  template: {image: nginx:1.27, restartPolicy: OnFailure, restartMaxRetries: 3}",
+            ),
+        ),
+        ("a Task that never restarts", cs("\n  mode: Task\n  template: {image: nginx:1.27, restartPolicy: Never}")),
         (
             "the host's IPC namespace, net sysctls and container PID",
             tpl(

@@ -2,6 +2,7 @@
 //! one more adapter, from the Kubernetes API instead of files.
 //!
 //! - [`set`]: the ContainerSet controller (reconcile, finalizer, status, Events);
+//! - [`depends`]: `dependsOn`, judged from the status of the sets depended on;
 //! - [`host`]: the DockerHost controller (probe, status);
 //! - [`pool`]: kept Docker connections, and engine events as reconcile triggers;
 //! - [`leader`]: Lease-based leader election, so several replicas can run;
@@ -10,8 +11,10 @@
 //!
 //! Re-triggers of a set: its own changes; changes of a DockerHost it selects; changes of a
 //! Secret or ConfigMap it references (a changed value is a new revision); Docker events of its
-//! containers; and a periodic resync as the safety net.
+//! containers; a change of a set it depends on that changes whether that set satisfies it
+//! (`dependsOn`); and a periodic resync as the safety net.
 
+pub mod depends;
 pub mod host;
 pub mod leader;
 pub mod pool;
@@ -82,6 +85,9 @@ pub struct Context {
     /// Every DockerHost in the watched namespaces, kept by a watch (a reconcile reads these
     /// instead of listing them).
     pub hosts: Store<DockerHost>,
+    /// Every ContainerSet in the watched namespaces: the controller's own cache (a reconcile
+    /// reads the sets its `dependsOn` names from it).
+    pub sets: Store<ContainerSet>,
     /// ContainerSet status as berth last wrote it (see [`written`]).
     pub written: written::Written<berth_crd::ContainerSetStatus>,
     probed: Mutex<HashSet<String>>,
@@ -185,6 +191,7 @@ where
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = mpsc::unbounded_channel::<ObjectRef<ContainerSet>>();
+    let wake_dependents = tx.clone();
     let reporter = Reporter { controller: "berth".into(), instance: Some(opts.lease.identity.clone()) };
 
     // One namespace at most for now; several watch streams per kind would need merging.
@@ -218,12 +225,17 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
             }))
         });
 
+    // The cache of sets holds 10k objects at fleet scale: without their managedFields (and a
+    // client-side apply's copy of the spec), which no reconcile reads.
+    let (set_cache, set_writer) = reflector::store::<ContainerSet>();
+
     let ctx = Arc::new(Context {
         client: client.clone(),
         pool: HostPool::new(tx, metrics.clone()),
         recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
         hosts: host_cache,
+        sets: set_cache.clone(),
         written: written::Written::default(),
         probed: Mutex::new(HashSet::new()),
         containers: Mutex::new(std::collections::HashMap::new()),
@@ -248,10 +260,32 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     // cannot converge is not retried in a tight loop; a longer debounce would delay every heal.
     // Bounded concurrency: at 10k sets, an unbounded controller starts every reconcile at once
     // and holds all their inputs and connections in memory together.
-    // The cache of sets holds 10k objects at fleet scale: without their managedFields (and a
-    // client-side apply's copy of the spec), which no reconcile reads.
-    let (set_cache, set_writer) = reflector::store::<ContainerSet>();
-    let set_stream = reflector(set_writer, watcher(sets, watcher::Config::default()).modify(slim)).applied_objects();
+    //
+    // A set whose change changes what the sets depending on it make of it (it turned Ready,
+    // completed, got a new generation, went away) wakes them, from the one watch of the sets
+    // and after the cache took the change in, so that they see it. (A second watch of the sets
+    // through `Controller::watches` would list every set twice, and its trigger could overtake
+    // the cache's update: the dependent would see the old status and wait for a retry.)
+    let mut verdicts = depends::DependencyVerdicts::default();
+    let cache_for_dependents = set_cache.clone();
+    let set_stream = reflector(set_writer, watcher(sets, watcher::Config::default()).modify(slim))
+        .inspect_ok(move |event| {
+            let changed = match event {
+                watcher::Event::Apply(cs) | watcher::Event::InitApply(cs) => verdicts.applied(cs).then_some(cs),
+                watcher::Event::Delete(cs) => verdicts.deleted(cs).then_some(cs),
+                watcher::Event::InitDone => {
+                    verdicts.synced();
+                    None
+                }
+                watcher::Event::Init => None,
+            };
+            for dependent in changed.map(|cs| depends::dependents(&cache_for_dependents, cs)).unwrap_or_default() {
+                tracing::debug!(set = %dependent, "woken: a set it depends on changed");
+                // The receiver lives as long as the controller; a send after it ended is moot.
+                let _ = wake_dependents.send(dependent);
+            }
+        })
+        .applied_objects();
     let set_controller = Controller::for_stream(set_stream, set_cache).with_config(
         kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)).concurrency(SET_CONCURRENCY),
     );

@@ -1,6 +1,10 @@
 //! The ContainerSet status as a pure function of what the reconcile observed and did, in the
 //! `metav1.Condition` shape that kstatus (Flux) and Argo CD read without custom code.
 //!
+//! A replica is ready when its container serves (running, and healthy if it has a
+//! healthcheck); a Task's when its container completed (exited 0), or when the history records
+//! its revision completed on the host and the exited container is gone.
+//!
 //! Conditions: `Ready`, `Progressing`, `Degraded`, and `Drifted` (True while a container on a
 //! host differs from its spec: left as is under driftPolicy Report, or not replaced yet; its
 //! message names each as `host <h>: <container> <kind>`). [`drift_events`] says which Events
@@ -33,6 +37,11 @@ pub struct HostReport {
     pub drift: Vec<DriftReport>,
     /// Drift of the set this reconcile replaced.
     pub healed: Vec<DriftReport>,
+    /// The set is a Task: a replica is ready once its container completed (exited 0).
+    pub task: bool,
+    /// A Task whose revision completed here, as its history records: every replica counts as
+    /// ready, also when its exited container is gone.
+    pub task_completed: bool,
 }
 
 impl HostReport {
@@ -145,8 +154,14 @@ pub fn set_status(
     };
     let mut errors = Vec::new();
     for h in hosts {
-        let updated = h.containers.iter().filter(|c| c.revision == revision).count() as i32;
-        let ready = h.containers.iter().filter(|c| c.revision == revision && c.is_ready()).count() as i32;
+        let done = |c: &&ObservedContainer| if h.task { c.completed() } else { c.is_ready() };
+        let mut updated = h.containers.iter().filter(|c| c.revision == revision).count() as i32;
+        let mut ready = h.containers.iter().filter(|c| c.revision == revision).filter(done).count() as i32;
+        // A completed task's replicas stay ready once their exited containers were removed.
+        if h.task_completed {
+            updated = updated.max(h.desired as i32);
+            ready = ready.max(h.desired as i32);
+        }
         status.desired_replicas += h.desired as i32;
         status.updated_replicas += updated;
         status.ready_replicas += ready;
@@ -159,7 +174,9 @@ pub fn set_status(
         status.hosts.push(HostSetStatus {
             host: h.host.clone(),
             revision: (h.desired > 0).then(|| revision.to_string()),
-            ready: h.error.is_none() && ready == h.desired as i32 && h.containers.len() == h.desired as usize,
+            ready: h.error.is_none()
+                && ready == h.desired as i32
+                && (h.containers.len() == h.desired as usize || h.task_completed && h.containers.is_empty()),
             containers: h
                 .containers
                 .iter()
@@ -415,6 +432,54 @@ mod tests {
         // A later reconcile that did not read history keeps it.
         let later = set_status(Some(2), &RolloutNote { history: None, ..note }, false, &hosts, Some(&s), now);
         assert_eq!(later.history, s.history);
+    }
+
+    fn exited(rev: &str, ordinal: u32, code: i64) -> ObservedContainer {
+        ObservedContainer { state: State::Exited, exit_code: Some(code), health: None, ..running(rev, ordinal) }
+    }
+
+    #[test]
+    fn a_task_is_ready_once_its_containers_completed() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let task = |containers: Vec<ObservedContainer>, pending: usize| {
+            let hosts =
+                [HostReport { host: "a".into(), desired: 2, containers, pending, task: true, ..Default::default() }];
+            set_status(Some(1), &RolloutNote::of("r1"), false, &hosts, None, now)
+        };
+        let mut no_check = running("r1", 1);
+        no_check.health = None;
+        let half = task(vec![exited("r1", 0, 0), no_check], 1);
+        assert_eq!(cond(&half, "Ready").status, "False", "a running task has not completed");
+        assert_eq!((half.ready_replicas, half.updated_replicas), (1, 2));
+        let done = task(vec![exited("r1", 0, 0), exited("r1", 1, 0)], 0);
+        assert_eq!(cond(&done, "Ready").status, "True");
+        assert_eq!(done.current_revision.as_deref(), Some("r1"));
+        assert!(done.hosts[0].ready);
+        let failed = task(vec![exited("r1", 0, 0), exited("r1", 1, 3)], 0);
+        assert_eq!(cond(&failed, "Ready").status, "False", "exit 3 did not complete");
+        assert_eq!(failed.ready_replicas, 1);
+        // A service's exited container is not ready, whatever its code.
+        let service =
+            [HostReport { host: "a".into(), desired: 1, containers: vec![exited("r1", 0, 0)], ..Default::default() }];
+        let s = set_status(Some(1), &RolloutNote::of("r1"), false, &service, None, now);
+        assert_eq!(s.ready_replicas, 0);
+    }
+
+    #[test]
+    fn a_completed_task_whose_containers_were_removed_stays_ready() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let hosts =
+            [HostReport { host: "a".into(), desired: 1, task: true, task_completed: true, ..Default::default() }];
+        let s = set_status(Some(1), &RolloutNote::of("r1"), false, &hosts, None, now);
+        assert_eq!(cond(&s, "Ready").status, "True");
+        assert_eq!((s.ready_replicas, s.updated_replicas, s.desired_replicas), (1, 1, 1));
+        assert_eq!(s.current_revision.as_deref(), Some("r1"));
+        assert!(s.hosts[0].ready && s.hosts[0].containers.is_empty());
+        // Recorded or not, the completed container counts once.
+        let kept = [HostReport { containers: vec![exited("r1", 0, 0)], ..hosts[0].clone() }];
+        let s = set_status(Some(1), &RolloutNote::of("r1"), false, &kept, None, now);
+        assert_eq!((s.ready_replicas, s.updated_replicas), (1, 1));
+        assert!(s.hosts[0].ready);
     }
 
     fn exec_drift(replaced: bool) -> DriftReport {

@@ -727,6 +727,73 @@ mod tests {
         assert_eq!(canonical_image("echo@sha256:abc"), "echo@sha256:abc");
     }
 
+    /// Sets `name: spec-lines` in namespace shop, loaded.
+    fn input_of(sets: &[(&str, &str)]) -> Input {
+        let yaml: Vec<String> = sets
+            .iter()
+            .map(|(name, spec)| {
+                let template = if spec.contains("template:") { "" } else { "  template: {image: example/echo:1}\n" };
+                format!(
+                    "apiVersion: berth.dev/v1alpha1\nkind: ContainerSet\nmetadata: {{name: {name}, namespace: shop}}\n\
+                     spec:\n{template}{spec}"
+                )
+            })
+            .collect();
+        let (input, errors) =
+            crate::input::load::load_bytes(std::path::Path::new("app.yaml"), yaml.join("---\n").as_bytes());
+        assert!(errors.is_empty(), "{errors:?}");
+        input
+    }
+
+    #[test]
+    fn dependencies_must_be_declared_acyclic_and_completable() {
+        let fine = input_of(&[
+            ("db", ""),
+            ("migrate", "  mode: Task\n  dependsOn: [{name: db, condition: Ready}]\n"),
+            ("web", "  dependsOn: [{name: migrate, condition: Completed}, {name: db}]\n"),
+        ]);
+        assert_eq!(dependency_errors(&fine), []);
+        let r = resolve(&fine, false).unwrap();
+        let web = &r.set_infos[&SetKey::new("shop", "web")];
+        assert_eq!(
+            web.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["migrate Completed", "db Started"]
+        );
+        let migrate = &r.hosts[0].desired.iter().find(|d| d.key.name == "migrate").unwrap().spec;
+        assert!(migrate.task);
+        assert_eq!(migrate.restart_policy, "no", "a task is not restarted unless it asks for OnFailure");
+
+        let cyclic = input_of(&[
+            ("a", "  dependsOn: [{name: b}]\n"),
+            ("b", "  dependsOn: [{name: c, condition: Ready}]\n"),
+            ("c", "  dependsOn: [{name: a}]\n"),
+        ]);
+        let e = dependency_errors(&cyclic);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field.as_deref(), Some("spec.dependsOn"));
+        assert!(e[0].message.contains("a -> b -> c -> a"), "{}", e[0].message);
+        assert_eq!(e[0].object.as_deref(), Some("ContainerSet shop/a"));
+
+        let wrong =
+            input_of(&[("db", ""), ("web", "  dependsOn: [{name: cache}, {name: db, condition: Completed}]\n")]);
+        let e = dependency_errors(&wrong);
+        let fields: Vec<&str> = e.iter().filter_map(|e| e.field.as_deref()).collect();
+        assert_eq!(fields, ["spec.dependsOn[0].name", "spec.dependsOn[1].condition"]);
+        assert!(e[0].message.contains("no ContainerSet cache in namespace shop"), "{}", e[0].message);
+        assert!(e[1].message.contains("db is not a Task"), "{}", e[1].message);
+    }
+
+    #[test]
+    fn a_task_and_a_service_of_one_template_are_different_revisions() {
+        let input = input_of(&[("svc", "  template: {image: example/echo:1, restartPolicy: Never}\n")]);
+        let svc = resolve(&input, false).unwrap().hosts[0].desired[0].clone();
+        let input = input_of(&[("svc", "  mode: Task\n  template: {image: example/echo:1, restartPolicy: Never}\n")]);
+        let task = resolve(&input, false).unwrap().hosts[0].desired[0].clone();
+        assert_eq!(svc.spec.restart_policy, task.spec.restart_policy);
+        assert_ne!(svc.revision, task.revision);
+        assert!(!svc.spec.canonical_json().contains("task"), "a service's spec has no task key");
+    }
+
     /// Two sets on one host publishing port 8080 on the given host IPs: the conflicts found.
     fn cross_set_conflicts(a: &str, b: &str) -> Vec<InputError> {
         let yaml = format!(

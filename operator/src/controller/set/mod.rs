@@ -10,10 +10,11 @@ mod execute;
 mod gather;
 mod report;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_crd::{ContainerSet, Validate};
+use berth_crd::{ContainerSet, SetMode, Validate};
 use futures::FutureExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -21,7 +22,9 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
 
+use crate::controller::depends;
 use crate::controller::revisions::ControllerRevisions;
 use crate::controller::status::{HostReport, drift_events, set_status};
 use crate::controller::{Context, Error};
@@ -32,7 +35,7 @@ use crate::input::{self};
 use cleanup::cleanup;
 use execute::{StepCounter, change_summary, view_of};
 use gather::{gather, policy_refusals, split_broken_hosts};
-use report::{INVALID_SPEC, POLICY_VIOLATION, known_status, publish, refuse, rollout_note, write_status};
+use report::{INVALID_SPEC, POLICY_VIOLATION, known_status, publish, refuse, rollout_note, status_key, write_status};
 
 /// The finalizer berth puts on every ContainerSet.
 pub const FINALIZER: &str = "berth.dev/cleanup";
@@ -75,6 +78,29 @@ pub fn error_policy(cs: Arc<ContainerSet>, error: &Error, ctx: Arc<Context>) -> 
     ctx.metrics.failed("containerset", error.metric_label());
     let key = format!("set/{}/{}", cs.namespace().unwrap_or_default(), cs.name_any());
     Action::requeue(ctx.backoff(&key))
+}
+
+/// Each set `cs` depends on, judged from its object and status in the cache (or the status
+/// berth wrote last, while the cache has not shown it yet): `Err` says why it is not satisfied.
+async fn dependencies(cs: &ContainerSet, ctx: &Context) -> Result<HashMap<SetKey, Result<(), String>>, Error> {
+    if cs.spec.depends_on.is_empty() {
+        return Ok(HashMap::new());
+    }
+    ctx.sets.wait_until_ready().await.map_err(|_| Error::Stopped)?;
+    let ns = cs.namespace().unwrap_or_else(|| "default".into());
+    Ok(cs
+        .spec
+        .depends_on
+        .iter()
+        .map(|d| {
+            let found = ctx.sets.get(&ObjectRef::new(&d.name).within(&ns));
+            let status = found.as_ref().and_then(|f| {
+                ctx.written.current(&status_key(f), f.metadata.resource_version.as_deref(), f.status.as_ref())
+            });
+            let verdict = depends::judge(d.condition, &d.name, &ns, found.as_deref(), status.as_ref());
+            (SetKey::new(ns.clone(), d.name.clone()), verdict)
+        })
+        .collect())
 }
 
 async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
@@ -125,7 +151,8 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let prepared = fleet::prepare(&mut views, &resolved.set_infos, &store, &rebuild).await;
     let plans = prepared.plans.clone();
     let options = ExecOptions::new(8, resolved.runtime.clone());
-    let outside = std::collections::HashMap::new();
+    // dependsOn: the sets depended on are not in this run; their status says how they are.
+    let outside = dependencies(cs, ctx).await?;
     let run = fleet::RunContext {
         sets: &resolved.set_infos,
         store: &store,
@@ -145,9 +172,12 @@ async fn apply(cs: &ContainerSet, ctx: &Context) -> Result<Action, Error> {
     let mut reports = Vec::new();
     for (i, v) in views.iter().enumerate() {
         let ran = &fleet_report.outcomes[i];
+        let desired = v.target.desired.iter().find(|d| d.key == key);
         let mut report = HostReport {
             host: v.target.name.clone(),
-            desired: v.target.desired.iter().find(|d| d.key == key).map(|d| d.replicas).unwrap_or(0),
+            desired: desired.map(|d| d.replicas).unwrap_or(0),
+            task: cs.spec.mode == SetMode::Task,
+            task_completed: desired.is_some_and(|d| d.task_completed),
             ..Default::default()
         };
         let mut observed = v.observed.clone();
