@@ -11,6 +11,9 @@
 //! - under StopFirst, no container is stopped before its replacement is created;
 //! - no plan removes a named volume.
 //!
+//! Tasks (`spec.mode: Task`) are planned by [`plan_task`]: a container per ordinal that runs to
+//! completion once per revision; their laws are in `engine::task_laws`.
+//!
 //! Drift: a container of the desired revision that drifted (renamed, updated, exec'd or copied
 //! into, running another image, stopped) is replaced by a fresh container of the same revision
 //! under [`DriftPolicy::Replace`]; under [`DriftPolicy::Report`] it is left exactly as it is and
