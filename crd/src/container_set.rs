@@ -29,7 +29,7 @@ use crate::patterns::*;
 )]
 #[x_kube(
     validation = Rule::new("self.replicasPerHost <= 1 || !has(self.template.ports) || self.template.ports.all(p, !has(p.hostPort))").message("spec.replicasPerHost: a fixed hostPort allows at most one replica per host").field_path(".replicasPerHost"),
-    validation = Rule::new("self.imagePolicy != 'Follow' || !self.template.image.contains('@')").message("spec.imagePolicy: Follow needs a tag to follow, and the image is already pinned to a digest").field_path(".imagePolicy"),
+    validation = Rule::new("self.imagePolicy != 'Follow' || !has(self.template.image) || !self.template.image.contains('@')").message("spec.imagePolicy: Follow needs a tag to follow, and the image is already pinned to a digest").field_path(".imagePolicy"),
     validation = Rule::new("!has(self.mode) || self.mode != 'Task' || !has(self.template.restartPolicy) || self.template.restartPolicy in ['Never', 'OnFailure']").message("spec.template.restartPolicy: a Task takes Never (the default) or OnFailure").field_path(".template.restartPolicy"),
     validation = Rule::new("!has(self.mode) || self.mode != 'Task' || !has(self.strategy) || !has(self.strategy.autoRollback) || !self.strategy.autoRollback").message("spec.strategy.autoRollback: a Task is not rolled back").field_path(".strategy.autoRollback")
 )]
@@ -180,6 +180,7 @@ fn ten() -> i32 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
+    validation = Rule::new("has(self.image) != has(self.imageFrom)").message("spec.template.image: give exactly one of image and imageFrom").field_path(".image"),
     validation = Rule::new("!has(self.ports) || self.ports.all(p, !has(p.hostPort) || self.ports.exists_one(q, has(q.hostPort) && q.hostPort == p.hostPort && q.protocol == p.protocol && q.hostIP == p.hostIP))").message("spec.template.ports: duplicate hostPort/protocol/hostIP").field_path(".ports"),
     validation = Rule::new("!has(self.ports) || self.ports.all(p, self.ports.exists_one(q, q.containerPort == p.containerPort && q.protocol == p.protocol))").message("spec.template.ports: duplicate containerPort/protocol").field_path(".ports"),
     validation = Rule::new("!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))").message("spec.template.env: duplicate name").field_path(".env"),
@@ -194,9 +195,16 @@ fn ten() -> i32 {
     validation = Rule::new("!has(self.pidMode) || !has(self.hostPID) || !self.hostPID || self.pidMode == 'host'").message("spec.template.pidMode: hostPID already puts the container in the host's PID namespace").field_path(".pidMode")
 )]
 pub struct ContainerTemplate {
-    /// An image reference: `[registry[:port]/]repo[:tag][@sha256:digest]`.
+    /// An image reference: `[registry[:port]/]repo[:tag][@sha256:digest]`. Exactly one of
+    /// `image` and `imageFrom`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(regex(pattern = IMAGE))]
     pub image: String,
+
+    /// Run an `Image`'s current build (same namespace) instead of `image`: its content tag
+    /// becomes part of the revision, so a source change rolls out like any other change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_from: Option<crate::image::ImageFrom>,
 
     #[serde(default)]
     pub image_pull_policy: PullPolicy,

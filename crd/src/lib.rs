@@ -11,12 +11,14 @@
 pub mod container_set;
 pub mod docker_host;
 pub mod host_ip;
+pub mod image;
 pub mod patterns;
 pub mod quantity;
 pub mod validate;
 
 pub use container_set::*;
 pub use docker_host::*;
+pub use image::*;
 pub use validate::{FieldError, Validate};
 
 /// The API group of every berth resource.
@@ -29,7 +31,7 @@ pub const API_VERSION: &str = "berth.dev/v1alpha1";
 /// The CRDs of all berth resources, in a stable order.
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![DockerHost::crd(), ContainerSet::crd()]
+    vec![DockerHost::crd(), ContainerSet::crd(), Image::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream (what `berth crd` prints).

@@ -32,6 +32,18 @@ pub const IMAGE: &str = concat!(
     "(@(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128}))?$",
 );
 
+/// An image repository without tag or digest (`registry:5000/shop/web`): where an Image is
+/// pushed.
+pub const REPOSITORY: &str = concat!(
+    "^(",
+    "([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(\\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(:[0-9]+)?/",
+    ")?",
+    "[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*$",
+);
+
+/// A Dockerfile stage name (`FROM ... AS build`).
+pub const STAGE: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$";
+
 /// A Docker engine endpoint: `unix:///path` or `tcp://host:port` with a port of 1-65535.
 pub const ENDPOINT: &str = concat!(
     "^(unix:///[^\\t\\n\\f\\r\\x20]+",

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::patterns::*;
 use crate::quantity::{parse_cpus, parse_duration, parse_memory, parse_size};
 use crate::{
-    ContainerSet, ContainerSetSpec, ContainerTemplate, DockerHost, ImagePolicy, MAX_DEPENDENCIES, MountKind,
+    ContainerSet, ContainerSetSpec, ContainerTemplate, DockerHost, Image, ImagePolicy, MAX_DEPENDENCIES, MountKind,
     RestartPolicy, SetMode,
 };
 
@@ -158,6 +158,55 @@ impl Validate for DockerHost {
             }
         }
         check_policy_grants(&mut e, &spec.policy);
+        e.0
+    }
+}
+
+impl Validate for Image {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut e = Errors::default();
+        check_metadata(&mut e, self.metadata.name.as_deref(), self.metadata.namespace.as_deref());
+        let b = &self.spec.build;
+        if b.context.trim().is_empty() {
+            e.add("spec.build.context", "is required: the folder to build, relative to this file");
+        }
+        if let Some(f) = &b.dockerfile
+            && (f.starts_with('/') || f.split('/').any(|s| s == "..") || f.trim().is_empty())
+        {
+            e.add(
+                "spec.build.dockerfile",
+                format!("{} must be a path inside the context (relative, no ..)", quoted(f)),
+            );
+        }
+        for k in b.args.keys() {
+            if !is_match(ENV_NAME, k) {
+                e.add(format!("spec.build.args.{}", shortened(k)), "is not a build argument name");
+            }
+        }
+        if let Some(t) = &b.target
+            && !is_match(STAGE, t)
+        {
+            e.add("spec.build.target", format!("{} is not a stage name", quoted(t)));
+        }
+        for k in b.labels.keys().filter(|k| k.starts_with("berth.dev/")) {
+            e.add(format!("spec.build.labels.{}", shortened(k)), "keys under berth.dev/ are reserved for berth");
+        }
+        if let Some(r) = &self.spec.repository
+            && !is_match(REPOSITORY, r)
+        {
+            e.add(
+                "spec.repository",
+                format!("{} is not a repository ([registry[:port]/]path, lowercase, no tag)", quoted(r)),
+            );
+        }
+        if let Some(s) = &self.spec.push_secret
+            && !is_dns_subdomain(&s.name)
+        {
+            e.add("spec.pushSecret.name", format!("{} is not a valid Secret name", quoted(&s.name)));
+        }
+        if let Some(sel) = &self.spec.host_selector {
+            check_selector(&mut e, "spec.hostSelector", sel);
+        }
         e.0
     }
 }
@@ -632,8 +681,17 @@ fn check_application_fields(e: &mut Errors, path: &str, t: &ContainerTemplate) {
 }
 
 fn check_template(e: &mut Errors, path: &str, t: &ContainerTemplate) {
-    if t.image.trim().is_empty() {
-        e.add(format!("{path}.image"), "is required");
+    if t.image_from.is_some() {
+        if !t.image.is_empty() {
+            e.add(format!("{path}.image"), "give exactly one of image and imageFrom");
+        }
+        if let Some(f) = &t.image_from
+            && !is_dns_label(&f.name)
+        {
+            e.add(format!("{path}.imageFrom.name"), format!("{} is not an Image name (a DNS label)", quoted(&f.name)));
+        }
+    } else if t.image.trim().is_empty() {
+        e.add(format!("{path}.image"), "is required (or imageFrom: {name: IMAGE})");
     } else if !is_match(IMAGE, &t.image) {
         e.add(
             format!("{path}.image"),

@@ -705,6 +705,14 @@ fn invalid_cases() -> Vec<Case> {
             "spec.policy.allowedSysctls[0]",
             dh("\n  endpoint: unix:///var/run/docker.sock\n  policy: {allowedSysctls: [net.*.somaxconn]}"),
         ),
+        // images built by berth
+        bad(
+            "both image and imageFrom",
+            "spec.template.image",
+            cs("\n  template: {image: nginx:1.27, imageFrom: {name: web}}"),
+        ),
+        bad("neither image nor imageFrom", "spec.template.image", cs("\n  template: {command: [x]}")),
+        bad("imageFrom a bad name", "spec.template.imageFrom.name", cs("\n  template: {imageFrom: {name: Web_1}}")),
         // tasks and start order
         bad(
             "a Task restarted always",
@@ -766,6 +774,7 @@ fn valid_edge_cases() -> Vec<(&'static str, String)> {
                 "\n  mode: Task\n  dependsOn: [{name: db, condition: Ready}, {name: cache}]\n  template: {image: nginx:1.27, restartPolicy: OnFailure, restartMaxRetries: 3}",
             ),
         ),
+        ("a set that runs an Image", cs("\n  template: {imageFrom: {name: site}}")),
         ("a Task that never restarts", cs("\n  mode: Task\n  template: {image: nginx:1.27, restartPolicy: Never}")),
         (
             "the host's IPC namespace, net sysctls and container PID",

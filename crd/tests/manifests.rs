@@ -44,5 +44,5 @@ fn crds_have_short_names_status_and_columns() {
     }
     let short: Vec<Vec<String>> =
         berth_crd::crds().iter().map(|c| c.spec.names.short_names.clone().unwrap_or_default()).collect();
-    assert_eq!(short, vec![vec!["dh".to_string()], vec!["cs".to_string()]]);
+    assert_eq!(short, vec![vec!["dh".to_string()], vec!["cs".to_string()], vec!["img".to_string()]]);
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_crd::validate::{quoted, shortened};
-use berth_crd::{ContainerSet, DockerHost, Validate};
+use berth_crd::{ContainerSet, DockerHost, Image, Validate};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -42,6 +42,8 @@ pub struct Located<T> {
 pub struct Input {
     pub hosts: Vec<Located<DockerHost>>,
     pub sets: Vec<Located<ContainerSet>>,
+    /// Images to build (`kind: Image`); sets run them with `template.imageFrom`.
+    pub images: Vec<Located<Image>>,
     /// By (namespace, name).
     pub secrets: BTreeMap<(String, String), Located<Secret>>,
     pub config_maps: BTreeMap<(String, String), Located<ConfigMap>>,
@@ -53,6 +55,7 @@ impl std::fmt::Debug for Input {
         f.debug_struct("Input")
             .field("hosts", &self.hosts)
             .field("sets", &self.sets)
+            .field("images", &self.images)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("config_maps", &self.config_maps.keys().collect::<Vec<_>>())
             .finish()
@@ -73,6 +76,7 @@ impl Input {
         Input {
             hosts: hosts.into_iter().map(|object| Located { origin: origin(), object }).collect(),
             sets: sets.into_iter().map(|object| Located { origin: origin(), object }).collect(),
+            images: Vec::new(),
             secrets: secrets.into_iter().map(|o| (key(&o.metadata), Located { origin: origin(), object: o })).collect(),
             config_maps: config_maps
                 .into_iter()
@@ -267,14 +271,14 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
     let object = format!("{} {}/{}", shortened(&kind), shortened(namespace), shortened(name));
 
     let expected = match kind.as_str() {
-        "DockerHost" | "ContainerSet" => berth_crd::API_VERSION,
+        "DockerHost" | "ContainerSet" | "Image" => berth_crd::API_VERSION,
         "Secret" | "ConfigMap" => "v1",
         "" => return errors.push(here(None, Some("kind"), "is required".into())),
         other => {
             return errors.push(here(
                 Some(object),
                 Some("kind"),
-                format!("{} is not something berth reads (DockerHost, ContainerSet, Secret, ConfigMap)", quoted(other)),
+                format!("{} is not something berth reads (DockerHost, ContainerSet, Image, Secret, ConfigMap)", quoted(other)),
             ));
         }
     };
@@ -327,6 +331,17 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
                 return;
             }
             input.sets.push(Located { origin, object: o });
+        }
+        "Image" => {
+            let o: Image = typed!(Image);
+            push_validation(&o.validate(), &origin, &object, errors);
+            if input.images.iter().any(|i| {
+                i.object.metadata.name == o.metadata.name && i.object.metadata.namespace == o.metadata.namespace
+            }) {
+                errors.push(here(Some(object), Some("metadata.name"), "is declared twice".into()));
+                return;
+            }
+            input.images.push(Located { origin, object: o });
         }
         "Secret" => {
             let o: Secret = typed!(Secret);

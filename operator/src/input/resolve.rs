@@ -94,6 +94,14 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
             field: Some(field.to_string()),
             message,
         };
+        if let Some(from) = &s.object.spec.template.image_from {
+            // Standalone, input::images replaced it with the build's tag before resolving.
+            errors.push(err(
+                "spec.template.imageFrom.name",
+                format!("Image {} is not built here: declare it in the input (the operator does not build Images yet)", from.name),
+            ));
+            continue;
+        }
         let spec = match container_spec(&s.object.spec.template, &key.namespace, input) {
             Ok(spec) if s.object.spec.mode == SetMode::Task => task_spec(spec, &s.object.spec.template),
             Ok(spec) => spec,
