@@ -18,6 +18,7 @@
 //! - [`wait`]: polling for conditions with deadlines (tests never sleep instead) and HTTP probes.
 
 pub mod berth_cli;
+pub mod busybox_image;
 pub mod cluster;
 pub mod engine;
 pub mod events;

@@ -19,15 +19,17 @@ use super::report::{Failure, FailureReason, FleetReport, RollbackError, RunError
 use super::rollback::roll_back;
 use crate::docker::{self, ExecOptions, HostOutcome, Progress};
 use crate::engine::history::Outcome;
-use crate::engine::order::{Dependency, HostState, Unmet, gate, topological};
+use crate::engine::order::{Condition, Dependency, HostState, Unmet, gate, topological};
 use crate::engine::rollout::{HostRole, RolloutHost, host_role, waves};
 use crate::engine::{DesiredSet, HostPlan, ObservedContainer, SetKey, SetPlan, Step};
 use crate::target::SetInfo;
 
-/// Records `(host, image)` for each pull the executor reports.
+/// Records `(host, image)` for each pull the executor reports, and counts each set's started
+/// containers (a dependent waiting for `Started` looks again at each).
 struct PullRecorder<'a> {
     inner: &'a dyn Progress,
     pulls: Mutex<BTreeSet<(String, String)>>,
+    starts: HashMap<SetKey, watch::Sender<u64>>,
 }
 
 impl Progress for PullRecorder<'_> {
@@ -35,6 +37,9 @@ impl Progress for PullRecorder<'_> {
         self.inner.step_started(host, set, step)
     }
     fn step_finished(&self, host: &str, set: &SetKey, step: &Step, elapsed: Duration) {
+        if let (Step::Start { .. }, Some(started)) = (step, self.starts.get(set)) {
+            started.send_modify(|n| *n += 1);
+        }
         self.inner.step_finished(host, set, step, elapsed)
     }
     fn pull_progress(&self, host: &str, image: &str, layer: &str, status: &str, current: i64, total: i64) {
@@ -60,7 +65,11 @@ pub struct RunContext<'a> {
 /// sets side by side. A set that is still declared and only leaves some hosts empties them
 /// inside its own rollout, after the hosts it gains ([`leaves_in_rollout`]).
 pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContext<'_>) -> FleetReport {
-    let progress = PullRecorder { inner: ctx.progress, pulls: Mutex::new(BTreeSet::new()) };
+    let progress = PullRecorder {
+        inner: ctx.progress,
+        pulls: Mutex::new(BTreeSet::new()),
+        starts: ctx.sets.keys().map(|k| (k.clone(), watch::channel(0).0)).collect(),
+    };
     let mut outcomes: Vec<Vec<HostOutcome>> = views.iter().map(|_| Vec::new()).collect();
 
     // Removals of sets no longer declared, and port-freeing ones, all at once.
@@ -102,18 +111,36 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
     // Acyclic by input validation; were it not, waiting could never end, so nobody waits.
     let ordered = topological(&edges).is_ok();
     let runs = keys.iter().map(|key| {
-        let after: Vec<watch::Receiver<bool>> = if ordered {
-            edges[key].iter().filter_map(|d| finished.get(d)).map(watch::Sender::subscribe).collect()
+        let after: Vec<&Dependency> = if ordered {
+            ctx.sets[key].depends_on.iter().filter(|d| finished.contains_key(&d.set)).collect()
         } else {
             Vec::new()
         };
         let done = &finished[key];
+        let finished = &finished;
         let prepared = &prepared;
         let progress = &progress;
         async move {
-            for mut rx in after {
-                // The sender lives as long as this future: it cannot close before it sends.
-                let _ = rx.wait_for(|ended| *ended).await;
+            for d in after {
+                // The senders live as long as this future: they cannot close before they send.
+                let mut ended = finished[&d.set].subscribe();
+                if d.condition != Condition::Started {
+                    let _ = ended.wait_for(|ended| *ended).await;
+                    continue;
+                }
+                // Started: go once its containers run everywhere it is placed, without
+                // waiting for them to turn ready (what Ready is for).
+                let mut starts = progress.starts[&d.set].subscribe();
+                loop {
+                    starts.borrow_and_update();
+                    if *ended.borrow_and_update() || started_everywhere(views_ref, d).await {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = ended.changed() => {}
+                        _ = starts.changed() => {}
+                    }
+                }
             }
             let run = run_set(views_ref, prepared, key, ctx, progress).await;
             done.send_replace(true);
@@ -138,6 +165,21 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
         substitute(views, &key, &by_host);
     }
     FleetReport { outcomes, sets: reports }
+}
+
+/// Whether `dep` is Started on every host where it is placed, as the hosts show it now.
+async fn started_everywhere(views: &[HostView], dep: &Dependency) -> bool {
+    let fresh = observe_again(views).await;
+    let states: Vec<HostState<'_>> = views
+        .iter()
+        .zip(&fresh)
+        .map(|(v, o)| HostState { host: &v.target.name, desired: &v.target.desired, observed: o.as_deref() })
+        .collect();
+    let dep = std::slice::from_ref(dep);
+    views
+        .iter()
+        .filter(|v| v.target.desired.iter().any(|d| d.key == dep[0].set))
+        .all(|v| gate(dep, &v.target.name, &states).is_empty())
 }
 
 /// Every host's containers as they are now (`None`: not observable), for a `dependsOn` gate:
