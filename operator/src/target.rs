@@ -14,7 +14,7 @@ use bollard::auth::DockerCredentials;
 
 use crate::engine::order::Dependency;
 use crate::engine::rollout::RolloutPolicy;
-use crate::engine::{DesiredSet, Scope, SecretString};
+use crate::engine::{DesiredSet, Scope, SecretString, SetKey};
 
 /// One engine to converge.
 #[derive(Clone, Debug)]
@@ -122,4 +122,42 @@ pub struct SetInfo {
     pub task: bool,
     /// `spec.dependsOn`: what must be satisfied before the set's new containers are created.
     pub depends_on: Vec<Dependency>,
+}
+
+/// One declared `Image` of a run, its inputs read: what the fleet builds and distributes.
+pub struct ImageTarget {
+    /// The Image's namespace and name.
+    pub key: SetKey,
+    /// `sha256:…` over the context as sent, the Dockerfile path, build args and target.
+    pub input_digest: String,
+    /// `<repository or name>:berth-<16 hex>`: what the sets run.
+    pub tag: String,
+    /// The context as read (the input layer's), sent to the builder as a tar.
+    pub context: std::sync::Arc<dyn ContextTar>,
+    pub args: std::collections::BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Push here; `None`: carried from the builder to each host that runs it.
+    pub repository: Option<String>,
+    /// From `spec.pushSecret`, for the repository's registry.
+    pub push_credentials: Option<DockerCredentials>,
+    /// The DockerHost that builds it (`None`: the run's first host that runs it).
+    pub builder: Option<String>,
+    /// The sets that run it.
+    pub used_by: std::collections::BTreeSet<SetKey>,
+}
+
+/// By hand: the credentials print their password in `Debug`.
+impl std::fmt::Debug for ImageTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageTarget").field("key", &self.key).field("tag", &self.tag).finish_non_exhaustive()
+    }
+}
+
+/// A build context that can be written as the tar the engine's `/build` takes.
+pub trait ContextTar: Send + Sync {
+    /// The Dockerfile's path inside the context.
+    fn dockerfile(&self) -> &str;
+    /// Write the tar to `out` (blocking file reads); an error names the file concerned.
+    fn write_tar(&self, out: &mut dyn std::io::Write) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }

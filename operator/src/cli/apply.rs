@@ -26,12 +26,21 @@ pub(super) fn load_input(args: &InputArgs, prune: bool) -> anyhow::Result<Resolv
 
 /// The input as read, and resolved.
 pub(super) fn load(args: &InputArgs, prune: bool) -> anyhow::Result<(Input, Resolved)> {
-    let (input, mut errors) = input::load::load_partial(&args.files);
+    let (mut input, mut errors) = input::load::load_partial(&args.files);
+    // Images first: the sets that run one get its content tag as their image.
+    let images = match input::images::resolve_images(&mut input) {
+        Ok(b) => b,
+        Err(e) => {
+            errors.extend(e.0);
+            Vec::new()
+        }
+    };
     errors.extend(input::resolve::sets_selecting_no_host(&input));
     errors.extend(input::resolve::dependency_errors(&input));
     match input::resolve(&input, prune) {
-        Ok(resolved) => {
+        Ok(mut resolved) => {
             errors.extend(input::resolve::host_port_conflicts(&input, &resolved));
+            resolved.images = images;
             if errors.is_empty() { Ok((input, resolved)) } else { Err(input::InputErrors(errors).into()) }
         }
         Err(input::InputErrors(more)) => {
@@ -143,6 +152,10 @@ fn held_text(key: &SetKey, h: &fleet::Held) -> String {
 pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (input, resolved) = load(&args.input, args.prune)?;
     let (views, _, prepared, pinned) = prepare(&input, &resolved, args.prune, &BTreeSet::new(), None).await;
+    let builds = fleet::images::pending_builds(&views, &resolved.images).await;
+    for (image, tag, why) in &builds {
+        println!("image {image}: would build {tag} ({why})");
+    }
     let plans = &prepared.plans;
     match args.output {
         PlanFormat::Text => {
@@ -151,7 +164,7 @@ pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&render::plan_json(&views, plans))?),
     }
     let unreachable = views.iter().any(|v| v.observed.is_err()) || !prepared.errors.is_empty() || !pinned;
-    let pending = plans.iter().flatten().any(|p| !p.is_empty());
+    let pending = plans.iter().flatten().any(|p| !p.is_empty()) || !builds.is_empty();
     Ok(if unreachable {
         ExitCode::from(1)
     } else if pending {
@@ -176,10 +189,40 @@ pub(super) async fn apply_consulting(args: ApplyArgs, consult: &BTreeSet<SetKey>
         let failed = views.iter().any(|v| v.observed.is_err()) || !pinned;
         return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
+    if !make_images(&views, &resolved, false).await {
+        return Ok(ExitCode::from(1));
+    }
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     let report = execute(&mut views, prepared, &resolved, &input, args.prune, &store, args.concurrency).await;
     let ok = report_run(&views, &report, changes, started, pinned);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Build the input's Images that are missing and carry or push them to where they run,
+/// saying what was done. `false` (and nothing of any set touched) when one failed.
+pub(super) async fn make_images(views: &[HostView], resolved: &Resolved, no_cache: bool) -> bool {
+    if resolved.images.is_empty() {
+        return true;
+    }
+    let progress = super::progress::BuildLines;
+    let mut ok = true;
+    let options = fleet::images::EnsureOptions { no_cache, push: false, distribute: true };
+    for o in fleet::images::ensure_images(views, &resolved.images, &progress, &options).await {
+        if o.built {
+            println!("image {}: built {}", o.image, o.tag);
+        }
+        if !o.carried_to.is_empty() {
+            println!("image {}: carried {} to {}", o.image, o.tag, o.carried_to.join(", "));
+        }
+        if let Some(d) = &o.pushed {
+            println!("image {}: pushed {} ({d})", o.image, o.tag);
+        }
+        if let Some(e) = &o.error {
+            ok = false;
+            eprintln!("error: {e}\n  no set was changed; the containers that run keep running");
+        }
+    }
+    ok
 }
 
 /// One apply pass over input already read (for `watch`): returns whether it all succeeded.
@@ -192,6 +235,9 @@ pub(super) async fn converge_once(
 ) -> bool {
     let started = Instant::now();
     let (mut views, store, prepared, pinned) = prepare(input, resolved, prune, &BTreeSet::new(), Some(drift)).await;
+    if !make_images(&views, resolved, false).await {
+        return false;
+    }
     let changes: usize = prepared.plans.iter().flatten().map(|p| p.change_count()).sum();
     let report = execute(&mut views, prepared, resolved, input, prune, &store, concurrency).await;
     report_run(&views, &report, changes, started, pinned)

@@ -6,6 +6,7 @@
 //! Exit codes: 0 success (for `plan`: converged), 1 error, 2 (`plan` only) changes pending.
 
 mod apply;
+mod build;
 mod history;
 mod logs;
 mod progress;
@@ -46,6 +47,11 @@ pub enum Command {
     History(HistoryArgs),
     /// Return a set to an earlier revision (default: the last one that was ready everywhere).
     Rollback(RollbackArgs),
+    /// Build the input's Images whose inputs changed (the content tag is the cache), and print
+    /// each one's tag and image id.
+    Build(BuildArgs),
+    /// List the input's Images: input digest, tag, and the hosts that have it.
+    Images(ImagesArgs),
     /// Print the CustomResourceDefinitions (berth.dev/v1alpha1) as YAML.
     Crd,
     /// Run the in-cluster controller (KUBECONFIG, or the pod's service account).
@@ -79,6 +85,24 @@ pub struct InputArgs {
     /// YAML files or folders (multi-document; folders are read recursively).
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Push Images that declare a repository (apply pushes them anyway, to distribute).
+    #[arg(long)]
+    pub push: bool,
+    /// Build even when an image of the same inputs exists, without the engine's layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -236,6 +260,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::History(a) => history::history(a).await,
         Command::Rollback(a) => history::rollback(a).await,
         Command::Operator(a) => operator(a).await,
+        Command::Build(a) => build::build(a).await,
+        Command::Images(a) => build::images(a).await,
         Command::Crd => {
             print!("{}", berth_crd::crds_yaml());
             Ok(ExitCode::SUCCESS)

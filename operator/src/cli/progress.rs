@@ -86,3 +86,15 @@ impl Progress for TerminalProgress {
         }
     }
 }
+
+/// A build's output, one plain line per line of the builder's, on stderr (`Step 2/4 : COPY ...`).
+pub struct BuildLines;
+
+impl crate::docker::build::BuildProgress for BuildLines {
+    fn line(&self, host: &str, line: &str) {
+        let line = line.trim_end();
+        if !line.is_empty() {
+            eprintln!("{host}: build: {line}");
+        }
+    }
+}

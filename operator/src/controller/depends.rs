@@ -15,15 +15,15 @@
 //! Always unmet: a set that does not exist, is being deleted, is placed on no host, or whose
 //! status is not for its current generation yet.
 //!
-//! [`DependencyVerdicts`] says which changes of a set can change a dependent's verdict, so
-//! that only those wake its dependents.
+//! [`Dependents`] says which sets a change of a set wakes: those that depend on it, when the
+//! change changes a verdict.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use berth_crd::{ContainerSet, ContainerSetStatus, DependencyCondition, SetMode};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::reflector::store::Store;
+use kube::runtime::watcher;
 
 /// Whether the set `name` of `namespace`, as `found` (`None`: there is none) with `status`
 /// (the freshest known; `found`'s own unless berth wrote a newer one), satisfies `condition`;
@@ -93,30 +93,54 @@ fn ready(st: &ContainerSetStatus) -> Result<(), String> {
     }
 }
 
-/// The sets of `set`'s namespace that name it in their `dependsOn`.
-pub fn dependents(store: &Store<ContainerSet>, set: &ContainerSet) -> Vec<ObjectRef<ContainerSet>> {
-    let name = set.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|cs| cs.metadata.namespace == set.metadata.namespace)
-        .filter(|cs| cs.spec.depends_on.iter().any(|d| d.name == name))
-        .map(|cs| ObjectRef::from(cs.as_ref()))
-        .collect()
-}
-
-/// What a set's dependents make of it: its verdict under each condition. A change of the set
-/// wakes its dependents only when this changes: a rollout flips it a few times, while the
-/// status writes between (replica counts, container states, history) leave it be.
+/// Which sets a ContainerSet change wakes: the sets that name it in their `dependsOn` (same
+/// namespace), and only when the change changes what they make of it, its verdict under each
+/// condition. A rollout flips that a few times; the status writes between (replica counts,
+/// container states, history) leave it be.
 ///
-/// Until the first list is complete, nothing wakes: every set is reconciled at start anyway.
+/// Fed every event of the one watch of the sets, it keeps its own index of who depends on
+/// whom, so that a change costs a lookup, not a pass over every set. Until the first list is
+/// complete, nothing wakes: every set is reconciled at start anyway.
 #[derive(Default)]
-pub struct DependencyVerdicts {
-    seen: HashMap<ObjectRef<ContainerSet>, [bool; 3]>,
+pub struct Dependents {
+    verdicts: HashMap<ObjectRef<ContainerSet>, [bool; 3]>,
+    /// Per set, the sets it depends on.
+    depends_on: HashMap<ObjectRef<ContainerSet>, Vec<ObjectRef<ContainerSet>>>,
+    /// Per set depended on (whether it exists or not), the sets that depend on it.
+    depended_by: HashMap<ObjectRef<ContainerSet>, HashSet<ObjectRef<ContainerSet>>>,
+    /// The sets a relist has shown so far (`None`: no relist under way).
+    listed: Option<HashSet<ObjectRef<ContainerSet>>>,
     synced: bool,
 }
 
-impl DependencyVerdicts {
+impl Dependents {
+    /// The sets to wake for one event of the watch.
+    pub fn on_event(&mut self, event: &watcher::Event<ContainerSet>) -> Vec<ObjectRef<ContainerSet>> {
+        match event {
+            watcher::Event::Init => {
+                self.listed = Some(HashSet::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(cs) => {
+                if let Some(listed) = &mut self.listed {
+                    listed.insert(ObjectRef::from(cs));
+                }
+                self.applied(cs)
+            }
+            watcher::Event::Apply(cs) => self.applied(cs),
+            watcher::Event::Delete(cs) => self.deleted(&ObjectRef::from(cs)),
+            watcher::Event::InitDone => {
+                // A relist: the sets deleted while the watch was down are gone now.
+                let listed = self.listed.take().unwrap_or_default();
+                let gone: Vec<ObjectRef<ContainerSet>> =
+                    self.verdicts.keys().filter(|k| !listed.contains(*k)).cloned().collect();
+                let woken = gone.iter().flat_map(|k| self.deleted(k)).collect();
+                self.synced = true;
+                woken
+            }
+        }
+    }
+
     fn verdicts(set: Option<&ContainerSet>) -> [bool; 3] {
         let ns = set.and_then(|s| s.metadata.namespace.clone()).unwrap_or_default();
         let name = set.map(|s| s.name_any()).unwrap_or_default();
@@ -125,23 +149,50 @@ impl DependencyVerdicts {
             .map(|c| judge(c, &name, &ns, set, status).is_ok())
     }
 
-    /// Whether this version of `set` changes what its dependents make of it (and the first
-    /// list is complete).
-    pub fn applied(&mut self, set: &ContainerSet) -> bool {
+    fn applied(&mut self, set: &ContainerSet) -> Vec<ObjectRef<ContainerSet>> {
+        let me = ObjectRef::from(set);
+        let ns = set.metadata.namespace.clone().unwrap_or_default();
+        let on: Vec<ObjectRef<ContainerSet>> =
+            set.spec.depends_on.iter().map(|d| ObjectRef::new(&d.name).within(&ns)).collect();
+        self.index(&me, on);
         let now = Self::verdicts(Some(set));
-        let before = self.seen.insert(ObjectRef::from(set), now).unwrap_or(Self::verdicts(None));
-        before != now && self.synced
+        let before = self.verdicts.insert(me.clone(), now).unwrap_or(Self::verdicts(None));
+        if before != now { self.woken(&me) } else { Vec::new() }
     }
 
-    /// `set` is gone: whether its dependents thought anything of it.
-    pub fn deleted(&mut self, set: &ContainerSet) -> bool {
-        let before = self.seen.remove(&ObjectRef::from(set));
-        before.is_some_and(|b| b != Self::verdicts(None)) && self.synced
+    fn deleted(&mut self, me: &ObjectRef<ContainerSet>) -> Vec<ObjectRef<ContainerSet>> {
+        self.index(me, Vec::new());
+        match self.verdicts.remove(me) {
+            Some(before) if before != Self::verdicts(None) => self.woken(me),
+            _ => Vec::new(),
+        }
     }
 
-    /// The first list is complete: from now on, changes wake dependents.
-    pub fn synced(&mut self) {
-        self.synced = true;
+    /// Note that `me` depends on `on` (and on nothing else).
+    fn index(&mut self, me: &ObjectRef<ContainerSet>, on: Vec<ObjectRef<ContainerSet>>) {
+        for old in self.depends_on.remove(me).unwrap_or_default() {
+            if let Some(by) = self.depended_by.get_mut(&old) {
+                by.remove(me);
+                if by.is_empty() {
+                    self.depended_by.remove(&old);
+                }
+            }
+        }
+        for new in &on {
+            self.depended_by.entry(new.clone()).or_default().insert(me.clone());
+        }
+        if !on.is_empty() {
+            self.depends_on.insert(me.clone(), on);
+        }
+    }
+
+    fn woken(&self, me: &ObjectRef<ContainerSet>) -> Vec<ObjectRef<ContainerSet>> {
+        if !self.synced {
+            return Vec::new();
+        }
+        let mut woken: Vec<ObjectRef<ContainerSet>> = self.depended_by.get(me).into_iter().flatten().cloned().collect();
+        woken.sort_by(|a, b| a.name.cmp(&b.name));
+        woken
     }
 }
 
@@ -266,51 +317,77 @@ mod tests {
         assert_eq!(judged(Completed, &deleting), Err("db is being deleted".into()));
     }
 
+    fn depending(ns: &str, name: &str, on: &[&str]) -> ContainerSet {
+        let deps: Vec<Value> = on.iter().map(|d| json!({"name": d, "condition": "Ready"})).collect();
+        serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "ContainerSet",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"template": {"image": "app:1"}, "dependsOn": deps}
+        }))
+        .expect("a ContainerSet")
+    }
+
+    fn names(refs: Vec<ObjectRef<ContainerSet>>) -> Vec<String> {
+        refs.into_iter().map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name)).collect()
+    }
+
     #[test]
     fn only_a_changed_verdict_wakes_dependents() {
-        let mut v = DependencyVerdicts::default();
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let mut d = Dependents::default();
         let converging =
             set("Task", 2, json!({"conditions": [cond("Ready", "False", "NotConverged", "0 of 2 replicas ready")]}));
-        assert!(!v.applied(&converging), "the first list wakes nothing");
-        v.synced();
-        assert!(!v.applied(&converging), "the same verdicts");
+        let web = depending("ns", "web", &["db"]);
+        assert!(d.on_event(&Init).is_empty());
+        assert!(d.on_event(&InitApply(web.clone())).is_empty());
+        assert!(d.on_event(&InitApply(converging.clone())).is_empty());
+        let done = set("Task", 2, json!({}));
+        assert!(d.on_event(&InitApply(done.clone())).is_empty(), "the first list wakes nothing");
+        assert!(d.on_event(&InitDone).is_empty());
+        assert!(d.on_event(&Apply(done.clone())).is_empty(), "the same verdicts");
+        assert_eq!(names(d.on_event(&Apply(converging.clone()))), ["ns/web"], "no longer Ready");
         let mut counted = converging.clone();
         counted.status.as_mut().unwrap().ready_replicas = 1;
-        assert!(!v.applied(&counted), "a status write that changes no verdict");
-        let done = set("Task", 2, json!({}));
-        assert!(v.applied(&done), "now Completed");
+        assert!(d.on_event(&Apply(counted)).is_empty(), "a status write that changes no verdict");
+        assert_eq!(names(d.on_event(&Apply(done.clone()))), ["ns/web"], "now Completed");
         let mut edited = done.clone();
         edited.metadata.generation = Some(3);
-        assert!(v.applied(&edited), "a new generation: nothing is satisfied until its status is current");
-        assert!(!v.deleted(&edited), "gone: it satisfied nothing before either");
-        assert!(v.applied(&done), "re-created, already satisfying");
-        assert!(v.deleted(&done), "deleted while satisfying");
+        assert_eq!(
+            names(d.on_event(&Apply(edited.clone()))),
+            ["ns/web"],
+            "a new generation: nothing is satisfied until its status is current"
+        );
+        assert!(d.on_event(&Delete(edited)).is_empty(), "gone: it satisfied nothing before either");
+        assert_eq!(names(d.on_event(&Apply(done.clone()))), ["ns/web"], "re-created, already satisfying");
+        assert_eq!(names(d.on_event(&Delete(done.clone()))), ["ns/web"], "deleted while satisfying");
+        // web no longer depends on db: db's changes wake nothing.
+        assert!(d.on_event(&Apply(depending("ns", "web", &[]))).is_empty());
+        assert!(d.on_event(&Apply(done)).is_empty());
     }
 
     #[test]
     fn the_dependents_of_a_set_are_those_of_its_namespace_that_name_it() {
-        let (store, mut writer) = kube::runtime::reflector::store::<ContainerSet>();
-        let depending = |ns: &str, name: &str, on: &[&str]| -> ContainerSet {
-            let deps: Vec<Value> = on.iter().map(|d| json!({"name": d, "condition": "Ready"})).collect();
-            serde_json::from_value(json!({
-                "apiVersion": "berth.dev/v1alpha1", "kind": "ContainerSet",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {"template": {"image": "app:1"}, "dependsOn": deps}
-            }))
-            .expect("a ContainerSet")
-        };
+        use watcher::Event::{Apply, Init, InitApply, InitDone};
+        let mut d = Dependents::default();
+        d.on_event(&InitDone);
         for cs in [
             depending("ns", "web", &["db"]),
             depending("ns", "api", &["cache", "db"]),
             depending("ns", "cache", &[]),
             depending("other", "web", &["db"]),
         ] {
-            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cs));
+            d.on_event(&Apply(cs));
         }
-        let mut names: Vec<String> =
-            dependents(&store, &set("Service", 2, json!({}))).into_iter().map(|r| r.name).collect();
-        names.sort();
-        assert_eq!(names, ["api", "web"]);
-        assert!(dependents(&store, &depending("ns", "web", &[])).is_empty());
+        assert_eq!(names(d.on_event(&Apply(set("Service", 2, json!({}))))), ["ns/api", "ns/web"]);
+        // A relist that no longer shows api (deleted while the watch was down) drops it.
+        let db_ready = set("Service", 2, json!({}));
+        d.on_event(&Init);
+        for cs in [depending("ns", "web", &["db"]), db_ready.clone()] {
+            d.on_event(&InitApply(cs));
+        }
+        d.on_event(&InitDone);
+        let mut gone = db_ready;
+        gone.status = None;
+        assert_eq!(names(d.on_event(&Apply(gone))), ["ns/web"]);
     }
 }

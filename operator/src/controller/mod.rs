@@ -265,21 +265,12 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     // completed, got a new generation, went away) wakes them, from the one watch of the sets
     // and after the cache took the change in, so that they see it. (A second watch of the sets
     // through `Controller::watches` would list every set twice, and its trigger could overtake
-    // the cache's update: the dependent would see the old status and wait for a retry.)
-    let mut verdicts = depends::DependencyVerdicts::default();
-    let cache_for_dependents = set_cache.clone();
+    // the cache's update: the dependent would see the old status and wait for its retry;
+    // `reconcile_all_on` would wake 10k sets for one set's change.)
+    let mut dependents = depends::Dependents::default();
     let set_stream = reflector(set_writer, watcher(sets, watcher::Config::default()).modify(slim))
         .inspect_ok(move |event| {
-            let changed = match event {
-                watcher::Event::Apply(cs) | watcher::Event::InitApply(cs) => verdicts.applied(cs).then_some(cs),
-                watcher::Event::Delete(cs) => verdicts.deleted(cs).then_some(cs),
-                watcher::Event::InitDone => {
-                    verdicts.synced();
-                    None
-                }
-                watcher::Event::Init => None,
-            };
-            for dependent in changed.map(|cs| depends::dependents(&cache_for_dependents, cs)).unwrap_or_default() {
+            for dependent in dependents.on_event(event) {
                 tracing::debug!(set = %dependent, "woken: a set it depends on changed");
                 // The receiver lives as long as the controller; a send after it ended is moot.
                 let _ = wake_dependents.send(dependent);

@@ -31,6 +31,29 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 10;
 pub const STOP_MARGIN: Duration = Duration::from_secs(15);
 /// A pull that sends no progress message for this long is stalled.
 pub const PULL_IDLE: Duration = Duration::from_secs(60);
+/// A build's overall bound when its caller sets none. Long on purpose: a build runs the
+/// Dockerfile's own commands (compilers, package installs) and may pull base images, and none
+/// of that says how long it takes; a build also sends no output while one step runs, so no
+/// idle bound fits it either. Thirty minutes is what a CI job would allow one image.
+pub const BUILD: Duration = Duration::from_secs(30 * 60);
+/// A carry (one engine's `docker save` streamed into another's `docker load`): long, because
+/// it moves the whole image at disk and link speed (the real-servers image is ~450 MB; a
+/// slow link or a busy disk makes that minutes) and the load then unpacks every layer before
+/// it answers. Stalls are caught sooner by [`CARRY_IDLE`].
+pub const CARRY: Duration = Duration::from_secs(30 * 60);
+/// A carry during which no byte moves from the exporting engine to the loading one for this
+/// long is stalled (one engine stopped sending, or the other stopped reading).
+pub const CARRY_IDLE: Duration = Duration::from_secs(60);
+/// How long a carry may wait for the export's first byte: Docker 20.10's export writes the
+/// whole image into a temporary folder before it sends anything, which for a large image takes
+/// minutes on a slow disk.
+pub const CARRY_START: Duration = Duration::from_secs(10 * 60);
+/// A push's overall bound: every layer goes up to the registry, at the link's speed, as for
+/// a carry.
+pub const PUSH: Duration = Duration::from_secs(30 * 60);
+/// A push that sends no progress message for this long is stalled (the engine reports each
+/// layer's upload as it goes).
+pub const PUSH_IDLE: Duration = Duration::from_secs(60);
 /// Tries of an idempotent read, the first included.
 pub const READ_TRIES: usize = 2;
 /// The first pause before a read is tried again (doubled for each further try).

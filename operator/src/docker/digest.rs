@@ -84,8 +84,13 @@ pub async fn resolve_digest(
     if local.as_ref().is_some_and(Vec::is_empty) {
         return Ok(Resolution::Local);
     }
+    // URL-safe X-Registry-Auth, as for pulls (docker::build::url_safe_registry_auth).
+    let client = match &credentials {
+        Some(_) => docker.clone().with_request_modifier(super::build::url_safe_registry_auth),
+        None => docker.clone(),
+    };
     let asked = super::bounds::read("the host", "inspect distribution", RESOLVE_TIMEOUT, || {
-        docker.inspect_registry_image(image, credentials.clone())
+        client.inspect_registry_image(image, credentials.clone())
     })
     .await;
     let answer = match asked {

@@ -303,7 +303,13 @@ async fn ensure_image(ctx: &StepContext<'_>, image: &str, pull: Pull) -> Result<
         }
     }
     let opts = CreateImageOptionsBuilder::default().from_image(image).build();
-    let mut stream = ctx.docker.create_image(Some(opts), None, ctx.runtime.credentials.clone());
+    // bollard sends X-Registry-Auth in standard base64, which the engine reads as no
+    // credentials when it holds `+` or `/`: re-encoded URL-safe (docker::build).
+    let client = match &ctx.runtime.credentials {
+        Some(_) => ctx.docker.clone().with_request_modifier(super::build::url_safe_registry_auth),
+        None => ctx.docker.clone(),
+    };
+    let mut stream = client.create_image(Some(opts), None, ctx.runtime.credentials.clone());
     // Bounded twice: each progress message within PULL_IDLE, the whole pull within the deadline.
     let overall = bounds::pull(ctx.runtime.progress_deadline);
     let until = tokio::time::Instant::now() + overall;

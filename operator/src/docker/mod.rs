@@ -8,9 +8,13 @@
 //! [`execute`] runs a [`crate::engine::HostPlan`]'s steps with bounded concurrency, and
 //! [`events`] follows an engine's event stream: reconcile triggers and the drift only events
 //! show ([`events::DriftLog`]), telling a container's own health probes ([`probe`]) from a
-//! user's exec.
+//! user's exec. [`build`] builds an image from a Dockerfile through an engine's classic
+//! builder, and [`carry`] moves images between hosts: one engine's export streamed into
+//! another's load, or a push to a registry.
 
 pub mod bounds;
+pub mod build;
+pub mod carry;
 pub mod connect;
 pub mod convert;
 pub mod digest;
@@ -64,6 +68,27 @@ pub enum DockerError {
     /// A set's preparation (network, volume, image) failed: no change of it was begun.
     #[error("{what}: {source}")]
     Preparing { what: &'static str, source: Box<DockerError> },
+    /// A build failed on the builder's side (a Dockerfile step, the Dockerfile itself, the
+    /// context): the step it stopped at, the builder's own error and the step's last output.
+    #[error(
+        "build of {image} on {host} failed{}: {message}{}",
+        .step.as_ref().map(|s| format!(" at `{s}`")).unwrap_or_default(),
+        if .output.is_empty() { String::new() } else { format!("; last output: {}", .output.join(" | ")) }
+    )]
+    BuildFailed { host: String, image: String, step: Option<String>, message: String, output: Vec<String> },
+    /// The registry refused the credentials berth sent (or their absence): a wrong user or
+    /// password, a token without the right, or none given.
+    #[error("{op} {image} on {host}: the registry refused the credentials (authentication failed): {message}")]
+    RegistryAuth { host: String, op: &'static str, image: String, message: String },
+    /// An image an operation starts from (a carry's source, a push) is not on the host.
+    #[error("image {image} is not on {host}")]
+    ImageNotFound { host: String, image: String },
+    /// After a carry, the target host's image under that name is not the one sent.
+    #[error(
+        "carry of {image} from {from} to {to}: {to} has {} under that name after the load, not {expected}",
+        .found.as_deref().unwrap_or("no image")
+    )]
+    CarryMismatch { image: String, from: String, to: String, expected: String, found: Option<String> },
 }
 
 /// What kind of failure a [`DockerError`] is: what the fleet runner, the CLI and the operator
@@ -82,6 +107,10 @@ pub enum ErrorKind {
     ImageMissing,
     /// A new container did not become ready: the revision failed, not the host.
     NotReady,
+    /// A build failed: its Dockerfile, context or arguments, not the host.
+    BuildFailed,
+    /// A registry refused the credentials (or their absence).
+    RegistryAuth,
 }
 
 impl ErrorKind {
@@ -93,6 +122,8 @@ impl ErrorKind {
             ErrorKind::NameConflict => "name_conflict",
             ErrorKind::ImageMissing => "image_missing",
             ErrorKind::NotReady => "not_ready",
+            ErrorKind::BuildFailed => "build_failed",
+            ErrorKind::RegistryAuth => "registry_auth",
         }
     }
 }
@@ -108,9 +139,11 @@ impl DockerError {
         match self {
             DockerError::Connect { .. } | DockerError::Timeout { .. } => ErrorKind::Unreachable,
             DockerError::Tls { .. } => ErrorKind::Tls,
-            DockerError::Api { .. } => ErrorKind::Engine,
+            DockerError::Api { .. } | DockerError::CarryMismatch { .. } => ErrorKind::Engine,
             DockerError::NameTaken { .. } | DockerError::Squatter { .. } => ErrorKind::NameConflict,
-            DockerError::ImageMissing { .. } => ErrorKind::ImageMissing,
+            DockerError::ImageMissing { .. } | DockerError::ImageNotFound { .. } => ErrorKind::ImageMissing,
+            DockerError::BuildFailed { .. } => ErrorKind::BuildFailed,
+            DockerError::RegistryAuth { .. } => ErrorKind::RegistryAuth,
             DockerError::NotReady { .. } | DockerError::Deadline { .. } | DockerError::TaskFailed { .. } => {
                 ErrorKind::NotReady
             }
@@ -196,5 +229,27 @@ mod tests {
         assert_eq!(prep.to_string(), "preparing the image: list on h got no answer within 5s");
         let missing = DockerError::ImageMissing { image: "x".into() };
         assert_eq!(missing.kind().as_str(), "image_missing");
+        let build = DockerError::BuildFailed {
+            host: "a".into(),
+            image: "app:1".into(),
+            step: Some("Step 3/4 : RUN false".into()),
+            message: "The command '/bin/sh -c false' returned a non-zero code: 1".into(),
+            output: vec!["about to fail".into()],
+        };
+        assert_eq!(build.kind().as_str(), "build_failed");
+        assert_eq!(
+            build.to_string(),
+            "build of app:1 on a failed at `Step 3/4 : RUN false`: \
+             The command '/bin/sh -c false' returned a non-zero code: 1; last output: about to fail"
+        );
+        let auth = DockerError::RegistryAuth {
+            host: "a".into(),
+            op: "push image",
+            image: "r/app:1".into(),
+            message: "unauthorized".into(),
+        };
+        assert_eq!(auth.kind(), ErrorKind::RegistryAuth);
+        let absent = DockerError::ImageNotFound { host: "a".into(), image: "app:1".into() };
+        assert_eq!(absent.kind(), ErrorKind::ImageMissing);
     }
 }

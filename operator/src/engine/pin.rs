@@ -62,7 +62,7 @@ pub fn decide<'a>(
     observed: impl IntoIterator<Item = &'a ObservedContainer>,
     policy: ImagePolicy,
 ) -> PinDecision {
-    if has_digest(&desired.image) {
+    if has_digest(&desired.image) || is_content_tag(&desired.image) {
         return PinDecision::Given;
     }
     if let ImagePolicy::Follow { .. } = policy {
@@ -96,6 +96,14 @@ pub fn decide<'a>(
         Some((_, image)) => PinDecision::Reuse(image),
         None => PinDecision::Resolve,
     }
+}
+
+/// Whether `image` carries the tag of an Image berth built, `:berth-<16 hex>` of its input
+/// digest: as fixed as a digest (other inputs, another tag), so there is nothing to resolve;
+/// and a carried image is known to no registry anyway.
+pub fn is_content_tag(image: &str) -> bool {
+    let tag = image.rsplit_once(':').map(|(repo, tag)| (repo.contains('/') || !repo.is_empty(), tag));
+    matches!(tag, Some((true, t)) if t.len() == 22 && t.starts_with("berth-") && t[6..].bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `repo:tag` pinned to `digest`: `repo:tag@sha256:…`. Docker 20.10 pulls (by the digest,
@@ -172,6 +180,21 @@ pub fn hold(desired: &mut Vec<DesiredSet>, scope: &mut Scope, observed: &[Observ
             .cloned()
             .collect();
         scope.sets.extend(others);
+    }
+}
+
+#[cfg(test)]
+mod content_tag_tests {
+    use super::is_content_tag;
+
+    #[test]
+    fn a_built_images_tag_is_fixed_like_a_digest() {
+        assert!(is_content_tag("site:berth-f4d4d54979456102"));
+        assert!(is_content_tag("127.0.0.1:5000/shop/site:berth-0123456789abcdef"));
+        assert!(!is_content_tag("site:berth-f4d4"));
+        assert!(!is_content_tag("site:latest"));
+        assert!(!is_content_tag("127.0.0.1:5000/site"));
+        assert!(!is_content_tag("site:berth-f4d4d54979456102x"));
     }
 }
 

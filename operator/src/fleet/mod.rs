@@ -12,6 +12,7 @@
 //! reached goes back).
 
 pub mod history;
+pub mod images;
 mod min_ready;
 mod prepare;
 mod record;

@@ -278,7 +278,10 @@ fn load_document(origin: Origin, doc: Value, input: &mut Input, errors: &mut Vec
             return errors.push(here(
                 Some(object),
                 Some("kind"),
-                format!("{} is not something berth reads (DockerHost, ContainerSet, Image, Secret, ConfigMap)", quoted(other)),
+                format!(
+                    "{} is not something berth reads (DockerHost, ContainerSet, Image, Secret, ConfigMap)",
+                    quoted(other)
+                ),
             ));
         }
     };

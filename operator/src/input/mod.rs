@@ -6,6 +6,8 @@
 //! pull secrets, host [`policy`]) and turns the lot into desired state per host. Every error
 //! names the file, the object and the field.
 
+pub mod build_context;
+pub mod images;
 pub mod load;
 pub mod policy;
 pub mod resolve;

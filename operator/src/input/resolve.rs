@@ -39,6 +39,9 @@ pub struct Resolved {
     pub set_infos: HashMap<SetKey, SetInfo>,
     /// What a moved image tag does, per set (the fleet runner pins images by it).
     pub image_policies: HashMap<SetKey, ImagePolicy>,
+    /// The input's `Image`s, read and digested (filled in by whoever read them:
+    /// [`super::images::resolve_images`] runs before `resolve`).
+    pub images: Vec<crate::target::ImageTarget>,
 }
 
 /// Resolve the input. `prune` makes every set in the input's namespaces owned, so sets no
@@ -98,7 +101,10 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
             // Standalone, input::images replaced it with the build's tag before resolving.
             errors.push(err(
                 "spec.template.imageFrom.name",
-                format!("Image {} is not built here: declare it in the input (the operator does not build Images yet)", from.name),
+                format!(
+                    "Image {} is not built here: declare it in the input (the operator does not build Images yet)",
+                    from.name
+                ),
             ));
             continue;
         }
@@ -179,6 +185,7 @@ pub fn resolve(input: &Input, prune: bool) -> Result<Resolved, InputErrors> {
         sets: set_keys,
         set_infos,
         image_policies,
+        images: Vec::new(),
     })
 }
 
@@ -322,6 +329,8 @@ pub fn dependency_errors(input: &Input) -> Vec<InputError> {
                         format!("{} is not a Task (spec.mode: Task): it never completes; use Started or Ready", d.name),
                     ))
                 }
+                // Depending on itself is the object's own error (validate), not a loop to name.
+                Some(_) if dep == key => {}
                 Some(_) => edges.entry(key.clone()).or_default().push(dep),
             }
         }
@@ -667,7 +676,7 @@ fn normalize_registry(s: &str) -> String {
 }
 
 /// Credentials for the template's image from its `imagePullSecrets`, first match wins.
-fn pull_credentials(
+pub(super) fn pull_credentials(
     t: &ContainerTemplate,
     namespace: &str,
     input: &Input,
