@@ -446,8 +446,9 @@ fn plan_task(d: &DesiredSet, containers: &[&ObservedContainer]) -> Option<SetPla
 
 fn plan_task_ordinal(d: &DesiredSet, ordinal: u32, here: &[&ObservedContainer]) -> Vec<Change> {
     let name = d.container_name(ordinal);
+    // A container being removed is gone already: not a failed run (it may have completed).
     let (mut current, old): (Vec<&ObservedContainer>, Vec<&ObservedContainer>) =
-        here.iter().partition(|c| c.revision == d.revision);
+        here.iter().filter(|c| c.state != State::Removing).partition(|c| c.revision == d.revision);
     // The one that counts: under its name, and the furthest along (completed, running, created).
     current.sort_by_key(|c| {
         (

@@ -187,3 +187,10 @@ fn an_earlier_revision_that_still_runs_is_waited_for_not_stopped() {
     host.apply_plan(&p, std::slice::from_ref(&d)).unwrap();
     assert!(plan(&host, &d).is_empty());
 }
+
+#[test]
+fn a_completed_container_being_removed_is_not_a_failed_run() {
+    let (mut host, d) = world(&[Left::Completed], true);
+    host.containers[0].state = State::Removing;
+    assert!(plan(&host, &d).is_empty(), "recorded complete: nothing runs again");
+}
