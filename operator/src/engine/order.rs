@@ -118,6 +118,9 @@ pub struct Unmet {
     /// The host where it falls short.
     pub host: String,
     pub why: String,
+    /// Time alone may still satisfy it: a container of its revision runs (or is about to) and
+    /// is not ready yet. Otherwise (exited, missing, unobservable) waiting would not help.
+    pub may_come: bool,
 }
 
 impl fmt::Display for Unmet {
@@ -141,12 +144,13 @@ pub fn gate(deps: &[Dependency], on: &str, hosts: &[HostState<'_>]) -> Vec<Unmet
                 dependency: dep.clone(),
                 host: on.to_string(),
                 why: format!("{} is placed on no host", dep.set.name),
+                may_come: false,
             });
             continue;
         }
         for h in judged {
-            if let Err(why) = satisfied(dep, h) {
-                unmet.push(Unmet { dependency: dep.clone(), host: h.host.to_string(), why });
+            if let Err((why, may_come)) = satisfied(dep, h) {
+                unmet.push(Unmet { dependency: dep.clone(), host: h.host.to_string(), why, may_come });
                 break;
             }
         }
@@ -154,14 +158,15 @@ pub fn gate(deps: &[Dependency], on: &str, hosts: &[HostState<'_>]) -> Vec<Unmet
     unmet
 }
 
-/// Whether `dep` is satisfied on one host where it is placed.
-fn satisfied(dep: &Dependency, h: &HostState<'_>) -> Result<(), String> {
+/// Whether `dep` is satisfied on one host where it is placed; if not, why, and whether time
+/// alone may still satisfy it.
+fn satisfied(dep: &Dependency, h: &HostState<'_>) -> Result<(), (String, bool)> {
     let d = h.desired.iter().find(|d| d.key == dep.set).expect("judged hosts place the dependency");
     let Some(observed) = h.observed else {
-        return Err("the host could not be observed".into());
+        return Err(("the host could not be observed".into(), false));
     };
     if dep.condition == Condition::Completed && !d.spec.task {
-        return Err(format!("{} is not a Task: it never completes", dep.set.name));
+        return Err((format!("{} is not a Task: it never completes", dep.set.name), false));
     }
     if d.task_completed {
         return Ok(());
@@ -173,7 +178,7 @@ fn satisfied(dep: &Dependency, h: &HostState<'_>) -> Result<(), String> {
             .filter(|c| c.set == d.key && c.revision == d.revision && c.ordinal == Some(ordinal))
             .min_by_key(|c| c.name != name);
         let Some(c) = c else {
-            return Err(format!("no container of its revision {} yet", d.revision));
+            return Err((format!("no container of its revision {} yet", d.revision), false));
         };
         let ok = match (dep.condition, d.spec.task) {
             // A task has started once it runs or ran; it is ready once it completed.
@@ -184,7 +189,8 @@ fn satisfied(dep: &Dependency, h: &HostState<'_>) -> Result<(), String> {
             (Condition::Completed, false) => false,
         };
         if !ok {
-            return Err(format!("container {} is {}", c.name, describe(c)));
+            let may_come = matches!(c.state, State::Running | State::Restarting | State::Created);
+            return Err((format!("container {} is {}", c.name, describe(c)), may_come));
         }
     }
     Ok(())

@@ -106,6 +106,8 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
     let mut keys: Vec<SetKey> = ctx.sets.keys().cloned().collect();
     keys.sort();
     let finished: HashMap<&SetKey, watch::Sender<bool>> = keys.iter().map(|k| (k, watch::channel(false).0)).collect();
+    // Sets whose run in this run did not converge: a dependent does not wait for them.
+    let failed_runs: Mutex<BTreeSet<SetKey>> = Mutex::new(BTreeSet::new());
     let edges: BTreeMap<SetKey, Vec<SetKey>> =
         keys.iter().map(|k| (k.clone(), ctx.sets[k].depends_on.iter().map(|d| d.set.clone()).collect())).collect();
     // Acyclic by input validation; were it not, waiting could never end, so nobody waits.
@@ -118,6 +120,7 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
         };
         let done = &finished[key];
         let finished = &finished;
+        let failed_runs = &failed_runs;
         let prepared = &prepared;
         let progress = &progress;
         async move {
@@ -142,7 +145,11 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
                     }
                 }
             }
-            let run = run_set(views_ref, prepared, key, ctx, progress).await;
+            let failed = failed_runs.lock().expect("never poisoned").clone();
+            let run = run_set(views_ref, prepared, key, ctx, progress, &failed).await;
+            if !matches!(run.0.result, SetResult::Converged | SetResult::Paused { .. }) {
+                failed_runs.lock().expect("never poisoned").insert(key.clone());
+            }
             done.send_replace(true);
             run
         }
@@ -165,6 +172,28 @@ pub async fn execute(views: &mut [HostView], prepared: Prepared, ctx: &RunContex
         substitute(views, &key, &by_host);
     }
     FleetReport { outcomes, sets: reports }
+}
+
+/// Whether some work host's gate is unmet only by dependencies that time may still satisfy.
+fn dependency_on_its_way(
+    views: &[HostView],
+    fresh: &[Option<Vec<ObservedContainer>>],
+    info: &SetInfo,
+    work: &[(usize, SetPlan)],
+    ctx: &RunContext<'_>,
+    failed: &BTreeSet<SetKey>,
+) -> bool {
+    let states: Vec<HostState<'_>> = views
+        .iter()
+        .zip(fresh)
+        .map(|(v, o)| HostState { host: &v.target.name, desired: &v.target.desired, observed: o.as_deref() })
+        .collect();
+    let inside: Vec<Dependency> =
+        info.depends_on.iter().filter(|d| !ctx.outside.contains_key(&d.set)).cloned().collect();
+    work.iter().filter(|(_, sp)| sp.revision.is_some()).any(|(i, _)| {
+        let unmet = gate(&inside, &views[*i].target.name, &states);
+        !unmet.is_empty() && unmet.iter().all(|u| u.may_come && !failed.contains(&u.dependency.set))
+    })
 }
 
 /// Whether `dep` is Started on every host where it is placed, as the hosts show it now.
@@ -209,6 +238,7 @@ async fn run_set(
     key: &SetKey,
     ctx: &RunContext<'_>,
     progress: &PullRecorder<'_>,
+    failed_dependencies: &BTreeSet<SetKey>,
 ) -> SetRun {
     let info = &ctx.sets[key];
     let revision = desired_revision(views, key);
@@ -263,7 +293,17 @@ async fn run_set(
     let mut work = work;
     let mut waiting = Vec::new();
     if !info.depends_on.is_empty() {
-        let fresh = observe_again(views).await;
+        // A dependency that is on its way (running, not healthy yet) is waited for, up to the
+        // set's progress deadline; one that failed or is missing stops the set at once.
+        let deadline = ctx.options.sets.get(key).map_or(Duration::from_secs(600), |r| r.progress_deadline);
+        let until = tokio::time::Instant::now() + deadline;
+        let mut fresh = observe_again(views).await;
+        while tokio::time::Instant::now() < until
+            && dependency_on_its_way(views, &fresh, info, &work, ctx, failed_dependencies)
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            fresh = observe_again(views).await;
+        }
         let states: Vec<HostState<'_>> = views
             .iter()
             .zip(&fresh)
@@ -279,7 +319,7 @@ async fn run_set(
             let mut unmet = gate(&inside, host, &states);
             for d in outside {
                 if let Err(why) = &ctx.outside[&d.set] {
-                    unmet.push(Unmet { dependency: d, host: host.clone(), why: why.clone() });
+                    unmet.push(Unmet { dependency: d, host: host.clone(), why: why.clone(), may_come: false });
                 }
             }
             for u in &unmet {
@@ -380,6 +420,18 @@ async fn run_set(
         }
     }
 
+    // A revision that was Ready everywhere and only had a container replaced (drift, a killed
+    // container) did not fail: the host did. Retried next run, never held or rolled back.
+    let repair = !rolling_new && !info.task && history.by_hash(&revision).is_some_and(|r| r.outcome == Outcome::Ready);
+    if repair
+        && let Some(Failure { host, reason: FailureReason::NotReady(error), .. }) = &failure
+        && held.is_none()
+    {
+        tracing::warn!(set = %key, %host, "replacing a container of a ready revision failed; retried next run");
+        report.result = SetResult::Error(RunError::Host { host: host.clone(), source: error.clone() });
+        report.history = Some(history);
+        return (report, outcomes, None);
+    }
     let mut substitution = None;
     if let Some(f) = failure {
         let mut rolled_back_to = None;

@@ -64,12 +64,12 @@ const DOCKERIGNORE: &str = ".dockerignore";
 const FORMAT: &str = "berth-build-input v1";
 /// Permission bits with setuid, setgid and sticky: what a tar header carries.
 const MODE_BITS: u32 = 0o7777;
-/// Below this many files, one thread hashes them all (threads cost more than they save).
-const PARALLEL_FROM: usize = 64;
-/// Files a hashing thread takes at a time.
+/// Files a hashing thread takes at a time; also the fewest files worth a thread of their own.
 const CHUNK: usize = 32;
-/// Hashing threads at most: reading small files is syscall-bound, more threads contend.
-const MAX_THREADS: usize = 8;
+/// Hashing threads at most, whatever the number of cores: a small file not in the page cache
+/// waits on the disk, so more reads in flight than cores is what makes a cold context quick
+/// (10,000 files on 2 cores: ~0.5 s with 2 threads, ~0.2 s with 16, no better with 32).
+const READS_IN_FLIGHT: usize = 16;
 
 /// One thing sent in a context.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,13 +215,10 @@ fn read_error(path: &Path) -> impl Fn(io::Error) -> ContextError + '_ {
 }
 
 /// Fills in mode, size and SHA-256 of the files at `files` (indices in `entries`), on several
-/// threads when there are many: a context of small files is bound by syscalls, not hashing.
+/// threads when there are many: a context of small files is bound by the disk and syscalls, not
+/// by hashing.
 fn hash_files(root: &Path, entries: &mut [Entry], files: &[usize]) -> Result<(), ContextError> {
-    let threads = if files.len() < PARALLEL_FROM {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)
-    };
+    let threads = files.len().div_ceil(CHUNK).clamp(1, READS_IN_FLIGHT);
     let next = AtomicUsize::new(0);
     let shared: &[Entry] = entries;
     let work = || {
