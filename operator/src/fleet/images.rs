@@ -152,7 +152,16 @@ async fn ensure_one(
         }
         out.built = true;
     }
-    if b.repository.is_some() && (options.push || options.distribute) {
+    // Pushed before, unchanged since: the builder's image lists the repository's digest.
+    let pushed_before = match (&b.repository, out.built) {
+        (Some(repo), false) => {
+            let inspect =
+                docker::bounds::read(&bname, "inspect image", docker::bounds::READ, || bd.inspect_image(&b.tag));
+            matches!(inspect.await, Ok(Ok(i)) if i.repo_digests.as_deref().unwrap_or_default().iter().any(|d| d.starts_with(&format!("{repo}@"))))
+        }
+        _ => false,
+    };
+    if b.repository.is_some() && (options.push || options.distribute) && !pushed_before {
         match docker::carry::push(&bname, bd, &b.tag, b.push_credentials.clone()).await {
             Ok(digest) => out.pushed = Some(digest),
             Err(source) => out.error = Some(ImageError::Push { image: b.key.to_string(), tag: b.tag.clone(), source }),
