@@ -237,11 +237,11 @@ async fn delete_volumes_keeps_a_volume_another_container_uses() {
 }
 
 #[test]
-fn crd_prints_both_custom_resource_definitions() {
+fn crd_prints_every_custom_resource_definition() {
     let out = berth(["crd"], &[]);
     out.assert_success();
-    assert_eq!(out.stdout.matches("kind: CustomResourceDefinition").count(), 2, "{out}");
-    for name in ["dockerhosts.berth.dev", "containersets.berth.dev"] {
+    assert_eq!(out.stdout.matches("kind: CustomResourceDefinition").count(), 3, "{out}");
+    for name in ["dockerhosts.berth.dev", "containersets.berth.dev", "images.berth.dev"] {
         assert!(out.stdout.contains(&format!("name: {name}")), "berth crd lacks {name}\n{out}");
     }
     assert!(out.stdout.contains("v1alpha1"), "{out}");
