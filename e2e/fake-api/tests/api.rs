@@ -129,7 +129,10 @@ async fn generic_over_builtin_resources() {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     assert!(crds.list(&lp).await.unwrap().items.is_empty());
     install_crds(&client).await;
-    assert_eq!(names(crds.list(&lp).await.unwrap()), ["containersets.berth.dev", "dockerhosts.berth.dev", "images.berth.dev"]);
+    assert_eq!(
+        names(crds.list(&lp).await.unwrap()),
+        ["containersets.berth.dev", "dockerhosts.berth.dev", "images.berth.dev"]
+    );
 
     assert_eq!(names(secrets.list(&lp).await.unwrap()), ["tls"]);
     assert_eq!(names(cms.list(&lp).await.unwrap()), ["conf"]);
