@@ -531,16 +531,21 @@ async fn move_aside(ctx: &StepContext<'_>, name: &str, id: &str) -> Result<(), D
     Ok(())
 }
 
+/// The container's state, from one bounded inspect (the readiness and exit waits poll it).
+async fn container_state(ctx: &StepContext<'_>, name: &str) -> Result<bollard::models::ContainerState, DockerError> {
+    let c = bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(name, None))
+        .await?
+        .map_err(|e| DockerError::api("inspect container", name, e))?;
+    Ok(c.state.unwrap_or_default())
+}
+
 /// Poll until running and healthy (or running, without a healthcheck). Fails at once when the
 /// container exits or turns unhealthy, and at the set's progress deadline.
 async fn wait_ready(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError> {
     let deadline = Instant::now() + ctx.runtime.progress_deadline;
     let mut interval = Duration::from_millis(50);
     loop {
-        let c = bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(name, None))
-            .await?
-            .map_err(|e| DockerError::api("inspect container", name, e))?;
-        let state = c.state.unwrap_or_default();
+        let state = container_state(ctx, name).await?;
         let health = state.health.as_ref().and_then(|h| h.status);
         match state.status {
             Some(ContainerStateStatusEnum::RUNNING) => match health {
@@ -597,10 +602,7 @@ async fn wait_exit(ctx: &StepContext<'_>, name: &str) -> Result<(), DockerError>
     let deadline = Instant::now() + ctx.runtime.progress_deadline;
     let mut interval = Duration::from_millis(50);
     loop {
-        let c = bounds::read(ctx.host, "inspect container", bounds::READ, || ctx.docker.inspect_container(name, None))
-            .await?
-            .map_err(|e| DockerError::api("inspect container", name, e))?;
-        let state = c.state.unwrap_or_default();
+        let state = container_state(ctx, name).await?;
         match state.status {
             Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
                 let code = state.exit_code.unwrap_or(-1);
